@@ -1,0 +1,63 @@
+"""`ingest PATH`: the command-line shell over `ingest.run.ingest`.
+
+Exit status: 0 when every file was ingested (or skipped as unsupported), 1 when some
+failed, 2 for usage or configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from embedding import ModelNotFound
+from store import Settings, StoreError, configure_logging
+
+from .run import IngestReport, UsageError, ingest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
+    parser.add_argument("path", help="a folder (read recursively) or a single file")
+    Settings.add_arguments(parser)
+    parser.add_argument("--chunk-tokens", type=int, help="target chunk size in model tokens (PGKB_CHUNK_TOKENS)")
+    parser.add_argument("--batch-tokens", type=int, help="tokens per embedding batch (PGKB_BATCH_TOKENS)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (PGKB_DEVICE)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each file")
+    args = parser.parse_args(argv)
+
+    console = Console(stderr=True)
+    configure_logging(args.verbose)
+    try:
+        settings = Settings.from_arguments(args, chunk_tokens=args.chunk_tokens,
+                                           batch_tokens=args.batch_tokens, device=args.device)
+        show_progress = console.is_terminal and not args.quiet
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, disable=not show_progress) as progress:
+            task = progress.add_task("ingesting", total=None)
+            report = ingest(args.path, settings,
+                            on_file=lambda outcome: progress.update(task, advance=1, description=outcome.key))
+    except (UsageError, ModelNotFound, StoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(report, Console(soft_wrap=True))
+    return 1 if report.failed else 0
+
+
+def print_summary(report: IngestReport, console: Console) -> None:
+    counts = report.counts()
+    console.print(
+        f"collection [bold]{report.collection}[/bold]: {counts['seen']} files seen, "
+        f"{counts['ingested']} ingested, {counts['skipped']} skipped (unsupported type), "
+        f"{counts['failed']} failed; {counts['chunks']} chunks written in {report.seconds:.1f} s",
+        highlight=False,
+    )
+    if report.failed:
+        table = Table("failed file", "reason", title="failures", title_justify="left")
+        for outcome in report.failed:
+            table.add_row(outcome.key, outcome.reason)
+        console.print(table)

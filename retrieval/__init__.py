@@ -1,0 +1,12 @@
+"""Search the knowledge base from Python:
+
+    from retrieval import search
+    for hit in search("how do I claim travel expenses", k=5, filters={"source": "policy.pdf"}):
+        print(hit.score, hit.citation)
+        print(hit.text)
+"""
+
+from .filters import FilterError
+from .search import Hit, KnowledgeBase, search
+
+__all__ = ["FilterError", "Hit", "KnowledgeBase", "search"]

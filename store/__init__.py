@@ -1,0 +1,13 @@
+"""PostgreSQL: settings, the connection (embedded server or DATABASE_URL), schema and writes.
+
+`store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
+"""
+
+from .database import SpaceMismatch, Store, StoreError, hnsw_index_name, migrate, resolve_url
+from .records import Chunk, Collection, DocumentRecord
+from .settings import Settings, configure_logging
+
+__all__ = [
+    "Chunk", "Collection", "DocumentRecord", "Settings", "SpaceMismatch", "Store",
+    "StoreError", "configure_logging", "hnsw_index_name", "migrate", "resolve_url",
+]

@@ -1,0 +1,54 @@
+"""What the store is handed: typed records, free of any parser or model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One searchable piece of a document, already masked, ready to embed and store."""
+
+    document_key: str
+    ordinal: int
+    text: str
+    section_path: tuple[str, ...]
+    page_start: int | None
+    page_end: int | None
+    element_types: tuple[str, ...]
+    token_count: int
+    content_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedding_text(self) -> str:
+        """What the model reads: the section path gives a chunk the context its text lacks."""
+        if not self.section_path or self.text.startswith(self.section_path[-1]):
+            heading = " > ".join(self.section_path[:-1])
+        else:
+            heading = " > ".join(self.section_path)
+        return f"{heading}\n\n{self.text}" if heading else self.text
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A source file's row: its identity in the collection and what is known of it."""
+
+    key: str
+    path: str
+    sha256: str
+    size_bytes: int
+    mtime: datetime | None
+    media_type: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    dims: int
+    space: dict[str, Any]

@@ -1,0 +1,70 @@
+"""SQLAlchemy Core view of the schema, for building queries. Alembic migrations own the DDL."""
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger, Column, DateTime, ForeignKey, Integer, MetaData, Table, Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+
+metadata = MetaData()
+
+collections = Table(
+    "collections", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("model", Text, nullable=False),
+    Column("dims", Integer, nullable=False),
+    Column("space", JSONB, nullable=False),
+    Column("settings", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+documents = Table(
+    "documents", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("mtime", DateTime(timezone=True)),
+    Column("media_type", Text, nullable=False),
+    Column("title", Text),
+    Column("metadata", JSONB, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+chunks = Table(
+    "chunks", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id"), nullable=False),
+    Column("document_id", ForeignKey("documents.id"), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("section_path", ARRAY(Text), nullable=False),
+    Column("page_start", Integer),
+    Column("page_end", Integer),
+    Column("element_types", ARRAY(Text), nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("embedding", Vector(), nullable=False),
+    Column("tsv", TSVECTOR),
+)
+
+ingest_runs = Table(
+    "ingest_runs", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id")),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("counts", JSONB, nullable=False),
+    Column("errors", JSONB, nullable=False),
+)
+
+__all__ = ["metadata", "collections", "documents", "chunks", "ingest_runs"]

@@ -1,0 +1,39 @@
+"""Alembic migrations up and down, on a database of their own in the embedded server."""
+
+import subprocess
+import sys
+
+from sqlalchemy import create_engine, inspect, text
+
+from store import migrate, resolve_url
+from tests.conftest import ROOT
+
+TABLES = {"collections", "documents", "chunks", "ingest_runs"}
+
+
+def test_upgrade_then_alembic_downgrade_base_then_upgrade_again(settings):
+    server_url = resolve_url(settings)
+    with create_engine(server_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS pgkb_migrations"))
+        conn.execute(text("CREATE DATABASE pgkb_migrations"))
+    url = server_url.replace("/postgres?", "/pgkb_migrations?")
+    engine = create_engine(url)
+
+    migrate(engine)
+    assert TABLES <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        columns = {c["name"]: str(c["type"]) for c in inspect(conn).get_columns("chunks")}
+    assert {"embedding", "tsv", "section_path", "page_start", "page_end", "content_hash"} <= set(columns)
+
+    # The alembic command line, as a user runs it from the repository root.
+    down = subprocess.run([sys.executable, "-m", "alembic", "downgrade", "base"], cwd=ROOT,
+                          env={**__import__("os").environ, "DATABASE_URL": url},
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    engine.dispose()
+    assert not TABLES & set(inspect(engine).get_table_names())
+
+    migrate(engine)
+    assert TABLES <= set(inspect(engine).get_table_names())
+    engine.dispose()
