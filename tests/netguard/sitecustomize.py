@@ -27,7 +27,7 @@ def _refuse(what: str):
     log = os.environ.get("PGKB_NETGUARD_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"pid {os.getpid()}: {what}\n{''.join(traceback.format_stack(limit=12))}\n")
+            f.write(f"pid {os.getpid()}: {what}\n{''.join(traceback.format_stack(limit=40))}\n")
     raise OSError(101, f"network unreachable (test guard): {what}")
 
 
