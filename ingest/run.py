@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sqlalchemy.exc import OperationalError
+
 from embedding import TransformersEmbedder, load_embedder
 from store import DocumentRecord, Settings, Store
 
@@ -105,19 +107,21 @@ def _ingest_file(source: SourceFile, store, collection, embedder, max_tokens: in
         return FileOutcome(source.key, "skipped", f"unsupported type {source.path.suffix or '(none)'}")
     try:
         parsed = parse(source.path, source.media_type)
+        metadata = {"source": source.key, **parsed.metadata}
+        chunks = chunk_elements(parsed.elements, source.key, embedder.count_tokens, max_tokens, metadata)
+        vectors = embedder.embed_documents([c.embedding_text for c in chunks])
+        record = DocumentRecord(
+            key=source.key, path=str(source.path), sha256=source.sha256, size_bytes=source.size,
+            mtime=source.mtime, media_type=source.media_type, title=parsed.title, metadata=parsed.metadata,
+        )
+        store.write_document(collection, record, chunks, vectors)
     except ParseError as exc:
         log.warning("%s: %s", source.key, exc)
         return FileOutcome(source.key, "failed", str(exc))
-    except Exception as exc:  # a parser library's own bug must not stop the run
-        log.warning("%s: parser error: %s", source.key, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FileOutcome(source.key, "failed", f"parser error: {type(exc).__name__}: {exc}")
-    metadata = {"source": source.key, **parsed.metadata}
-    chunks = chunk_elements(parsed.elements, source.key, embedder.count_tokens, max_tokens, metadata)
-    vectors = embedder.embed_documents([c.embedding_text for c in chunks])
-    record = DocumentRecord(
-        key=source.key, path=str(source.path), sha256=source.sha256, size_bytes=source.size,
-        mtime=source.mtime, media_type=source.media_type, title=parsed.title, metadata=parsed.metadata,
-    )
-    store.write_document(collection, record, chunks, vectors)
+    except OperationalError:
+        raise  # the database went away: no later file can succeed either
+    except Exception as exc:  # a library's bug on one odd file must not stop the run
+        log.warning("%s: %s: %s", source.key, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return FileOutcome(source.key, "failed", f"error: {type(exc).__name__}: {exc}")
     log.info("%s: %d chunks", source.key, len(chunks))
     return FileOutcome(source.key, "ingested", chunks=len(chunks))

@@ -3,7 +3,8 @@
 `store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
 """
 
-from .database import SpaceMismatch, Store, StoreError, hnsw_index_name, migrate, resolve_url
+from .database import Store, hnsw_index_name, migrate, resolve_url
+from .errors import SpaceMismatch, StoreError
 from .records import Chunk, Collection, DocumentRecord
 from .settings import Settings, configure_logging
 

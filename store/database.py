@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from .embedded import embedded_database_url
+from .errors import SpaceMismatch, StoreError
 from .records import Chunk, Collection, DocumentRecord
 from .settings import Settings
 from .tables import chunks, collections, documents, ingest_runs
@@ -29,14 +30,6 @@ COLLECTION_LOCK = 0x70676B62_02
 
 # The space fields that decide whether two vectors are comparable.
 SPACE_IDENTITY = ("model", "dims", "pooling", "normalize")
-
-
-class StoreError(Exception):
-    """A database problem the user can act on; the message says what to do."""
-
-
-class SpaceMismatch(StoreError):
-    pass
 
 
 def resolve_url(settings: Settings) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from .errors import StoreError
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,13 @@ def embedded_database_url(data_dir: Path) -> str:
     with PostgresServer._lock:
         _forget_dead_processes(pgdata)
     log.debug("embedded PostgreSQL in %s", pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise StoreError(
+            f"the embedded PostgreSQL could not start in {pgdata} ({type(exc).__name__}); "
+            f"its log is {pgdata / 'log'}; or set DATABASE_URL to use another server"
+        ) from exc
     # pgserver gives a libpq URI over a Unix socket; SQLAlchemy wants its driver named.
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
 

@@ -45,6 +45,9 @@ def parse(path: Path, media_type: str) -> ParsedDocument:
     if path.stat().st_size == 0:
         raise ParseError("empty file")
     document = parsers[media_type](path)
+    for element in document.elements:
+        # PostgreSQL text cannot hold NUL, which odd PDFs and Word files do contain.
+        element.text = element.text.replace("\x00", "")
     if not any(element.text.strip() for element in document.elements):
         raise ParseError("no text")
     return document
