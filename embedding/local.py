@@ -80,11 +80,17 @@ class TransformersEmbedder:
         )
         log.info("loaded %s on %s (%d dims)", model, self.device, self.space.dims)
 
+    @property
+    def max_text_tokens(self) -> int:
+        """The most tokens of text the model reads, after its special tokens."""
+        return self.profile.max_tokens - self.tokenizer.num_special_tokens_to_add()
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens each text takes in this model, special tokens included, not truncated."""
+        """Tokens of text in each, special tokens excluded, never truncated."""
         if not texts:
             return []
-        return [len(ids) for ids in self.tokenizer(list(texts), verbose=False)["input_ids"]]
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))

@@ -48,27 +48,43 @@ def chunk_elements(
     elements: Sequence[Element], document_key: str, count_tokens: CountTokens,
     max_tokens: int, metadata: dict | None = None,
 ) -> list[Chunk]:
-    """Cut a document's elements into chunks of at most `max_tokens` model tokens."""
-    pieces = _pieces(elements, count_tokens, max_tokens)
+    """Cut a document's elements into chunks whose embedding text fits in `max_tokens`."""
+    budget = max_tokens - _heading_reserve(elements, count_tokens, max_tokens)
+    pieces = _pieces(elements, count_tokens, budget)
     groups: list[_Section] = []
     current = _Section()
+    paths = _section_paths(elements)
     path: tuple[str, ...] = ()
     for piece, element in pieces:
         if isinstance(element, Title):
-            depth = element.metadata.category_depth or 0
-            path = path[:depth] + (piece.text,)
+            path = next(paths)
             if current.has_body():
                 groups.append(current)
                 current = _Section()
             # Consecutive headings stay together: a title and its first subtitle open one chunk.
             current.path = path
-        elif current.has_body() and current.tokens + piece.tokens > max_tokens:
+        elif current.has_body() and current.tokens + piece.tokens > budget:
             groups.append(current)
             current = _Section(path=path)
         current.pieces.append(piece)
     if current.pieces:
         groups.append(current)
     return _chunks(groups, document_key, count_tokens, metadata or {})
+
+
+def _section_paths(elements: Sequence[Element]):
+    """The section path in force after each Title, in document order."""
+    path: tuple[str, ...] = ()
+    for element in elements:
+        if isinstance(element, Title) and element.text.strip():
+            path = path[:element.metadata.category_depth or 0] + (element.text.strip(),)
+            yield path
+
+
+def _heading_reserve(elements: Sequence[Element], count_tokens: CountTokens, max_tokens: int) -> int:
+    """Room kept for the section path that Chunk.embedding_text puts before the text."""
+    headings = {" > ".join(path) for path in _section_paths(elements)}
+    return min(max(count_tokens(sorted(headings)), default=0), max_tokens // 2)
 
 
 def _pieces(elements: Sequence[Element], count_tokens: CountTokens, max_tokens: int):

@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in report.failures_by_reason().most_common())
     console.print(
         f"collection [bold]{report.collection}[/bold]: {counts['seen']} files seen, "
         f"{counts['ingested']} ingested, {counts['skipped']} skipped (unsupported type), "
-        f"{counts['failed']} failed; {counts['chunks']} chunks written in {report.seconds:.1f} s",
+        f"{counts['failed']} failed{f' ({reasons})' if reasons else ''}; "
+        f"{counts['chunks']} chunks written in {report.seconds:.1f} s",
         highlight=False,
     )
     if report.failed:

@@ -88,15 +88,19 @@ def ingest(
         options = {"path": str(root.resolve()), "model": settings.model}
         run_id = store.start_run(collection, options)
         report = IngestReport(collection.name)
-        max_tokens = min(settings.chunk_tokens, embedder.space.max_tokens)
-        for source in discover(root):
-            outcome = _ingest_file(source, store, collection, embedder, max_tokens)
-            report.files.append(outcome)
-            if on_file:
-                on_file(outcome)
-        report.seconds = time.perf_counter() - started
-        errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
-        store.finish_run(run_id, "failed" if errors else "succeeded", report.counts(), errors)
+        max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
+        status = "aborted"  # unless the loop completes: interrupted, or the database went away
+        try:
+            for source in discover(root):
+                outcome = _ingest_file(source, store, collection, embedder, max_tokens)
+                report.files.append(outcome)
+                if on_file:
+                    on_file(outcome)
+            status = "failed" if report.failed else "succeeded"
+        finally:
+            report.seconds = time.perf_counter() - started
+            errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
+            store.finish_run(run_id, status, report.counts(), errors)
         return report
     finally:
         store.close()

@@ -10,7 +10,7 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     result = run_cli("ingest", str(docs), env=env)
     assert result.returncode == 1, result.stderr
     out = " ".join(result.stdout.split())
-    assert "5 files seen, 2 ingested, 1 skipped (unsupported type), 2 failed" in out
+    assert "5 files seen, 2 ingested, 1 skipped (unsupported type), 2 failed (corrupt: 1, empty file: 1)" in out
     assert "broken.pdf" in out and "corrupt" in out
     assert "empty.docx" in out and "empty file" in out
 

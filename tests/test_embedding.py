@@ -36,6 +36,11 @@ def test_the_space_describes_the_model(embedder):
         "sentence-transformers/all-MiniLM-L6-v2", 384, "mean", True, 256)
 
 
+def test_token_counts_leave_room_for_special_tokens(embedder):
+    assert embedder.max_text_tokens == 254  # 256 less [CLS] and [SEP]
+    assert embedder.count_tokens(["hello world"]) == [2]
+
+
 def test_an_absent_model_is_reported_without_downloading():
     from embedding import ModelNotFound, load_embedder
 
