@@ -11,7 +11,6 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from embedding import ModelNotFound
 from store import Settings, StoreError, configure_logging
@@ -58,8 +57,6 @@ def print_summary(report: IngestReport, console: Console) -> None:
         f"{counts['chunks']} chunks written in {report.seconds:.1f} s",
         highlight=False,
     )
-    if report.failed:
-        table = Table("failed file", "reason", title="failures", title_justify="left")
-        for outcome in report.failed:
-            table.add_row(outcome.key, outcome.reason)
-        console.print(table)
+    # One line per failure, never truncated: logs and grep see the whole key and reason.
+    for outcome in report.failed:
+        console.print(f"  failed  {outcome.key}: {outcome.reason}", highlight=False, markup=False)
