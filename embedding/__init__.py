@@ -1,21 +1,81 @@
-"""Text -> vectors. `load_embedder(model)` gives an object with `embed_documents`,
-`embed_queries`, `count_tokens` and the `space` its vectors live in.
+"""Text -> vectors. `load_embedder(model)` gives an Embedder: `embed_documents`,
+`embed_queries`, `count_tokens`, `max_text_tokens` and the `space` its vectors live in.
+`load_embedder_for_space(space)` gives one whose vectors match a collection's space.
 
+The model runs here (transformers) or behind an OpenAI-compatible server (`embed_url`);
+either way its rules come from a ModelProfile and its tokenizer is read from this machine.
 `embedding` never imports `ingest`, `retrieval` or `store`.
 """
 
-from .local import DEFAULT_MODEL, ModelNotFound, TransformersEmbedder, resolve_model_dir
-from .profiles import ModelProfile
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .base import Embedder
+from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device
+from .models import DEFAULT_MODEL, EmbeddingError, ModelNotFound, resolve_model_dir
+from .profiles import ModelProfile, resolve_profile, unsupported_modules
+from .server import ServerEmbedder, ServerError
 from .space import EmbeddingSpace
 
 
-def load_embedder(model: str = DEFAULT_MODEL, *, device: str = "auto", batch_tokens: int = 16384,
-                  allow_download: bool = False) -> TransformersEmbedder:
-    return TransformersEmbedder(model, device=device, batch_tokens=batch_tokens,
-                                allow_download=allow_download)
+def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_instruction: str | None = None,
+                  device: str = "auto", batch_tokens: int = 16384, embed_url: str | None = None,
+                  api_key_env: str | None = None, profile_file: Path | None = None,
+                  allow_download: bool = False) -> Embedder:
+    """An embedder for `model` (an id in the HF cache, a packaged model, or a directory).
+
+    `dims` asks for shorter Matryoshka vectors; `query_instruction` is the task of an
+    instruction-following model (Qwen3-Embedding), or else the literal prefix of queries.
+    With `embed_url` the vectors come from that server, with the key in env `api_key_env`.
+    """
+    model_dir = resolve_model_dir(model, allow_download)
+    profile = resolve_profile(model, model_dir, profile_file)
+    return _build(model, model_dir, profile, dims, profile.query_prefix(query_instruction),
+                  device, batch_tokens, embed_url, api_key_env)
+
+
+def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", batch_tokens: int = 16384,
+                            embed_url: str | None = None, api_key_env: str | None = None,
+                            profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
+    """An embedder whose vectors are in `space`: same model, dims and query instruction."""
+    model_dir = resolve_model_dir(space.model, allow_download)
+    profile = resolve_profile(space.model, model_dir, profile_file)
+    embedder = _build(space.model, model_dir, profile, space.dims, space.query_instruction or "",
+                      device, batch_tokens, embed_url, api_key_env)
+    if embedder.space.pooling != space.pooling:
+        raise EmbeddingError(
+            f"{space.model} now pools by {embedder.space.pooling!r}, but the collection's vectors "
+            f"were pooled by {space.pooling!r}: restore the model profile it was ingested with"
+        )
+    return embedder
+
+
+def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None, query_prefix: str,
+           device: str, batch_tokens: int, embed_url: str | None, api_key_env: str | None) -> Embedder:
+    tokenizer = load_tokenizer(model_dir, profile)
+    extra_modules = unsupported_modules(model_dir)
+    if embed_url:
+        api_key = os.environ.get(api_key_env) if api_key_env else None
+        return ServerEmbedder(model, embed_url, tokenizer, profile, dims=dims, query_prefix=query_prefix,
+                              api_key=api_key, model_dims=None if extra_modules else _hidden_size(model_dir))
+    if extra_modules:
+        raise EmbeddingError(f"{model} ends in {', '.join(extra_modules)}, which pgkb's local backend does "
+                             "not run: serve it (--embed-url) or choose another model")
+    return TransformersEmbedder(model, load_model(model_dir, pick_device(device)), tokenizer, profile,
+                                dims=dims, query_prefix=query_prefix, batch_tokens=batch_tokens)
+
+
+def _hidden_size(model_dir: Path) -> int | None:
+    """The model's vector size from its config, when its config is here."""
+    config = model_dir / "config.json"
+    return json.loads(config.read_text()).get("hidden_size") if config.is_file() else None
 
 
 __all__ = [
-    "DEFAULT_MODEL", "EmbeddingSpace", "ModelNotFound", "ModelProfile", "TransformersEmbedder",
-    "load_embedder", "resolve_model_dir",
+    "DEFAULT_MODEL", "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile",
+    "ServerEmbedder", "ServerError", "TransformersEmbedder", "load_embedder", "load_embedder_for_space",
+    "resolve_model_dir", "resolve_profile",
 ]

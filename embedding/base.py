@@ -1,0 +1,64 @@
+"""What every embedding backend offers: documents and queries to vectors, token counts in the
+model's own tokenizer, and the EmbeddingSpace its vectors live in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from .profiles import ModelProfile
+from .space import EmbeddingSpace
+
+
+class Embedder(ABC):
+    """Texts -> float32 vectors `[n, space.dims]`, L2-normalised, in input order."""
+
+    def __init__(self, tokenizer, profile: ModelProfile, space: EmbeddingSpace):
+        self.tokenizer = tokenizer
+        self.profile = profile
+        self.space = space
+        end_id = tokenizer.convert_tokens_to_ids(profile.end_token) if profile.end_token else None
+        # Some tokenizers end every input with the end token themselves, older ones do not.
+        adds_end = end_id is None or tokenizer("x", verbose=False)["input_ids"][-1] == end_id
+        self._end_id = None if adds_end else end_id
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(list(texts))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Queries carry the space's instruction; documents never do."""
+        prefix = self.space.query_instruction or ""
+        return self._embed([prefix + t for t in texts])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of text in each, special tokens excluded, never truncated."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    @property
+    def max_text_tokens(self) -> int:
+        """The most tokens of text the model reads, after its special tokens."""
+        return self.space.max_tokens - len(self.input_ids([""])[0])
+
+    def input_ids(self, texts: list[str]) -> list[list[int]]:
+        """What the model reads: special tokens added, cut to max_tokens, the end token last."""
+        limit = self.space.max_tokens - (self._end_id is not None)
+        ids = self.tokenizer(texts, truncation=True, max_length=limit, verbose=False)["input_ids"]
+        return [x + [self._end_id] for x in ids] if self._end_id is not None else ids
+
+    def known_share(self, text: str) -> float:
+        """The share of `text`'s tokens the model has in its vocabulary (not [UNK]): how much
+        of a query's language it covers. Byte-level tokenizers know everything: 1.0."""
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        unknown = self.tokenizer.unk_token_id
+        if not ids or unknown is None:
+            return 1.0
+        return 1.0 - ids.count(unknown) / len(ids)
+
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for `texts`, exactly as given."""

