@@ -6,31 +6,47 @@ import argparse
 import sys
 import dataclasses
 import json
+import re
 
 from rich.console import Console
+from rich.markup import escape
 
 from embedding import ModelNotFound
 from store import Settings, StoreError, configure_logging
 
 from .filters import FilterError
-from .search import KnowledgeBase
+from .hybrid import FUSIONS
+from .search import MODES, KnowledgeBase
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="search", description="Search a pgkb knowledge base.")
-    parser.add_argument("query")
+    parser.add_argument("query", help='words, "quoted phrases", -excluded (Chinese and English)')
     parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    parser.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid")
+    parser.add_argument("--fusion", choices=FUSIONS, default="score",
+                        help="hybrid fusion: score (similarity + term coverage, default) or rrf")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="keep hits whose KEY equals VALUE (source, section, page, metadata.NAME...)")
+    parser.add_argument("--where", metavar="JSON", help='filters in the filter language, e.g. \'{"page": {"gte": 3}}\'')
+    parser.add_argument("--group-by", choices=["document"], help="the best chunk of each document")
+    parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
     parser.add_argument("--json", action="store_true", help="print hits as JSON")
     Settings.add_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
     console = Console(soft_wrap=True)
     try:
-        filters = dict(_key_value(item) for item in args.filter)
+        filters = json.loads(args.where) if args.where else {}
+        if not isinstance(filters, dict):
+            raise FilterError("--where takes a JSON object")
+        filters.update(_key_value(item) for item in args.filter)
         with KnowledgeBase(Settings.from_arguments(args)) as kb:
-            hits = kb.search(args.query, k=args.k, filters=filters or None)
+            hits = kb.search(args.query, k=args.k, filters=filters or None, mode=args.mode, fusion=args.fusion,
+                             exact=True if args.exact else None, group_by=args.group_by)
+    except json.JSONDecodeError as exc:
+        print(f"error: --where is not valid JSON ({exc})", file=sys.stderr)
+        return 2
     except (FilterError, ModelNotFound, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -41,10 +57,32 @@ def main(argv: list[str] | None = None) -> int:
     if not hits:
         console.print("no hits")
     for rank, hit in enumerate(hits, start=1):
-        console.print(f"[bold]{rank}. {hit.citation}[/bold]  [dim](score {hit.score:.3f})[/dim]", highlight=False)
-        snippet = " ".join(hit.text.split())
-        console.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}\n", highlight=False)
+        legs = ", ".join(f"{leg} #{r}" for leg, r in (("vector", hit.vector_rank), ("keyword", hit.keyword_rank)) if r)
+        console.print(f"[bold]{rank}. {escape(hit.citation)}[/bold]  [dim](score {hit.score:.3f}; {legs})[/dim]",
+                      highlight=False)
+        console.print(f"   {_excerpt(hit)}\n", highlight=False)
     return 0
+
+
+def _excerpt(hit) -> str:
+    """The highlighted snippet of a keyword match, else the start of the chunk."""
+    if hit.snippet and "<b>" in hit.snippet:
+        return _bold(" ".join(hit.snippet.split()))
+    text = " ".join(hit.text.split())
+    return escape(text[:300] + ("…" if len(text) > 300 else ""))
+
+
+def _bold(snippet: str) -> str:
+    """ts_headline's <b>...</b> as rich markup, the rest escaped."""
+    parts = re.split(r"(</?b>)", snippet)
+    out, bold = [], False
+    for part in parts:
+        if part in ("<b>", "</b>"):
+            bold = part == "<b>"
+            out.append("[bold yellow]" if bold else "[/bold yellow]")
+        else:
+            out.append(escape(part))
+    return "".join(out)
 
 
 def _key_value(item: str) -> tuple[str, object]:

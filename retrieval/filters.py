@@ -1,17 +1,25 @@
-"""The filter language: a dict compiled to SQLAlchemy expressions (bound parameters only).
+"""The filter language: a dict compiled to SQLAlchemy conditions (bound parameters only).
 
-    {"source": "policy.pdf"}                  equality
-    {"source": {"in": ["a.pdf", "b.docx"]}}   membership
-    {"page": {"gte": 3, "lte": 5}}            ranges: gt, gte, lt, lte
-    {"section": "Per diem"}                   any heading of the chunk's section path
-    {"metadata.author": "Jane"}               a file-level metadata key
+    {"source": "policy.pdf"}                     equality (a bare value means eq)
+    {"source": {"in": ["a.pdf", "b.docx"]}}      any of several
+    {"page": {"gte": 3, "lte": 5}}               ranges: gt, gte, lt, lte
+    {"modified": {"gte": "2026-01-01"}}          dates: the file's mtime, or when it was ingested
+    {"section": "Per diem"}                      a heading anywhere in the chunk's section path
+    {"section": {"contains": ["Travel", "Per diem"]}}   all of these headings
+    {"metadata.department": "finance"}           a document metadata key (file metadata, tags)
+    {"metadata.tags": {"contains": "finance"}}   an array in metadata holds this value (or all of a list)
+    {"metadata.reviewed": {"exists": True}}      the key is present (False: absent)
+
+Keys: source (= key, the path relative to the ingested folder), path, title, media_type, page,
+section, modified, ingested, metadata.NAME. Several keys, or several operators on one key,
+must all hold. An SQLAlchemy expression on store.tables.chunks/documents is accepted as is.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, literal, or_
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
@@ -28,8 +36,11 @@ _COLUMNS = {
     "path": documents.c.path,
     "title": documents.c.title,
     "media_type": documents.c.media_type,
+    "modified": documents.c.mtime,
+    "ingested": documents.c.updated_at,
 }
-_OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte"}
+_OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte", "contains", "exists"}
+_RANGE = {"gt", "gte", "lt", "lte"}
 
 
 def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> list[ColumnElement]:
@@ -47,40 +58,80 @@ def _condition(key: str, spec: Any) -> ColumnElement:
     ops = spec if isinstance(spec, dict) else {"eq": spec}
     unknown = set(ops) - _OPERATORS
     if unknown:
-        raise FilterError(f"filter {key!r}: unknown operator {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPERATORS))})")
+        raise FilterError(
+            f"filter {key!r}: unknown operator {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPERATORS))})"
+        )
     if "in" in ops and not isinstance(ops["in"], (list, tuple)):
         raise FilterError(f"filter {key!r}: 'in' takes a list, not {ops['in']!r}")
+    if not ops:
+        raise FilterError(f"filter {key!r}: no operator given")
     return and_(*(_compare(key, op, value) for op, value in ops.items()))
 
 
 def _compare(key: str, op: str, value: Any) -> ColumnElement:
     if key == "page":
-        # A chunk is on page p when p falls within its page range.
-        return _apply(op, value, low=chunks.c.page_start, high=chunks.c.page_end)
+        return _page(op, value)
     if key == "section":
-        if op == "eq":
-            return chunks.c.section_path.any(value)
-        if op == "in":
-            return chunks.c.section_path.overlap(literal(list(value), ARRAY(Text)))
-        raise FilterError(f"filter 'section' takes eq or in, not {op!r}")
-    if key.startswith("metadata."):
-        name = key.removeprefix("metadata.")
-        if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
-            return documents.c.metadata.contains({name: value})
-        if op == "in":
-            return or_(*[documents.c.metadata.contains({name: v}) for v in value])
-        column = documents.c.metadata[name].astext
-        return _apply(op, str(value), low=column, high=column)
+        return _section(op, value)
+    if key.startswith("metadata.") and len(key) > len("metadata."):
+        return _metadata(key.removeprefix("metadata."), op, value)
     if key not in _COLUMNS:
         raise FilterError(
-            f"unknown filter key {key!r} (known: {', '.join(sorted(_COLUMNS))}, page, section, metadata.<name>)"
+            f"unknown filter key {key!r} (known: {', '.join(sorted(_COLUMNS))}, page, section, metadata.NAME)"
         )
-    return _apply(op, value, low=_COLUMNS[key], high=_COLUMNS[key])
-
-
-def _apply(op: str, value: Any, low, high) -> ColumnElement:
+    column = _COLUMNS[key]
     if op == "eq":
-        return and_(low <= value, high >= value) if low is not high else low == value
+        return column == value
     if op == "in":
-        return low.in_(value) if low is high else or_(*[and_(low <= v, high >= v) for v in value])
-    return {"gt": high > value, "gte": high >= value, "lt": low < value, "lte": low <= value}[op]
+        return column.in_(value)
+    if op in _RANGE:
+        return _range(column, op, value)
+    raise FilterError(f"filter {key!r} takes eq, in, gt, gte, lt or lte, not {op!r}")
+
+
+def _page(op: str, value: Any) -> ColumnElement:
+    """A chunk is on page p when p falls within its page range."""
+    start, end = chunks.c.page_start, chunks.c.page_end
+    if op == "eq":
+        return and_(start <= value, end >= value)
+    if op == "in":
+        return or_(*[and_(start <= v, end >= v) for v in value])
+    if op in ("gt", "gte"):
+        return _range(end, op, value)
+    if op in ("lt", "lte"):
+        return _range(start, op, value)
+    raise FilterError(f"filter 'page' takes eq, in, gt, gte, lt or lte, not {op!r}")
+
+
+def _section(op: str, value: Any) -> ColumnElement:
+    if op == "eq":
+        return chunks.c.section_path.any(value)
+    if op == "in":
+        return chunks.c.section_path.overlap(literal(list(value), ARRAY(Text)))
+    if op == "contains":
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        return chunks.c.section_path.contains(literal(values, ARRAY(Text)))
+    raise FilterError(f"filter 'section' takes eq, in or contains, not {op!r}")
+
+
+def _metadata(name: str, op: str, value: Any) -> ColumnElement:
+    field = documents.c.metadata[name]
+    if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
+        return documents.c.metadata.contains({name: value})
+    if op == "in":
+        return or_(*[documents.c.metadata.contains({name: v}) for v in value])
+    if op == "contains":
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        return documents.c.metadata.contains({name: values})
+    if op == "exists":
+        present = documents.c.metadata.has_key(name)
+        return present if value else ~present
+    # Ranges compare numbers as numbers (other JSON types never match) and anything else
+    # (ISO dates...) as text.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _range(case((func.jsonb_typeof(field) == "number", field.as_float())), op, value)
+    return _range(field.astext, op, str(value))
+
+
+def _range(column, op: str, value: Any) -> ColumnElement:
+    return {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]

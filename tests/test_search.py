@@ -1,0 +1,171 @@
+"""Hybrid, filtered search on the real database: Chinese and English full text, fusion, filters."""
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from retrieval import FilterError, KnowledgeBase
+from retrieval.hybrid import LegWeights
+from store import Chunk, DocumentRecord, Store, StoreError
+from store.tables import documents
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def write(store, collection, key, texts, vectors, section=("Contract",), metadata=None):
+    chunks = [Chunk(key, i, t, section, 1, 1, ("NarrativeText",), len(t.split()), f"{key}-{i}")
+              for i, t in enumerate(texts)]
+    record = DocumentRecord(key, f"/docs/{key}", "0" * 64, 1, None, "text/plain", key, metadata or {})
+    store.write_document(collection, record, chunks, np.asarray(vectors, dtype=np.float32))
+
+
+@pytest.fixture
+def kb(settings, embedder):
+    """A collection of real-embedded chunks in Chinese and English."""
+    store = Store.open(settings)
+    collection = store.collection(settings.collection, embedder.space.to_dict())
+    texts = {
+        "contract-zh.txt": ["甲方未按期付款的，应当承担违约责任，并支付滞纳金。",
+                            "本合同自双方签字之日起生效，有效期三年。",
+                            "乙方应对其员工的安全负全部责任。"],
+        "contract-en.txt": ["Either party may request termination of this agreement with ninety days notice.",
+                            "A late payment incurs interest of one percent per month.",
+                            "Payment is due late in the month, after the invoice is approved."],
+        "handbook.txt": ["Employees receive twenty-five days of paid holiday each year.",
+                         "The office is closed on public holidays."],
+    }
+    for key, chunk_texts in texts.items():
+        write(store, collection, key, chunk_texts, embedder.embed_documents(chunk_texts),
+              metadata={"department": "legal" if "contract" in key else "hr", "tags": ["2026", key[:8]]})
+    store.close()
+    with KnowledgeBase(settings) as kb:
+        yield kb
+
+
+def test_a_chinese_query_finds_the_chunk_that_contains_it_and_no_other(kb):
+    hits = kb.search("违约责任", mode="keyword")
+    assert [h.text for h in hits] == ["甲方未按期付款的，应当承担违约责任，并支付滞纳金。"]
+    assert hits[0].keyword_rank == 1 and hits[0].vector_rank is None
+    assert "<b>违约</b><b>责任</b>" in hits[0].snippet
+
+
+def test_english_words_are_stemmed(kb):
+    hits = kb.search("terminated", mode="keyword")
+    assert len(hits) == 1 and "termination" in hits[0].text
+    assert "<b>termination</b>" in hits[0].snippet
+
+
+def test_a_quoted_phrase_must_appear_as_a_phrase(kb):
+    phrase = kb.search('"late payment"', mode="keyword")
+    assert [h.text for h in phrase] == ["A late payment incurs interest of one percent per month."]
+    both_words = kb.search("late payment", mode="keyword")
+    assert len(both_words) == 2  # the words apart match too, without quotes
+    assert kb.search('"late payment" -interest', mode="keyword") == []
+
+
+def test_hybrid_carries_both_legs_and_fuses_them(kb):
+    hits = kb.search("how many days of holiday do employees get", k=3, fusion="rrf", weights=LegWeights(1.0, 0.5))
+    top = hits[0]
+    assert top.document_key == "handbook.txt"
+    assert top.vector_rank == 1 and top.keyword_rank is not None
+    assert top.score == pytest.approx(1.0 / 61 + 0.5 / (60 + top.keyword_rank))
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hybrid_leans_on_keywords_where_the_model_does_not_know_the_language(kb):
+    # all-MiniLM-L6-v2 reads most Chinese characters as [UNK]: its vector leg says little here.
+    assert kb.embedder.known_share("违约责任") < 0.5 < kb.embedder.known_share("breach of contract")
+    hits = kb.search("违约责任", k=3)
+    assert hits[0].text == "甲方未按期付款的，应当承担违约责任，并支付滞纳金。"
+    assert hits[0].keyword_rank == 1
+
+
+def test_score_fusion_adds_coverage_to_similarity(kb):
+    hits = kb.search("late payment interest", k=3)
+    top = hits[0]
+    assert top.text == "A late payment incurs interest of one percent per month."
+    weights = kb.default_weights("late payment interest", "score")
+    assert top.score == pytest.approx(weights.vector * top.vector_score + 0.1 * 1.0, rel=1e-5)
+
+
+def test_filters_apply_inside_both_legs(kb):
+    hits = kb.search("payment 付款", k=10, filters={"metadata.department": "hr"})
+    assert hits and {h.document_key for h in hits} == {"handbook.txt"}
+    hits = kb.search("payment", k=10, filters={"metadata.tags": {"contains": "contract"},
+                                               "source": {"in": ["contract-en.txt"]}})
+    assert {h.document_key for h in hits} == {"contract-en.txt"}
+    assert kb.search("payment", filters={"metadata.reviewed": {"exists": True}}) == []
+
+
+def test_a_filter_value_is_only_a_value_and_bad_filters_say_why(kb):
+    assert kb.search("payment", filters={"source": "'; DROP TABLE chunks; --"}) == []
+    with kb.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM chunks")).scalar() > 0
+    with pytest.raises(FilterError, match="unknown operator 'near'"):
+        kb.search("payment", filters={"source": {"near": "x"}})
+    with pytest.raises(FilterError, match="unknown filter key 'colour'"):
+        kb.search("payment", filters={"colour": "red"})
+
+
+def test_group_by_document_returns_each_document_once(kb):
+    hits = kb.search("payment contract holiday", k=10, group_by="document")
+    keys = [h.document_key for h in hits]
+    assert sorted(keys) == sorted(set(keys)) == ["contract-en.txt", "contract-zh.txt", "handbook.txt"]
+
+
+def test_sqlalchemy_expressions_are_filters_too(kb):
+    hits = kb.search("payment", filters=documents.c.key.like("contract-en%"))
+    assert hits and {h.document_key for h in hits} == {"contract-en.txt"}
+
+
+@pytest.fixture(scope="module")
+def big(data_dir, embedder):
+    """20,000 chunks in 200 documents, vectors random: each document holds 0.5% of them."""
+    from store import Settings
+
+    settings = Settings(data_dir=data_dir, collection="twenty-thousand")
+    store = Store.open(settings)
+    collection = store.collection(settings.collection, embedder.space.to_dict())
+    rng = np.random.default_rng(7)
+    for d in range(200):
+        vectors = _unit(rng.normal(size=(100, collection.dims)))
+        write(store, collection, f"doc{d:03}.txt", [f"record {i} of ledger {d}" for i in range(100)], vectors)
+    store.close()
+    return settings
+
+
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_a_filter_matching_one_percent_of_20000_chunks_still_returns_k_hits(big, mode):
+    wanted = {"doc017.txt", "doc123.txt"}
+    with KnowledgeBase(big) as kb:
+        for exact in (None, False):  # the planner's choice, and the index forced
+            hits = kb.search("ledger record", k=10, mode=mode, exact=exact, filters={"source": {"in": sorted(wanted)}})
+            assert len(hits) == 10 and {h.document_key for h in hits} <= wanted
+
+
+def test_hybrid_ranks_a_keyword_only_and_a_vector_only_chunk(big, embedder):
+    query = "turbine maintenance schedule"
+    query_vector = embedder.embed_queries([query])[0]
+    store = Store.open(big)
+    collection = store.collection(big.collection)
+    # Words of the query but a vector pointing away from it; a vector equal to the query's but
+    # none of its words.
+    write(store, collection, "words-only.txt", ["turbine maintenance schedule, see annex"], [-query_vector])
+    write(store, collection, "meaning-only.txt", ["When to service the wind generators"], [query_vector])
+    store.close()
+    with KnowledgeBase(big) as kb:
+        hits = kb.search(query, k=5, fusion="rrf", weights=LegWeights(1.0, 1.0))
+    by_key = {h.document_key: h for h in hits}
+    assert by_key["words-only.txt"].keyword_rank == 1 and by_key["words-only.txt"].vector_rank is None
+    assert by_key["meaning-only.txt"].vector_rank == 1 and by_key["meaning-only.txt"].keyword_rank is None
+
+
+def test_vectors_above_2000_dims_are_refused_with_the_way_out_on_pgvector_0_6(settings):
+    store = Store.open(settings)
+    assert store.pgvector_version < (0, 7)  # the embedded server; 0.8 is tested on PGlite
+    with pytest.raises(StoreError, match="--dims"):
+        store.collection("wide", {"model": "Qwen/Qwen3-Embedding-4B", "dims": 2560, "pooling": "last_token",
+                                  "normalize": True})
+    store.close()
