@@ -11,6 +11,7 @@ from typing import Iterator
 MEDIA_TYPES = {
     ".pdf": "application/pdf",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     ".md": "text/markdown",
     ".markdown": "text/markdown",
     ".txt": "text/plain",
@@ -38,14 +39,18 @@ class SourceFile:
 
 
 def discover(root: Path) -> Iterator[SourceFile]:
-    """Every file under `root` (or `root` itself), in a stable order, hidden files excluded."""
+    """Every file under `root` (or `root` itself), in a stable order, hidden files excluded.
+
+    So are the lock files Office leaves beside an open document (`~$report.docx`).
+    """
     root = root.resolve()
     if root.is_file():
         yield SourceFile.read(root, root)
         return
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+        if (path.is_file() and not any(part.startswith(".") for part in relative.parts)
+                and not path.name.startswith("~$")):
             yield SourceFile.read(path, root)
 
 

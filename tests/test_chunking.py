@@ -51,3 +51,41 @@ def test_a_long_table_splits_by_rows_and_repeats_its_header(embedder):
     rows_found = [row for c in chunks for row in c.text.split("\n") if row.startswith("City") and row != "City | Rate"]
     assert rows_found == rows[1:]
     assert all(c.token_count <= 120 for c in chunks)
+
+
+def test_small_sibling_sections_share_a_chunk_but_top_level_sections_never_do(embedder):
+    elements = [
+        title("Contract", 0),
+        title("1. Definitions", 1), para("Terms used in this contract."),
+        title("1.1 Buyer", 2), para("The company buying the goods."),
+        title("1.2 Seller", 2), para("The company selling the goods."),
+        title("1.3 Goods", 2, page=2), para("The machines listed in annex A.", page=2),
+        title("2. Term", 1, page=2), para("Three years from signature.", page=2),
+        title("3. Notices", 1, page=2), para("In writing, to the addresses above.", page=2),
+    ]
+    chunks = chunk_elements(elements, "c.pdf", embedder.count_tokens, 256)
+    assert [c.section_path for c in chunks] == [
+        ("Contract", "1. Definitions"),
+        ("Contract", "1. Definitions"),  # 1.1 to 1.3 together, under their parent
+        ("Contract", "2. Term"), ("Contract", "3. Notices"),
+    ]
+    merged = chunks[1]
+    assert merged.text.startswith("1.1 Buyer\n\nThe company buying") and "1.3 Goods" in merged.text
+    assert (merged.page_start, merged.page_end) == (1, 2)
+
+
+def test_heading_depths_need_not_start_at_zero(embedder):
+    # Word files without a Title paragraph: every Heading 1 is depth 1, and they are siblings.
+    elements = [title("First", 1), para("One."), title("Inner", 2), para("Two."), title("Second", 1), para("Three.")]
+    paths = [c.section_path for c in chunk_elements(elements, "w.docx", embedder.count_tokens, 256)]
+    assert paths == [("First",), ("First", "Inner"), ("Second",)]
+
+
+def test_no_chunk_exceeds_the_budget_even_with_headings_as_long_as_paragraphs(embedder):
+    long_heading = "A heading that goes on " + "and on " * 60
+    elements = [title(long_heading, 0), title(long_heading + "again", 1),
+                para(" ".join(f"Sentence {i} of the body text." for i in range(200)))]
+    chunks = chunk_elements(elements, "h.md", embedder.count_tokens, 128)
+    assert chunks and all(c.token_count <= 128 for c in chunks)
+    assert all(n == c.token_count for c, n in zip(chunks, embedder.count_tokens([c.embedding_text for c in chunks])))
+    assert "Sentence 199 of the body text." in chunks[-1].text

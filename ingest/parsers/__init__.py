@@ -2,16 +2,21 @@
 
 Each parser returns the document's Elements (Title with category_depth, NarrativeText,
 ListItem, Table with text_as_html...), each with metadata.page_number where the format has
-pages, plus the file-level metadata it found (title, author, dates).
+pages, plus the file-level metadata it found (title, author, dates). `parse` runs a parser in
+this process; `ParserPool` (ingest.parsers.pool) runs it in a worker process under a time
+and a memory limit, which is how the ingest run calls it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from unstructured.documents.elements import Element
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ParseError(Exception):
@@ -20,34 +25,49 @@ class ParseError(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """What a parser needs besides the file."""
+
+    # Tried in order on encrypted PDFs after the empty password; never logged or shown.
+    passwords: tuple[str, ...] = field(default=(), repr=False)
+    # Tesseract languages for pages without a text layer ("eng+chi_sim"); "" turns OCR off.
+    ocr_languages: str = "eng+chi_sim"
 
 
 @dataclass
 class ParsedDocument:
     elements: list[Element]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the user should hear about although the file was read (pages without text...).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str | None:
         return self.metadata.get("title")
 
 
-def parse(path: Path, media_type: str) -> ParsedDocument:
-    """Parse one file, or raise ParseError saying why not."""
-    from . import docx, pdf, text
+def parse(path: Path, media_type: str, options: ParseOptions = ParseOptions()) -> ParsedDocument:
+    """Parse one file in this process, or raise ParseError saying why not."""
+    from . import docx, pdf, text, xlsx
 
-    parsers: dict[str, Callable[[Path], ParsedDocument]] = {
+    parsers: dict[str, Callable[[Path, ParseOptions], ParsedDocument]] = {
         "application/pdf": pdf.parse_pdf,
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document": docx.parse_docx,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": xlsx.parse_xlsx,
         "text/markdown": text.parse_text,
         "text/plain": text.parse_text,
     }
     if path.stat().st_size == 0:
         raise ParseError("empty file")
-    document = parsers[media_type](path)
+    document = parsers[media_type](path, options)
     for element in document.elements:
-        # PostgreSQL text cannot hold NUL, which odd PDFs and Word files do contain.
-        element.text = element.text.replace("\x00", "")
+        # Control characters say nothing to a reader, and PostgreSQL text cannot hold NUL,
+        # which odd PDFs and Word files do contain.
+        element.text = _CONTROL.sub("", element.text)
     if not any(element.text.strip() for element in document.elements):
         raise ParseError("no text")
     return document

@@ -1,165 +1,564 @@
-"""PDF through PyMuPDF's text layer: headings, paragraphs, tables, pages.
+"""PDF through PyMuPDF's text layer: reading order, headings, tables, pages.
 
-Headings come from the PDF outline when it has one, otherwise from font sizes larger than
-the body text. Lines repeated in the page margins (running headers, footers, page numbers)
-are dropped. Tables found by PyMuPDF are kept whole, as text and HTML.
+Per page, the text lines are read with their fonts, running headers and footers (margin
+lines that repeat across pages, page numbers) and watermark-like text (diagonal, or large
+and faint) are dropped, lines are grouped into paragraphs (hyphenation mended), ruled tables
+are kept whole, and everything is put in reading order, column by column (layout.py).
+Headings come from the PDF outline when it has one, otherwise from font sizes and weights
+above the body text's. Pages without a text layer are OCR'd with Tesseract when it is
+installed, and reported otherwise.
 """
 
 from __future__ import annotations
 
-import html
 import re
+import shutil
 from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import pymupdf
 from unstructured.documents.elements import (
-    Element, ElementMetadata, NarrativeText, Table, Title,
+    Element, ElementMetadata, ListItem, NarrativeText, Title,
 )
 
-from . import ParseError, ParsedDocument
+from . import ParseError, ParsedDocument, ParseOptions, pdf_tables
+from .elements import join_lines, table
+from .layout import Box, reading_order
 
-# A line is a heading when its font is this much larger than the body text's.
+# Ligatures (ﬁ, ﬂ) come out as their letters, so words match what users type; image blocks
+# are left out (their pixels are not needed); the outlines of vector graphics come along
+# (cheaply), to tell pages that may hold a ruled table from those that cannot.
+TEXT_FLAGS = (pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES & ~pymupdf.TEXT_PRESERVE_IMAGES
+              | pymupdf.TEXT_COLLECT_VECTORS)
+# Running headers and footers are the first or last lines of a page, or lie in its top or
+# bottom this-fraction...
+MARGIN_FRACTION = 0.1
+EDGE_LINES = 2
+# ...and repeat on this many pages (or on every page of shorter documents); a page number
+# needs no repeating.
+REPEATED_PAGES = 3
+# Headings by font: larger than the body text by this factor, or bold, and short.
 HEADING_SIZE_RATIO = 1.15
-# Running headers/footers live in the top and bottom this-fraction of the page...
-MARGIN_FRACTION = 0.08
-# ...and repeat on at least this share of pages (of documents with 2 pages or more).
-REPEATED_SHARE = 0.5
-# Ligatures (ﬁ, ﬂ) come out as their letters, so words match what users type.
-TEXT_FLAGS = pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES
+HEADING_MAX_CHARS = 150
+MAX_HEADING_DEPTH = 5
+# Large and faint (light or translucent) text is a watermark: at least this times the body size.
+WATERMARK_SIZE_RATIO = 1.5
+OCR_DPI = 300
+
+_PAGE_NUMBER = re.compile(
+    r"^(?:page\s*)?[-\u2013\u2014(\[]?\s*(?:\d+|[ivxlc]+)\s*[-\u2013\u2014)\]]?(?:\s*(?:of|/)\s*\d+)?$"
+    r"|^第\s*\d+\s*页(?:\s*[,，/]?\s*共\s*\d+\s*页)?$",
+    re.IGNORECASE,
+)
+# A list item begins with a bullet sign (dropped from its text) or a number or letter (kept).
+_BULLET_SIGN = re.compile(r"^[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]\s+")
+_LIST_ITEM = re.compile(_BULLET_SIGN.pattern + r"|^\(?\d{1,2}[.)]\s|^\(?[a-z][.)]\s")
+_NUMBERING = re.compile(
+    r"^\s*(?:(?:chapter|section|part|appendix)\s+)?(?:\d+(?:\.\d+)*\.?|[ivxlc]+[.)]|[a-z][.)])\s+"
+    r"|^\s*第[\d一二三四五六七八九十百]+[章节条部分篇]\s*",
+    re.IGNORECASE,
+)
+_SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
+_LEADER = re.compile(r"(?:\.\s*){4,}\s*\w*\d+\s*$|\u2026\s*\d+\s*$")  # 'Scope ........ 4'
+_PDF_DATE = re.compile(r"D:(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(Z|[+-]\d{2}'?\d{2}'?)?")
+
+pymupdf.TOOLS.mupdf_display_errors(False)  # broken files are reported per file, not on stderr
+pymupdf.TOOLS.mupdf_display_warnings(False)
 
 
-def parse_pdf(path: Path) -> ParsedDocument:
+@dataclass
+class _Line:
+    text: str
+    box: Box            # in text space: x along the writing direction, y down the page
+    size: float         # font size of most of its characters
+    bold: bool          # all of it bold
+    faint: bool         # light or translucent colour
+    block: int          # MuPDF's block on the page
+
+
+@dataclass
+class _Paragraph:
+    lines: list[_Line]  # complete once its text or box is read
+    is_list: bool = False
+
+    @cached_property
+    def text(self) -> str:
+        return join_lines([line.text for line in self.lines])
+
+    @cached_property
+    def box(self) -> Box:
+        return _union(line.box for line in self.lines)
+
+    @property
+    def style(self) -> tuple[float, bool]:
+        return self.lines[0].size, self.lines[0].bold
+
+
+@dataclass
+class _Table:
+    rows: list[list[str]]
+    box: Box
+
+
+@dataclass
+class _Page:
+    number: int
+    lines: list[_Line]
+    tables: list[_Table]
+    top: float          # the page's extent down the text's lines, in text space
+    bottom: float
+    paragraphs: list[_Paragraph] = field(default_factory=list)
+
+
+def parse_pdf(path: Path, options: ParseOptions) -> ParsedDocument:
+    doc = _open(path, options.passwords)
+    with doc:
+        languages = _ocr_languages(options.ocr_languages)
+        pages: list[_Page] = []
+        warnings: list[str] = []
+        without_text: list[int] = []
+        for page in doc:
+            try:
+                read = _read_page(page, languages)
+            except Exception as exc:  # one damaged page must not cost the rest of the file
+                warnings.append(f"page {page.number + 1} could not be read ({type(exc).__name__}: {exc})")
+                continue
+            if read is None:
+                without_text.append(page.number + 1)
+            else:
+                pages.append(read)
+        if not any(p.lines or p.tables for p in pages):
+            if without_text:
+                raise ParseError("no text layer", _no_text_detail(len(without_text), doc.page_count, languages))
+            raise ParseError("no text", f"none of its {doc.page_count} pages has text")
+        if without_text:
+            warnings.append(f"no text layer on pages {_page_list(without_text)}: "
+                            + ("OCR found nothing" if languages else "install tesseract-ocr to OCR them"))
+        _drop_running_lines(pages)
+        body_size = _body_size(pages)
+        for page in pages:
+            page.lines = [line for line in page.lines if not _watermark(line, body_size)]
+            page.paragraphs = _paragraphs(_stitched(page.lines))
+        headings = _outline_headings(doc, pages) or _font_headings(pages, body_size)
+        elements = [e for page in pages for e in _page_elements(page, headings)]
+        metadata = _file_metadata(doc)
+        if without_text:
+            metadata["pages_without_text"] = without_text
+        return ParsedDocument(elements, metadata, warnings)
+
+
+def _open(path: Path, passwords: tuple[str, ...]) -> pymupdf.Document:
     try:
-        doc = pymupdf.open(path)
+        doc = pymupdf.open(path, filetype="pdf")
     except Exception as exc:  # PyMuPDF raises FileDataError, RuntimeError, ValueError...
         raise ParseError("corrupt", f"not a readable PDF ({exc})") from None
-    with doc:
-        if doc.needs_pass and not doc.authenticate(""):
-            raise ParseError("encrypted", "the PDF needs a password")
-        pages = [_page_blocks(page) for page in doc]
-        if not any(blocks for blocks, _ in pages):
-            raise ParseError("no text layer", f"none of its {doc.page_count} pages has text")
-        repeated = _repeated_margin_lines([blocks for blocks, _ in pages])
-        headings = _heading_levels(doc, [blocks for blocks, _ in pages])
-        elements: list[Element] = []
-        for page_number, (blocks, tables) in enumerate(pages, start=1):
-            items = [(b["bbox"][1], b) for b in blocks if _normal(b["text"]) not in repeated]
-            items += [(t.bbox[1], t) for t in tables]
-            for _, item in sorted(items, key=lambda pair: pair[0]):
-                if isinstance(item, dict):
-                    elements.append(_text_element(item, page_number, headings))
-                else:
-                    elements.append(_table_element(doc[page_number - 1], item, page_number))
-        return ParsedDocument(elements, _file_metadata(doc))
+    if doc.needs_pass and not any(doc.authenticate(password) for password in ("", *passwords)):
+        doc.close()
+        tried = (f"none of the {len(passwords)} passwords given opens it" if passwords
+                 else "give it with --password or --passwords-file")
+        raise ParseError("encrypted", f"the PDF needs a password; {tried}")
+    if doc.page_count == 0:
+        doc.close()
+        raise ParseError("corrupt", "the PDF has no pages")
+    return doc
 
 
-def _page_blocks(page: pymupdf.Page) -> tuple[list[dict], list]:
-    """Text blocks outside tables (text, font size, bbox, margin flag) and the page's tables."""
-    # Ruled tables from the page's drawings; PyMuPDF's ML layout gate is slow on CPU and hung
-    # on a one-page file of the test corpus.
-    tables = [t for t in page.find_tables(use_layout=False).tables if t.row_count >= 2]
-    table_boxes = [pymupdf.Rect(t.bbox) for t in tables]
-    height = page.rect.height
-    blocks = []
-    for block in page.get_text("dict", sort=True, flags=TEXT_FLAGS)["blocks"]:
-        if block["type"] != 0 or any(pymupdf.Rect(block["bbox"]).intersects(box) for box in table_boxes):
-            continue
-        spans = [s for line in block["lines"] for s in line["spans"] if s["text"].strip()]
-        if not spans:
-            continue
-        text = _join_lines(["".join(s["text"] for s in line["spans"]) for line in block["lines"]])
-        y0, y1 = block["bbox"][1], block["bbox"][3]
-        blocks.append({
-            "text": text,
-            "size": round(max(s["size"] for s in spans), 1),
-            "chars": sum(len(s["text"]) for s in spans),
-            "bbox": block["bbox"],
-            "in_margin": y1 < height * MARGIN_FRACTION or y0 > height * (1 - MARGIN_FRACTION),
-        })
-    return blocks, tables
+@lru_cache(maxsize=8)
+def _ocr_languages(wanted: str) -> str:
+    """The wanted Tesseract languages that are installed, '+'-joined; '' when OCR is not possible."""
+    if wanted.strip().lower() in ("", "none") or shutil.which("tesseract") is None:
+        return ""
+    try:
+        tessdata = Path(pymupdf.get_tessdata())
+    except Exception:  # PyMuPDF raises when it cannot find the language data
+        return ""
+    return "+".join(lang for lang in wanted.split("+") if (tessdata / f"{lang}.traineddata").exists())
 
 
-def _join_lines(lines: list[str]) -> str:
-    """Join a block's lines into one paragraph, mending words hyphenated at line ends."""
-    text = ""
-    for line in (line.strip() for line in lines):
-        if not line:
-            continue
-        if text.endswith("-") and line[:1].islower():
-            text = text[:-1] + line
-        else:
-            text = f"{text} {line}" if text else line
-    return text
+def _no_text_detail(missing: int, total: int, languages: str) -> str:
+    pages = f"{missing} of its {total} pages" if missing < total else f"its {total} pages"
+    if languages:
+        return f"{pages} are images in which OCR ({languages}) found no text"
+    return f"{pages} are images without text; install tesseract-ocr (and tesseract-ocr-chi-sim) to OCR them"
 
 
-def _normal(text: str) -> str:
-    """A margin line with its numbers blanked, so 'Page 3 of 9' repeats like 'Page 4 of 9'."""
-    return re.sub(r"\d+", "#", text.strip().lower())
+def _page_list(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:20])) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
 
 
-def _repeated_margin_lines(pages: list[list[dict]]) -> set[str]:
-    if len(pages) < 2:
-        return set()
-    counts = Counter(line for page_lines in (
-        {_normal(b["text"]) for b in blocks if b["in_margin"]} for blocks in pages
-    ) for line in page_lines)
-    return {line for line, n in counts.items() if n >= max(2, REPEATED_SHARE * len(pages))}
+# --- one page -------------------------------------------------------------------------------
+
+def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
+    """The page's lines and tables in text space; None when it is an image without text."""
+    textpage = page.get_textpage(flags=TEXT_FLAGS)
+    content = page.get_text("dict", textpage=textpage, flags=TEXT_FLAGS)
+    ocr = False
+    if not _has_text(content) and page.get_images():
+        if not ocr_languages:
+            return None
+        textpage = page.get_textpage_ocr(flags=TEXT_FLAGS, language=ocr_languages, dpi=OCR_DPI, full=True)
+        content = page.get_text("dict", textpage=textpage, flags=TEXT_FLAGS)
+        if not _has_text(content):
+            return None
+        ocr = True
+    direction = _main_direction(content)
+    to_text_space = _text_space(direction)
+    tables = [] if ocr else _tables(page, content, textpage, to_text_space)
+    lines = []
+    for number, block in enumerate(content["blocks"]):
+        for raw in block.get("lines", ()):
+            line = _line(raw, number, direction, to_text_space)
+            if line is not None and not any(_inside(line.box, t.box) for t in tables):
+                lines.append(line)
+    _, top, _, bottom = to_text_space(page.rect)
+    return _Page(page.number + 1, lines, tables, top, bottom)
 
 
-def _heading_levels(doc: pymupdf.Document, pages: list[list[dict]]) -> dict[tuple[int, str], int]:
-    """(page, normalised text) -> heading depth, from the outline or from font sizes."""
-    outline = doc.get_toc(simple=True)
-    if outline:
-        return {(page, _normal(title)): level - 1 for level, title, page in outline if page >= 1}
-    sizes = Counter()
-    for blocks in pages:
-        for b in blocks:
-            sizes[b["size"]] += b["chars"]
-    body_size = sizes.most_common(1)[0][0]
-    heading_sizes = sorted({s for s in sizes if s >= body_size * HEADING_SIZE_RATIO}, reverse=True)
-    depth_of_size = {size: depth for depth, size in enumerate(heading_sizes)}
-    return {
-        (page, _normal(b["text"])): depth_of_size[b["size"]]
-        for page, blocks in enumerate(pages, start=1)
-        for b in blocks
-        if b["size"] in depth_of_size and len(b["text"]) <= 200
-    }
+def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space) -> list[_Table]:
+    outlines = [block["bbox"] for block in content["blocks"] if block["type"] == 3]
+    if not pdf_tables.may_hold_table(*pdf_tables.rules_from_outlines(outlines)):
+        return []  # not even the outlines of the page's drawings could make a grid
+    horizontal, vertical = pdf_tables.rules(page.get_cdrawings())
+    if not pdf_tables.may_hold_table(horizontal, vertical):
+        return []
+    words = page.get_text("words", textpage=textpage)
+    return [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(horizontal, vertical, words)]
 
 
-def _text_element(block: dict, page_number: int, headings: dict[tuple[int, str], int]) -> Element:
-    depth = headings.get((page_number, _normal(block["text"])))
-    if depth is not None:
-        return Title(block["text"], metadata=ElementMetadata(page_number=page_number, category_depth=depth))
-    return NarrativeText(block["text"], metadata=ElementMetadata(page_number=page_number))
+def _has_text(content: dict) -> bool:
+    return any(span["text"].strip() for block in content["blocks"]
+               for line in block.get("lines", ()) for span in line["spans"])
 
 
-def _table_element(page: pymupdf.Page, table, page_number: int) -> Table:
-    # Text clipped to each cell keeps the spaces that table.extract() can lose.
-    rows = [
-        [" ".join(page.get_text("text", clip=cell, flags=TEXT_FLAGS).split()) if cell else "" for cell in row.cells]
-        for row in table.rows
-    ]
-    return Table(
-        "\n".join(" | ".join(row) for row in rows),
-        metadata=ElementMetadata(page_number=page_number, text_as_html=rows_to_html(rows)),
+def _main_direction(content: dict) -> tuple[float, float]:
+    """The writing direction of most characters: (1, 0) on ordinary pages."""
+    chars = Counter()
+    for block in content["blocks"]:
+        for line in block.get("lines", ()):
+            chars[_direction(line)] += sum(len(s["text"]) for s in line["spans"])
+    return chars.most_common(1)[0][0] if chars else (1.0, 0.0)
+
+
+def _direction(line: dict) -> tuple[float, float]:
+    dx, dy = line["dir"]
+    return round(dx, 2) + 0.0, round(dy, 2) + 0.0  # + 0.0: -0.0 and 0.0 are one direction
+
+
+def _text_space(direction: tuple[float, float]):
+    """A function mapping page rectangles to text space, where lines run left to right."""
+    if direction == (1.0, 0.0):
+        return tuple  # the page's own space
+    cos, sin = direction
+
+    def to_text_space(rect) -> Box:
+        x0, y0, x1, y1 = rect
+        xs, ys = [], []
+        for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
+            xs.append(x * cos + y * sin)
+            ys.append(-x * sin + y * cos)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    return to_text_space
+
+
+def _line(raw: dict, block: int, direction: tuple[float, float], to_text_space) -> _Line | None:
+    spans = [s for s in raw["spans"] if s["text"].strip()]
+    if not spans or _direction(raw) != direction:
+        return None  # across the page's text: diagonal watermarks, stamps up the margin
+    text = " ".join("".join(s["text"] for s in raw["spans"]).split())
+    sizes: dict[float, int] = {}
+    for s in spans:
+        size = round(s["size"] * 2) / 2
+        sizes[size] = sizes.get(size, 0) + len(s["text"])
+    return _Line(
+        text=text, box=to_text_space(raw["bbox"]), size=max(sizes, key=sizes.get),
+        bold=all(_bold(s) for s in spans),
+        faint=all(_faint(s) for s in spans),
+        block=block,
     )
 
 
-def rows_to_html(rows: list[list[str]]) -> str:
-    """A table as HTML, the first row as its header."""
-    def row_html(row, tag):
-        return "<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>"
+def _bold(span: dict) -> bool:
+    return bool(span["flags"] & pymupdf.TEXT_FONT_BOLD) or _bold_font(span["font"])
 
-    head, body = rows[:1], rows[1:]
-    return ("<table><thead>" + "".join(row_html(r, "th") for r in head) + "</thead><tbody>"
-            + "".join(row_html(r, "td") for r in body) + "</tbody></table>")
+
+@lru_cache(maxsize=1024)
+def _bold_font(name: str) -> bool:
+    return re.search(r"bold|black|heavy|semibold|demi", name, re.IGNORECASE) is not None
+
+
+def _faint(span: dict) -> bool:
+    """Light grey or translucent; invisible text (alpha 0) is an OCR layer and counts as ink."""
+    red, green, blue = (span["color"] >> 16) & 255, (span["color"] >> 8) & 255, span["color"] & 255
+    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.75 * 255
+    return light or 0 < span["alpha"] < 255
+
+
+def _inside(box: Box, outer: Box) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]
+
+
+def _union(boxes) -> Box:
+    x0s, y0s, x1s, y1s = zip(*boxes)
+    return min(x0s), min(y0s), max(x1s), max(y1s)
+
+
+# --- lines to paragraphs --------------------------------------------------------------------
+
+def _stitched(lines: list[_Line]) -> list[_Line]:
+    """Pieces of one printed line back into one: extraction (and OCR above all) cuts lines
+    at wide gaps of justified text, each piece with its own guess of the font size."""
+    stitched: list[_Line] = []
+    for line in lines:
+        last = stitched[-1] if stitched else None
+        if (last is not None and not _elsewhere(line, last) and line.box[0] >= last.box[2] - 1
+                and line.box[1] < last.box[3] - 0.5 * (line.box[3] - line.box[1])):
+            longer = last if len(last.text) >= len(line.text) else line
+            stitched[-1] = _Line(f"{last.text} {line.text}", _union([last.box, line.box]), longer.size,
+                                 last.bold and line.bold, last.faint and line.faint, last.block)
+        else:
+            stitched.append(line)
+    return stitched
+
+
+def _paragraphs(lines: list[_Line]) -> list[_Paragraph]:
+    """Consecutive lines of one block and one style, each below the one before, form a
+    paragraph; a bullet starts a new one."""
+    paragraphs: list[_Paragraph] = []
+    previous: _Line | None = None
+    for line in lines:
+        bullet = bool(_LIST_ITEM.match(line.text))
+        gap = line.box[1] - previous.box[3] if previous else 0.0
+        if (previous is None or bullet or line.block != previous.block or line.bold != previous.bold
+                or abs(line.size - previous.size) > 1 or gap > 0.8 * (line.box[3] - line.box[1])
+                or _elsewhere(line, previous)):
+            paragraphs.append(_Paragraph([line], is_list=bullet))
+        else:
+            paragraphs[-1].lines.append(line)
+        previous = line
+    return paragraphs
+
+
+def _elsewhere(line: _Line, previous: _Line) -> bool:
+    """Whether a line goes on somewhere else than the line before ends: far to its side (the
+    next column), or above it."""
+    same_row = line.box[1] < previous.box[3] - 0.5 * (line.box[3] - line.box[1])
+    return line.box[3] < previous.box[1] or same_row and line.box[0] - previous.box[2] > 2 * line.size
+
+
+# --- running headers, footers and watermarks ------------------------------------------------
+
+def _normal(text: str) -> str:
+    """A line with its numbers blanked, so 'Page 3 of 9' repeats like 'Page 4 of 9'."""
+    return re.sub(r"\d+", "#", " ".join(text.lower().split()))
+
+
+def _drop_running_lines(pages: list[_Page]) -> None:
+    """Drop page numbers and lines that repeat at the top or bottom of several pages."""
+    edges = {id(page): _edge_lines(page) for page in pages}
+    counts = Counter(text for page in pages for text in {_normal(line.text) for line in edges[id(page)]})
+    needed = min(REPEATED_PAGES, len(pages))
+    repeated = {text for text, n in counts.items() if n >= needed} if len(pages) >= 2 else set()
+    for page in pages:
+        numbers = {id(line) for line in edges[id(page)] if _PAGE_NUMBER.match(line.text)}
+        running = numbers | {id(line) for line in edges[id(page)] if _normal(line.text) in repeated}
+        if all(id(line) in running for line in page.lines):
+            running = numbers  # a repeated line that is all the page says is its content
+        page.lines = [line for line in page.lines if id(line) not in running]
+
+
+def _edge_lines(page: _Page) -> list[_Line]:
+    """Lines where running headers and footers are: the page's first and last lines, and
+    those in its top and bottom margins."""
+    by_y = sorted(page.lines, key=lambda line: line.box[1])
+    margin = (page.bottom - page.top) * MARGIN_FRACTION
+    return [line for index, line in enumerate(by_y)
+            if index < EDGE_LINES or index >= len(by_y) - EDGE_LINES
+            or line.box[3] < page.top + margin or line.box[1] > page.bottom - margin]
+
+
+def _body_size(pages: list[_Page]) -> float:
+    sizes = Counter()
+    for page in pages:
+        for line in page.lines:
+            sizes[line.size] += len(line.text)
+    return sizes.most_common(1)[0][0] if sizes else 10.0
+
+
+def _watermark(line: _Line, body_size: float) -> bool:
+    return line.faint and line.size >= WATERMARK_SIZE_RATIO * body_size
+
+
+# --- headings -------------------------------------------------------------------------------
+
+@dataclass
+class _HeadingPlan:
+    """Which paragraphs are headings (id -> depth), and headings the outline names that the
+    text does not show (page -> [(y, title, depth)]), to be added where the outline points."""
+
+    depths: dict[int, int] = field(default_factory=dict)
+    added: dict[int, list[tuple[float, str, int]]] = field(default_factory=dict)
+
+
+def _heading_key(text: str) -> str:
+    return re.sub(r"[\W_]+", "", _NUMBERING.sub("", text).lower())
+
+
+def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan | None:
+    """Headings from the PDF outline: each entry matched to its paragraph on its page, or
+    added at its destination when the page's text does not show it. None when there is no
+    outline, or one whose titles mostly are not on their pages (a stale or generated one)."""
+    entries = [e for e in doc.get_toc(simple=False) if 1 <= e[2] <= doc.page_count and e[1].strip()]
+    if not entries:
+        return None
+    plan = _HeadingPlan()
+    by_number = {page.number: page for page in pages}
+    indexes: dict[int, dict[str, list[_Paragraph]]] = {}
+    for level, title, number, destination in entries:
+        depth = min(level - 1, MAX_HEADING_DEPTH)
+        page = by_number.get(number)
+        key = _heading_key(title)
+        if page is not None and key:
+            if number not in indexes:
+                indexes[number] = _heading_index(page)
+            match = _take_heading(page, indexes[number], key, plan.depths)
+            if match is not None:
+                plan.depths[id(match)] = depth
+                continue
+        y = _destination_y(doc[number - 1], destination)
+        plan.added.setdefault(number, []).append((y, title.strip(), depth))
+    return plan if len(plan.depths) >= len(entries) / 2 else None
+
+
+def _heading_index(page: _Page) -> dict[str, list[_Paragraph]]:
+    """The page's paragraphs by heading key, and by their first line's key (marked with a
+    leading newline) for headings set in the body's type that run into the text below."""
+    index: dict[str, list[_Paragraph]] = {}
+    for paragraph in page.paragraphs:
+        index.setdefault(_heading_key(paragraph.text), []).append(paragraph)
+        if len(paragraph.lines) > 1:
+            index.setdefault("\n" + _heading_key(paragraph.lines[0].text), []).append(paragraph)
+    return index
+
+
+def _take_heading(page: _Page, index: dict[str, list[_Paragraph]], key: str,
+                  taken: dict[int, int]) -> _Paragraph | None:
+    """The first unused paragraph reading as `key`; one that only begins with it is split."""
+    for candidates in (index.get(key), index.get("\n" + key)):
+        while candidates and id(candidates[0]) in taken:
+            candidates.pop(0)
+    if index.get(key):
+        return index[key].pop(0)
+    if index.get("\n" + key):
+        paragraph = index["\n" + key].pop(0)
+        heading = _Paragraph(paragraph.lines[:1])
+        position = page.paragraphs.index(paragraph)
+        page.paragraphs[position:position + 1] = [heading, _Paragraph(paragraph.lines[1:], paragraph.is_list)]
+        return heading
+    return None
+
+
+def _destination_y(page: pymupdf.Page, destination: dict) -> float:
+    point = destination.get("to") if isinstance(destination, dict) else None
+    if not isinstance(point, pymupdf.Point):
+        return 0.0
+    return (point * page.transformation_matrix).y
+
+
+def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
+    """Headings from type: short paragraphs larger than the body text, or bold where the body
+    is not; bigger type is a shallower heading."""
+    chars = Counter()
+    for page in pages:
+        for p in page.paragraphs:
+            chars[p.style] += len(p.text)
+    body_bold = chars.most_common(1)[0][0][1] if chars else False
+
+    def heading_style(p: _Paragraph) -> bool:
+        size, bold = p.style
+        text = p.text
+        if (p.is_list or len(text) > HEADING_MAX_CHARS or len(p.lines) > 3 or not re.search(r"[^\W\d_]", text)
+                or _LEADER.search(text)):
+            return False  # a list item, a paragraph, a number, a line of a table of contents
+        return size >= body_size * HEADING_SIZE_RATIO or (bold and not body_bold and size >= body_size * 0.95)
+
+    candidates: list[_Paragraph] = []
+    for page in pages:
+        kept: list[_Paragraph] = []
+        for p in page.paragraphs:
+            if not heading_style(p):
+                kept.append(p)
+            elif candidates and kept and kept[-1] is candidates[-1] and _continues_heading(kept[-1], p):
+                kept[-1] = candidates[-1] = _Paragraph(kept[-1].lines + p.lines)  # a heading on two lines
+            else:
+                kept.append(p)
+                candidates.append(p)
+        page.paragraphs = kept
+    styles = sorted({p.style for p in candidates}, key=lambda style: (-style[0], not style[1]))
+    depth_of = {style: min(depth, MAX_HEADING_DEPTH) for depth, style in enumerate(styles)}
+    return _HeadingPlan(depths={id(p): depth_of[p.style] for p in candidates})
+
+
+def _continues_heading(heading: _Paragraph, line: _Paragraph) -> bool:
+    """Whether a heading-styled paragraph is the next line of the heading just above it."""
+    above, below = heading.box, line.box
+    return (line.style == heading.style and 0 <= below[1] - above[3] < 0.6 * (below[3] - below[1])
+            and below[0] < above[2] and above[0] < below[2])
+
+
+# --- elements -------------------------------------------------------------------------------
+
+def _page_elements(page: _Page, headings: _HeadingPlan) -> list[Element]:
+    units: list[_Paragraph | _Table] = [*page.paragraphs, *page.tables]
+    ordered = [units[i] for i in reading_order([u.box for u in units])]
+    added = sorted(headings.added.get(page.number, []))
+    meta = lambda **more: ElementMetadata(page_number=page.number, **more)  # noqa: E731
+    elements: list[Element] = []
+    for unit in ordered:
+        while added and added[0][0] <= unit.box[1] + 1:
+            _, title, depth = added.pop(0)
+            elements.append(Title(title, metadata=meta(category_depth=depth)))
+        if isinstance(unit, _Table):
+            elements.append(table(unit.rows, page.number))
+        elif id(unit) in headings.depths:
+            elements.append(Title(unit.text.rstrip(" .:"), metadata=meta(category_depth=headings.depths[id(unit)])))
+        elif unit.is_list:
+            elements.append(ListItem(_BULLET_SIGN.sub("", unit.text, count=1), metadata=meta()))
+        elif elements and type(elements[-1]) is NarrativeText and _continues(elements[-1].text, unit.text):
+            elements[-1].text = join_lines([elements[-1].text, unit.text])
+        else:
+            elements.append(NarrativeText(unit.text, metadata=meta()))
+    elements.extend(Title(title, metadata=meta(category_depth=depth)) for _, title, depth in added)
+    return elements
+
+
+def _continues(text: str, next_text: str) -> bool:
+    """Whether a paragraph goes on in the next one: a sentence cut by a column or a formula."""
+    return text[-1] not in _SENTENCE_END and next_text[0].islower()
 
 
 def _file_metadata(doc: pymupdf.Document) -> dict:
     info = doc.metadata or {}
     found = {
-        "title": info.get("title"), "author": info.get("author"),
-        "created": info.get("creationDate"), "pages": doc.page_count,
+        "title": (info.get("title") or "").strip(), "author": (info.get("author") or "").strip(),
+        "created": _iso_date(info.get("creationDate") or ""), "pages": doc.page_count,
     }
     return {k: v for k, v in found.items() if v}
+
+
+def _iso_date(pdf_date: str) -> str | None:
+    """'D:20220406201541+02'00'' -> '2022-04-06T20:15:41+02:00' (None when unreadable)."""
+    match = _PDF_DATE.match(pdf_date.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, zone = match.groups()
+    text = f"{year}-{month or '01'}-{day or '01'}"
+    if hour:
+        text += f"T{hour}:{minute or '00'}:{second or '00'}"
+        if zone:
+            offset = zone.replace("'", "")  # +02'00' -> +0200
+            text += "Z" if zone == "Z" else f"{offset[:3]}:{offset[3:5] or '00'}"
+    return text

@@ -1,0 +1,61 @@
+"""Helpers the parsers share: table elements with HTML, and joining wrapped lines of text."""
+
+from __future__ import annotations
+
+import html
+
+from unstructured.documents.elements import ElementMetadata, Table
+
+# Chinese and Japanese are written without spaces between words: a line break inside such
+# text must not become a space. (Korean spaces its words, so Hangul is not among these.)
+_NO_SPACE_RANGES = (("\u2e80", "\u2fdf"), ("\u3000", "\u30ff"), ("\u3400", "\u4dbf"),
+                    ("\u4e00", "\u9fff"), ("\uf900", "\ufaff"), ("\uff00", "\uffef"))
+_HYPHENS = "-\u2010\u00ad"  # ASCII hyphen, Unicode hyphen, soft hyphen
+
+
+def _no_space(char: str) -> bool:
+    return any(low <= char <= high for low, high in _NO_SPACE_RANGES)
+
+
+def table(rows: list[list[str]], page_number: int | None) -> Table:
+    """A Table element: cells joined by ' | ', one row per line, the first row its header."""
+    return Table(
+        "\n".join(" | ".join(row) for row in rows),
+        metadata=ElementMetadata(page_number=page_number, text_as_html=rows_to_html(rows)),
+    )
+
+
+def rows_to_html(rows: list[list[str]]) -> str:
+    def row_html(row: list[str], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>"
+
+    head, body = rows[:1], rows[1:]
+    return ("<table><thead>" + "".join(row_html(r, "th") for r in head) + "</thead><tbody>"
+            + "".join(row_html(r, "td") for r in body) + "</tbody></table>")
+
+
+def cell_text(text: str) -> str:
+    """A table cell's text on one line."""
+    return " ".join(text.split())
+
+
+def join_lines(lines: list[str]) -> str:
+    """Wrapped lines back into one paragraph.
+
+    A word hyphenated at a line end is mended when the next line goes on in lower case;
+    lines of Chinese or Japanese join without a space.
+    """
+    text = ""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        if not text:
+            text = line
+        elif text[-1] in _HYPHENS and len(text) > 1 and text[-2].isalpha() and line[0].islower():
+            text = text[:-1] + line
+        elif _no_space(text[-1]) or _no_space(line[0]):
+            text += line
+        else:
+            text = f"{text} {line}"
+    return text.replace("\u00ad", "")
