@@ -11,6 +11,14 @@ import os
 os.environ["SCARF_NO_ANALYTICS"] = "true"
 os.environ["UNSTRUCTURED_DISABLE_NOTICE"] = "1"
 
-from .run import FileOutcome, IngestReport, UsageError, ingest  # noqa: E402
-
 __all__ = ["FileOutcome", "IngestReport", "UsageError", "ingest"]
+
+
+def __getattr__(name: str):
+    # The run (model, database, masking) loads on first use, so a parser worker process,
+    # which imports only ingest.parsers, starts in a second instead of loading all of that.
+    if name in __all__:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

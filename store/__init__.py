@@ -3,12 +3,12 @@
 `store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
 """
 
-from .database import Store, hnsw_index_name, migrate, resolve_url
+from .database import Store, hnsw_index_name, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError
 from .records import Chunk, Collection, DocumentRecord
 from .settings import Settings, configure_logging
 
 __all__ = [
     "Chunk", "Collection", "DocumentRecord", "Settings", "SpaceMismatch", "Store",
-    "StoreError", "configure_logging", "hnsw_index_name", "migrate", "resolve_url",
+    "StoreError", "configure_logging", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]

@@ -11,13 +11,15 @@ from alembic import command
 from alembic.config import Config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
-from sqlalchemy import create_engine, event, func, insert, select, text, update
+from pgvector.sqlalchemy import HALFVEC, Vector
+from sqlalchemy import cast, create_engine, event, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError
+from .fulltext import analyse
 from .records import Chunk, Collection, DocumentRecord
 from .settings import Settings
 from .tables import chunks, collections, documents, ingest_runs
@@ -46,22 +48,42 @@ def resolve_url(settings: Settings) -> str:
 class Store:
     """pgkb's tables in one PostgreSQL database. Open with `Store.open(settings)`."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, pgvector_version: tuple[int, ...]):
         self.engine = engine
+        # What the server can do: halfvec indexes from 0.7, iterative index scans from 0.8.
+        self.pgvector_version = pgvector_version
 
     @classmethod
     def open(cls, settings: Settings) -> "Store":
         url = resolve_url(settings)
-        engine = create_engine(url, pool_pre_ping=True)
+        # No server-side prepared statements: a generic plan cannot prove a collection's partial
+        # HNSW index applies, and would silently fall back to a full scan.
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
         try:
             migrate(engine)
-        except OperationalError as exc:
-            where = "DATABASE_URL" if settings.database_url else f"the embedded server in {settings.data_dir}"
-            raise StoreError(f"cannot reach PostgreSQL ({where}): {exc.orig}") from None
+        except DBAPIError as exc:
+            # PostgreSQL 16+ says the extension is "not available", older servers cannot open
+            # vector.control (an OperationalError), a user without the right is refused.
+            if "CREATE EXTENSION" in (exc.statement or "") and "vector" in exc.statement:
+                raise StoreError(
+                    f"the PostgreSQL server has no pgvector extension ({exc.orig.diag.message_primary}); "
+                    "install it (the pgvector/pgvector image, or your distribution's postgresql-NN-pgvector "
+                    "package) and connect as a user allowed to CREATE EXTENSION vector"
+                ) from None
+            if isinstance(exc, OperationalError):
+                where = "DATABASE_URL" if settings.database_url else f"the embedded server in {settings.data_dir}"
+                raise StoreError(f"cannot reach PostgreSQL ({where}): {exc.orig}") from None
+            raise
+        with engine.connect() as conn:
+            version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         # The vector type exists now, so every new connection can learn it.
         event.listen(engine, "connect", lambda dbapi_connection, _: register_vector(dbapi_connection))
         engine.dispose()
-        return cls(engine)
+        return cls(engine, tuple(int(part) for part in version.split(".")))
+
+    @property
+    def has_iterative_scans(self) -> bool:
+        return self.pgvector_version >= (0, 8)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -79,8 +101,8 @@ class Store:
             if row is None:
                 if space is None:
                     raise StoreError(f"collection {name!r} does not exist: ingest documents into it first")
-                return _create_collection(conn, name, space)
-        found = Collection(row.id, row.name, row.dims, row.space)
+                return self._create_collection(conn, name, space)
+        found = Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"))
         if space is not None:
             differs = [k for k in SPACE_IDENTITY if space.get(k) != found.space.get(k)]
             if differs:
@@ -90,6 +112,38 @@ class Store:
                     f"use the same model and dims, or another --collection"
                 )
         return found
+
+    def _create_collection(self, conn: Connection, name: str, space: dict[str, Any]) -> Collection:
+        dims = int(space["dims"])
+        vector_type = self._index_vector_type(dims)
+        collection_id = conn.execute(
+            insert(collections).values(name=name, model=space["model"], dims=dims, space=space,
+                                       settings={"vector_type": vector_type})
+            .returning(collections.c.id)
+        ).scalar_one()
+        # One partial HNSW index per collection, on the embedding cast to its dimension: the
+        # searches of a collection filter on collection_id and cast the same way, so they use it.
+        conn.execute(text(
+            f"CREATE INDEX {hnsw_index_name(collection_id)} ON chunks "
+            f"USING hnsw ((embedding::{vector_type}({dims})) {vector_type}_cosine_ops) "
+            f"WHERE collection_id = {collection_id}"
+        ))
+        log.info("created collection %r (%s, %d dims, %s index)", name, space["model"], dims, vector_type)
+        return Collection(collection_id, name, dims, space, vector_type)
+
+    def _index_vector_type(self, dims: int) -> str:
+        """vector indexes up to 2,000 dims; halfvec (pgvector >= 0.7) up to 4,000."""
+        if dims <= 2000:
+            return "vector"
+        if self.pgvector_version >= (0, 7) and dims <= 4000:
+            return "halfvec"
+        version = ".".join(map(str, self.pgvector_version))
+        raise StoreError(
+            f"{dims}-dimensional vectors cannot be indexed by this server's pgvector {version} "
+            f"(HNSW takes at most 2000 dims, 4000 as halfvec from pgvector 0.7): choose a smaller "
+            f"Matryoshka size with --dims (e.g. --dims 1024), or use PostgreSQL with pgvector >= 0.7 "
+            f"(the docker compose database)"
+        )
 
     # -- documents -------------------------------------------------------------------------
 
@@ -111,7 +165,7 @@ class Store:
             "collection_id": collection.id, "key": document.key, "path": document.path,
             "sha256": document.sha256, "size_bytes": document.size_bytes, "mtime": document.mtime,
             "media_type": document.media_type, "title": document.title,
-            "metadata": document.metadata, "status": "ingested", "error": None,
+            "metadata": document.metadata, "pii_counts": document.pii_counts, "status": "ingested", "error": None,
         }
         upsert = pg_insert(documents).values(row)
         upsert = upsert.on_conflict_do_update(
@@ -120,11 +174,34 @@ class Store:
                   "updated_at": func.now()},
         )
         with self.engine.begin() as conn:
+            # Each document stays atomic; a crash may only lose the last few commits, which a
+            # rerun writes again. Saves an fsync per document.
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
             # Concurrent writers of the same key queue on the row lock this takes.
             document_id = conn.execute(upsert.returning(documents.c.id)).scalar_one()
             conn.execute(chunks.delete().where(chunks.c.document_id == document_id))
             _copy_chunks(conn, collection.id, document_id, doc_chunks, vectors)
         return document_id
+
+    def stored_vectors(self, collection: Collection, content_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """The vectors the collection already holds for these chunk content hashes: the
+        embedding cache (a collection is bound to one embedding space, so they are reusable)."""
+        hashes = sorted(set(content_hashes))
+        if not hashes:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(chunks.c.content_hash, chunks.c.embedding)
+                .where(chunks.c.collection_id == collection.id, chunks.c.content_hash.in_(hashes))
+                .distinct(chunks.c.content_hash)
+            )
+            return {row.content_hash: np.asarray(row.embedding, dtype=np.float32) for row in rows}
+
+    def analyze(self) -> None:
+        """Fresh planner statistics after a load: filtered searches decide index or exact scan
+        from them, and the embedded server may stop before autovacuum would have run."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE documents, chunks"))
 
     # -- ingest runs -----------------------------------------------------------------------
 
@@ -157,21 +234,10 @@ def hnsw_index_name(collection_id: int) -> str:
     return f"chunks_embedding_hnsw_{collection_id}"
 
 
-def _create_collection(conn: Connection, name: str, space: dict[str, Any]) -> Collection:
-    dims = int(space["dims"])
-    collection_id = conn.execute(
-        insert(collections).values(name=name, model=space["model"], dims=dims, space=space)
-        .returning(collections.c.id)
-    ).scalar_one()
-    # One partial HNSW index per collection, on the embedding cast to its dimension: the
-    # searches of a collection filter on collection_id and cast the same way, so they use it.
-    conn.execute(text(
-        f"CREATE INDEX {hnsw_index_name(collection_id)} ON chunks "
-        f"USING hnsw ((embedding::vector({dims})) vector_cosine_ops) "
-        f"WHERE collection_id = {collection_id}"
-    ))
-    log.info("created collection %r (%s, %d dims)", name, space["model"], dims)
-    return Collection(collection_id, name, dims, space)
+def indexed_embedding(collection: Collection):
+    """The expression a collection's HNSW index is built on; queries must order by the same."""
+    kind = HALFVEC if collection.vector_type == "halfvec" else Vector
+    return cast(chunks.c.embedding, kind(collection.dims))
 
 
 _COPY_COLUMNS = (
@@ -180,20 +246,36 @@ _COPY_COLUMNS = (
     ("element_types", "text[]"), ("token_count", "int4"), ("content_hash", "text"),
     ("metadata", "jsonb"), ("embedding", "vector"),
 )
+# The text analysed for full-text search (store.fulltext), turned into the tsvector on insert.
+_ANALYSED_COLUMNS = (
+    ("title_latin", "text"), ("title_cjk", "text"), ("body_latin", "text"), ("body_cjk", "text"),
+)
+_STAGE_DDL = "CREATE TEMP TABLE IF NOT EXISTS pgkb_chunk_stage ({}) ON COMMIT DELETE ROWS".format(
+    ", ".join(f"{name} {kind}" for name, kind in _COPY_COLUMNS + _ANALYSED_COLUMNS)
+)
+_TSVECTOR = (
+    "setweight(to_tsvector('english', title_latin) || to_tsvector('simple', title_cjk), 'A')"
+    " || setweight(to_tsvector('english', body_latin) || to_tsvector('simple', body_cjk), 'B')"
+)
 
 
 def _copy_chunks(
     conn: Connection, collection_id: int, document_id: int,
     doc_chunks: Iterable[Chunk], vectors: np.ndarray,
 ) -> None:
-    """Binary COPY of the chunks, on the transaction's own psycopg connection."""
+    """Binary COPY into a per-connection staging table, then one INSERT that adds the tsvector."""
     columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+    staged = ", ".join(name for name, _ in _COPY_COLUMNS + _ANALYSED_COLUMNS)
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY chunks ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([kind for _, kind in _COPY_COLUMNS])
+    cursor.execute(_STAGE_DDL)
+    with cursor.copy(f"COPY pgkb_chunk_stage ({staged}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in _COPY_COLUMNS + _ANALYSED_COLUMNS])
         for chunk, vector in zip(doc_chunks, vectors):
+            title, body = analyse(" ".join(chunk.section_path)), analyse(chunk.text)
             copy.write_row((
                 collection_id, document_id, chunk.ordinal, chunk.text, list(chunk.section_path),
                 chunk.page_start, chunk.page_end, list(chunk.element_types), chunk.token_count,
                 chunk.content_hash, Jsonb(chunk.metadata), np.asarray(vector, dtype=np.float32),
+                title.latin, title.cjk, body.latin, body.cjk,
             ))
+    cursor.execute(f"INSERT INTO chunks ({columns}, tsv) SELECT {columns}, {_TSVECTOR} FROM pgkb_chunk_stage")

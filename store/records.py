@@ -44,6 +44,7 @@ class DocumentRecord:
     media_type: str
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    pii_counts: dict[str, int] = field(default_factory=dict)  # masked values by entity type, never the values
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,4 @@ class Collection:
     name: str
     dims: int
     space: dict[str, Any]
+    vector_type: str = "vector"  # how its HNSW index stores vectors: "vector" or "halfvec"

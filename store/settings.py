@@ -34,6 +34,39 @@ class Settings:
     batch_tokens: int = _env("PGKB_BATCH_TOKENS", 16384)
     # Target chunk size in the embedding model's tokens, capped by what the model reads.
     chunk_tokens: int = _env("PGKB_CHUNK_TOKENS", 400)
+    # Vector size for models trained for shorter (Matryoshka) vectors, e.g. Qwen3-Embedding's
+    # 32 up to its full size; 0: the model's full size.
+    dims: int = _env("PGKB_DIMS", 0)
+    # The task in an instruction-following model's query template (Qwen3-Embedding), or else
+    # the literal prefix of every query; unset: the model's own default.
+    query_instruction: str | None = _env("PGKB_QUERY_INSTRUCTION")
+    # An OpenAI-compatible embeddings server (vLLM, SGLang, TEI, Infinity, OpenAI) serving
+    # `model`; unset: the model runs in this process.
+    embed_url: str | None = _env("PGKB_EMBED_URL")
+    # The environment variable holding the server's API key (the key is never a setting itself).
+    embed_api_key_env: str = _env("PGKB_EMBED_API_KEY_ENV", "PGKB_EMBED_API_KEY")
+    # A JSON file of rules for a model pgkb has none for (see embedding/profiles.py).
+    model_profile: str | None = _env("PGKB_MODEL_PROFILE")
+    # Let a model that is not on this machine be downloaded from the Hugging Face Hub.
+    allow_download: bool = _env("PGKB_ALLOW_DOWNLOAD", False)
+    # Each file is parsed in a worker process under these limits; past them it fails alone.
+    parse_seconds: int = _env("PGKB_PARSE_SECONDS", 300)
+    parse_memory_mb: int = _env("PGKB_PARSE_MEMORY_MB", 4096)
+    # Tesseract languages for PDF pages without a text layer, used when tesseract is installed ("none": no OCR).
+    ocr_languages: str = _env("PGKB_OCR_LANGUAGES", "eng+chi_sim")
+    # Passwords tried on encrypted PDFs: a file with one per line, and --password (never from the environment).
+    passwords_file: str | None = _env("PGKB_PASSWORDS_FILE")
+    passwords: tuple[str, ...] = field(default=(), repr=False, metadata={"env": None})
+    # Personal data masking before anything is embedded or stored (ingest.pii): on unless
+    # PGKB_PII=0 or --no-pii. Entity types: "all" or a comma list ("-URL" removes one).
+    pii: bool = _env("PGKB_PII", True)
+    pii_entities: str = _env("PGKB_PII_ENTITIES", "all")
+    pii_threshold: float = _env("PGKB_PII_THRESHOLD", 0.5)
+    # replace (<TYPE>), redact or hash (keyed, needs pii_hash_key); per type: "replace,EMAIL_ADDRESS=hash".
+    pii_operators: str = _env("PGKB_PII_OPERATORS", "replace")
+    pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY")
+    # spaCy NER models by language (or "none"), used when installed: names, places, organisations.
+    pii_spacy_models: str = _env("PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -41,7 +74,7 @@ class Settings:
         env = os.environ if env is None else env
         values = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f.metadata["env"])
+            raw = env.get(f.metadata["env"]) if f.metadata["env"] else None
             if raw not in (None, ""):
                 values[f.name] = _convert(f.name, raw, type(f.default))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -62,6 +95,12 @@ class Settings:
                             database_url=args.database_url,
                             data_dir=Path(args.data_dir).expanduser() if args.data_dir else None, **more)
 
+    def embedder_options(self) -> dict:
+        """How to run the embedding model, for `embedding.load_embedder[_for_space]`."""
+        return {"device": self.device, "batch_tokens": self.batch_tokens, "embed_url": self.embed_url,
+                "api_key_env": self.embed_api_key_env, "profile_file": self.model_profile,
+                "allow_download": self.allow_download}
+
 
 def configure_logging(verbose: bool) -> None:
     """Logging for the command-line tools: warnings only, unless asked for more."""
@@ -73,6 +112,17 @@ def configure_logging(verbose: bool) -> None:
 
 
 def _convert(name: str, raw: str, kind: type):
+    if kind is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"setting {name} must be on or off (1/0, true/false), got {raw!r}")
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
     if kind is int:
         try:
             return int(raw)

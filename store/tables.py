@@ -31,6 +31,7 @@ documents = Table(
     Column("media_type", Text, nullable=False),
     Column("title", Text),
     Column("metadata", JSONB, nullable=False),
+    Column("pii_counts", JSONB, nullable=False),
     Column("status", Text, nullable=False),
     Column("error", Text),
     Column("created_at", DateTime(timezone=True)),

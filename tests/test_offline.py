@@ -26,10 +26,21 @@ def test_loopback_still_works():
     server.close()
 
 
-def test_an_ingest_loads_no_language_model_that_would_be_fetched(docs, settings, embedder):
+def test_an_ingest_loads_no_language_model_that_would_be_fetched(docs, settings, embedder, monkeypatch):
+    import spacy
+
     from ingest import ingest
 
+    loaded = []
+
+    def refuse(*args, **kwargs):
+        loaded.append(args)
+        raise OSError("no spaCy model may be loaded or fetched here")
+
+    # Masking imports spaCy (through Presidio) but loads a model only when one is installed.
+    monkeypatch.setattr(spacy, "load", refuse)
+    monkeypatch.setattr(spacy.cli, "download", refuse)
     ingest(docs, settings, embedder=embedder)
+    assert not loaded
     # unstructured fetches en_core_web_sm when its text heuristics run; pgkb never calls them.
     assert "unstructured.nlp.tokenize" not in sys.modules
-    assert "spacy" not in sys.modules

@@ -14,15 +14,6 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    # array_to_string is only STABLE (it accepts any array type); on text[] it is immutable,
-    # which a generated column requires.
-    op.execute(
-        """
-        CREATE FUNCTION pgkb_join_words(text[]) RETURNS text
-        LANGUAGE sql IMMUTABLE PARALLEL SAFE
-        AS $$ SELECT array_to_string($1, ' ') $$
-        """
-    )
     op.execute(
         """
         CREATE TABLE collections (
@@ -75,10 +66,8 @@ def upgrade() -> None:
             -- Dimension-free, so collections of different models share the table; each
             -- collection gets its own HNSW expression index on embedding::vector(dims).
             embedding     vector NOT NULL,
-            tsv           tsvector GENERATED ALWAYS AS (
-                setweight(to_tsvector('english', pgkb_join_words(section_path)), 'A')
-                || setweight(to_tsvector('english', text), 'B')
-            ) STORED,
+            -- Written by pgkb (store.fulltext): Chinese cut into words, section path weighted A.
+            tsv           tsvector NOT NULL,
             UNIQUE (document_id, ordinal)
         )
         """
@@ -104,4 +93,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     # The vector extension stays: other schemas in the database may use it.
     op.execute("DROP TABLE ingest_runs, chunks, documents, collections")
-    op.execute("DROP FUNCTION pgkb_join_words(text[])")
