@@ -31,8 +31,9 @@ from tests.documents import write_docx, write_pdf  # noqa: E402
 
 
 # Settings must come from the tests alone, never from the developer's environment.
-for name in ("DATABASE_URL", "PGKB_COLLECTION", "PGKB_MODEL", "PGKB_DATA_DIR"):
-    os.environ.pop(name, None)
+for name in [n for n in os.environ if n == "DATABASE_URL" or n.startswith("PGKB_")]:
+    if name != "PGKB_NETGUARD_LOG":
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
