@@ -104,14 +104,10 @@ class KnowledgeBase:
             weights=weights or self.default_weights(query, fusion), fusion=fusion,
             group_by_document=group_by == "document",
         )
-        with self.store.engine.begin() as conn:
-            if query_vector is not None:
-                exact = self._prepare_vector_scan(conn, conditions, candidates, exact)
-            rows = conn.execute(statement).all()
+        rows, exact = self._execute(statement, query_vector is not None, conditions, candidates, exact)
         if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):
             # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
-            return self.search(query, k, filters, mode=mode, fusion=fusion, weights=weights, exact=True,
-                               group_by=group_by)
+            rows, _ = self._execute(statement, True, conditions, candidates, True)
         cjk_words = [w for t in keyword_query.optional + keyword_query.required if t.config == "simple"
                      for w in t.text.split()] if keyword_query else []
         return [_hit(row, mode, cjk_words) for row in rows]
@@ -120,6 +116,14 @@ class KnowledgeBase:
         """The vector leg weighs what share of the query the model can read; see search()."""
         return LegWeights(vector=self.embedder.known_share(query),
                           keyword=KEYWORD_WEIGHT if fusion == "score" else 1.0)
+
+    def _execute(self, statement, has_vector_leg: bool, conditions: list, candidates: int,
+                 exact: bool | None) -> tuple[list, bool]:
+        """Run the search statement; returns its rows and whether the vector scan was exact."""
+        with self.store.engine.begin() as conn:
+            if has_vector_leg:
+                exact = self._prepare_vector_scan(conn, conditions, candidates, exact)
+            return conn.execute(statement).all(), bool(exact)
 
     def _prepare_vector_scan(self, conn: Connection, conditions: list, candidates: int,
                              exact: bool | None) -> bool:
