@@ -35,7 +35,7 @@ from pathlib import Path
 from ingest.parsers import parse
 from ingest.pii import Found, Masker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid, org_code_check_char, uscc_check_char
-from ingest.sources import discover
+from ingest.sources import MEDIA_TYPES, discover
 from store import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,20 +259,20 @@ def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, 
 
     source = folder
     if files:  # an evenly spread sample of the folder's files, linked into a folder of its own
-        every = [p for p in discover(folder) if p.media_type]
+        every = [p for p in discover(folder) if p.suffix.lower() in MEDIA_TYPES]
         chosen = every[:: max(len(every) // files, 1)][:files]
         source = Path(tempfile.mkdtemp(prefix="pgkb-pii-sample-"))
-        for item in chosen:
-            (source / item.key.replace("/", "_")).symlink_to(item.path)
+        for path in chosen:
+            (source / path.relative_to(folder.resolve()).as_posix().replace("/", "_")).symlink_to(path)
     timed = TimedMasker(masker)
     report = ingest(source, Settings(data_dir=data_dir, collection=f"pii-bench-{label}"),
                     embedder=embedder, masker=timed)
     # The peer: the same element texts analysed one Presidio call per element.
     texts = []
-    for item in discover(source):
-        if item.media_type:
+    for path in discover(source):
+        if path.suffix.lower() in MEDIA_TYPES:
             try:
-                texts.extend(e.text for e in parse(item.path, item.media_type).elements)
+                texts.extend(e.text for e in parse(path, MEDIA_TYPES[path.suffix.lower()]).elements)
             except Exception:  # files the ingest reported as failed
                 continue
     started = time.perf_counter()

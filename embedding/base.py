@@ -3,6 +3,7 @@ model's own tokenizer, and the EmbeddingSpace its vectors live in."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -23,6 +24,9 @@ class Embedder(ABC):
         # Some tokenizers end every input with the end token themselves, older ones do not.
         adds_end = end_id is None or tokenizer("x", verbose=False)["input_ids"][-1] == end_id
         self._end_id = None if adds_end else end_id
+        # A fast tokenizer's settings (truncation) live in the Rust object that every call
+        # changes: calls from several threads (chunking, batching) take turns.
+        self._tokenizer_lock = threading.Lock()
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
@@ -36,7 +40,8 @@ class Embedder(ABC):
         """Tokens of text in each, special tokens excluded, never truncated."""
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     @property
@@ -47,13 +52,15 @@ class Embedder(ABC):
     def input_ids(self, texts: list[str]) -> list[list[int]]:
         """What the model reads: special tokens added, cut to max_tokens, the end token last."""
         limit = self.space.max_tokens - (self._end_id is not None)
-        ids = self.tokenizer(texts, truncation=True, max_length=limit, verbose=False)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(texts, truncation=True, max_length=limit, verbose=False)["input_ids"]
         return [x + [self._end_id] for x in ids] if self._end_id is not None else ids
 
     def known_share(self, text: str) -> float:
         """The share of `text`'s tokens the model has in its vocabulary (not [UNK]): how much
         of a query's language it covers. Byte-level tokenizers know everything: 1.0."""
-        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         unknown = self.tokenizer.unk_token_id
         if not ids or unknown is None:
             return 1.0

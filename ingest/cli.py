@@ -1,29 +1,43 @@
 """`ingest PATH`: the command-line shell over `ingest.run.ingest`.
 
-Exit status: 0 when every file was ingested (or skipped as unsupported), 1 when some
-failed, 2 for usage or configuration errors.
+Exit status: 0 when every file was ingested, unchanged or skipped as unsupported, 1 when some
+failed, 2 for usage or configuration errors, 130 when stopped by Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import threading
+import time
+from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from embedding import ModelNotFound
 from store import Settings, StoreError, configure_logging
 
-from .run import IngestReport, UsageError, ingest
+from .metadata import MetadataError, parse_tags
+from .run import FileOutcome, IngestReport, UsageError, ingest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
     parser.add_argument("path", help="a folder (read recursively) or a single file")
     Settings.add_arguments(parser)
+    sync = parser.add_argument_group("keeping a collection in step with a folder")
+    sync.add_argument("--prune", action="store_true",
+                      help="remove the documents whose files are no longer in the folder")
+    sync.add_argument("--force", action="store_true", help="ingest every file again, even unchanged ones")
+    sync.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                      help="metadata for every document of this run, for search filters (repeatable); "
+                           "see also pgkb.toml and FILE.meta.json in the README")
     parser.add_argument("--chunk-tokens", type=int, help="target chunk size in model tokens (PGKB_CHUNK_TOKENS)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per embedding batch (PGKB_BATCH_TOKENS)")
+    parser.add_argument("--workers", type=int, help="files parsed at once (PGKB_WORKERS; default: CPU cores, at most 4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (PGKB_DEVICE)")
     parser.add_argument("--dims", type=int,
                         help="shorter (Matryoshka) vectors for models trained for them, e.g. 256 (PGKB_DIMS)")
@@ -47,48 +61,111 @@ def main(argv: list[str] | None = None) -> int:
                         help="a password to try on encrypted PDFs (repeatable)")
     parser.add_argument("--passwords-file", metavar="FILE",
                         help="a file of passwords to try on encrypted PDFs, one per line (PGKB_PASSWORDS_FILE)")
+    parser.add_argument("--report", metavar="FILE", help="write the summary and every file's outcome here as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each file")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
     configure_logging(args.verbose)
+    stop = threading.Event()
     try:
         settings = Settings.from_arguments(args, chunk_tokens=args.chunk_tokens,
-                                           batch_tokens=args.batch_tokens, device=args.device,
+                                           batch_tokens=args.batch_tokens, workers=args.workers, device=args.device,
                                            dims=args.dims, query_instruction=args.query_instruction,
                                            embed_url=args.embed_url,
                                            pii=False if args.no_pii else None, pii_entities=args.pii_entities,
                                            pii_threshold=args.pii_threshold, pii_operators=args.pii_operator,
                                            passwords=tuple(args.password or ()) or None,
                                            passwords_file=args.passwords_file)
-        show_progress = console.is_terminal and not args.quiet
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, disable=not show_progress) as progress:
-            task = progress.add_task("ingesting", total=None)
-            report = ingest(args.path, settings,
-                            on_file=lambda outcome: progress.update(task, advance=1, description=outcome.key))
-    except (UsageError, ModelNotFound, StoreError, ValueError) as exc:
+        tags = parse_tags(args.tag or [])
+        with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
+                _stopping_on_ctrl_c(stop, console):
+            report = ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force,
+                            on_file=on_file, stop=stop)
+    except (UsageError, ModelNotFound, StoreError, MetadataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
     print_summary(report, Console(soft_wrap=True))
+    if report.status == "interrupted":
+        console.print(f"stopped by Ctrl-C after {len(report.files)} of {report.total_files} files; run the same "
+                      "command again to finish (files already stored are skipped)", highlight=False)
+        return 130
     return 1 if report.failed else 0
+
+
+class _progress:
+    """A progress bar on a terminal (files, pages, chunks, tokens/s, time left), else nothing.
+
+    Used as a context manager that gives the `on_file` callback for `ingest`.
+    """
+
+    def __init__(self, console: Console, enabled: bool):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
+                            console=console, disable=not enabled, transient=False)
+        self.task = self.bar.add_task("files", total=None, detail="")
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self.update
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, outcome: FileOutcome, report: IngestReport) -> None:
+        counts = report.counts()
+        rate = counts["tokens"] / max(time.perf_counter() - self.started, 1e-9)
+        detail = f"{counts['pages']} pages · {counts['chunks']} chunks · {rate:,.0f} tokens/s"
+        if counts["failed"]:
+            detail += f" · {counts['failed']} failed"
+        self.bar.update(self.task, total=report.total_files, completed=len(report.files), detail=detail)
+
+
+class _stopping_on_ctrl_c:
+    """The first Ctrl-C asks the run to stop after the documents in progress; a second one quits now."""
+
+    def __init__(self, stop: threading.Event, console: Console):
+        self.stop, self.console = stop, console
+
+    def __enter__(self) -> None:
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        self.console.print("stopping after the documents in progress (Ctrl-C again to quit at once)")
 
 
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
-    reasons = ", ".join(f"{reason}: {n}" for reason, n in report.failures_by_reason().most_common())
-    console.print(
-        f"collection [bold]{report.collection}[/bold]: {counts['seen']} files seen, "
-        f"{counts['ingested']} ingested, {counts['skipped']} skipped (unsupported type), "
-        f"{counts['failed']} failed{f' ({reasons})' if reasons else ''}; "
-        f"{counts['chunks']} chunks written in {report.seconds:.1f} s",
-        highlight=False,
-    )
-    masked = report.pii_counts()
-    if masked:
-        by_type = ", ".join(f"{entity} {n}" for entity, n in masked.most_common())
-        console.print(f"personal data masked: {sum(masked.values())} values ({by_type})", highlight=False)
+    rows = [("files", f"{counts['seen']} seen: {counts['ingested']} ingested, {counts['updated']} updated, "
+                      f"{counts['unchanged']} unchanged, {counts['skipped']} skipped (unsupported type), "
+                      f"{counts['failed']} failed")]
+    if counts["failed_by_reason"]:
+        rows.append(("failures", ", ".join(f"{reason} {n}" for reason, n in counts["failed_by_reason"].items())))
+    if report.pruned:
+        rows.append(("pruned", f"{len(report.pruned)} documents whose files are gone"))
+    rows.append(("written", f"{counts['chunks']} chunks from {counts['pages']} pages, "
+                            f"{counts['embedded']} embedded ({counts['tokens']:,} tokens)"))
+    if counts["pii"]:
+        rows.append(("masked", f"{sum(counts['pii'].values())} personal data values ("
+                               + ", ".join(f"{entity} {n}" for entity, n in counts["pii"].items()) + ")"))
+    if report.stage_seconds:
+        rows.append(("busy time", ", ".join(f"{stage} {s:.1f} s" for stage, s in report.stage_seconds.items())))
+    status = {"succeeded": "done", "failed": "done, some files failed", "interrupted": "stopped early"}
+    console.print(f"collection [bold]{report.collection}[/bold]: {status.get(report.status, report.status)} "
+                  f"in {report.seconds:.1f} s")
+    for label, value in rows:
+        console.print(f"  [bold]{label:<10}[/bold] {value}", highlight=False)
     # One line per failure, never truncated: logs and grep see the whole key and reason.
     for outcome in report.failed:
         console.print(f"  failed  {outcome.key}: {outcome.reason}", highlight=False, markup=False)

@@ -1,31 +1,50 @@
-"""The ingest run: discover -> parse -> chunk -> embed -> write, one document at a time.
+"""The ingest run: discover -> skip unchanged -> parse -> mask -> chunk -> embed -> write -> prune.
 
-Every file ends in one outcome; a file that cannot be read is recorded with its reason
-and never stops the run.
+The stages overlap. A few threads hash, parse (each file in a worker process), mask and chunk
+files; the calling thread embeds the chunks of several documents at a time, since the model
+is fastest on full batches; one writer thread stores each finished document in its own
+transaction. Every stage holds a bounded number of documents, so memory stays flat whatever
+the corpus size.
+
+Every file ends in one outcome; a file that cannot be read is recorded with its reason and
+never stops the run. A document is written whole or not at all, so a run that is killed
+leaves each document old or new, and running it again finishes the job: files already stored
+with the same bytes, tags and options are skipped without being parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder
-from store import Chunk, Collection, DocumentRecord, Settings, Store
+from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
 
 from .chunking import chunk_elements
+from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
 from .pii import Masker, load_masker
 from .sources import SourceFile, discover
 
 log = logging.getLogger(__name__)
+
+# Bump when parsing or chunking changes what the same file turns into, so that the next run
+# cuts every document again instead of skipping it as unchanged.
+PIPELINE_VERSION = 1
 
 
 class UsageError(Exception):
@@ -35,17 +54,29 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class FileOutcome:
     key: str
-    outcome: str            # "ingested", "skipped" (unsupported type) or "failed"
+    # ingested (new), updated (its bytes, tags or the options changed), unchanged,
+    # skipped (a type pgkb does not read) or failed
+    outcome: str
     reason: str | None = None
+    pages: int = 0
     chunks: int = 0
+    tokens: int = 0      # tokens of text in its chunks
+    embedded: int = 0    # chunks the model embedded; the others' vectors were already stored
     pii_counts: dict[str, int] = field(default_factory=dict)  # masked values by entity type
 
 
 @dataclass
 class IngestReport:
     collection: str
+    run_id: int | None = None
+    status: str = "running"  # then succeeded, failed (some files), interrupted or aborted
+    total_files: int = 0     # known once the folder is listed
     files: list[FileOutcome] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Busy time per stage, summed over the threads doing it (stages overlap, so the sum
+    # exceeds the wall time).
+    stage_seconds: Counter = field(default_factory=Counter)
 
     def count(self, outcome: str) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)
@@ -54,112 +85,312 @@ class IngestReport:
     def failed(self) -> list[FileOutcome]:
         return [f for f in self.files if f.outcome == "failed"]
 
-    @property
-    def chunks_written(self) -> int:
-        return sum(f.chunks for f in self.files)
-
     def pii_counts(self) -> Counter:
         """Masked values by entity type, over every file."""
         return sum((Counter(f.pii_counts) for f in self.files), Counter())
 
-    def counts(self) -> dict:
-        return {
-            "seen": len(self.files), "ingested": self.count("ingested"),
-            "skipped": self.count("skipped"), "failed": self.count("failed"),
-            "chunks": self.chunks_written, "pii": dict(self.pii_counts().most_common()),
-        }
-
     def failures_by_reason(self) -> Counter:
         return Counter(f.reason.split(":")[0] for f in self.failed)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "seen": len(self.files),
+            **{outcome: self.count(outcome) for outcome in ("ingested", "updated", "unchanged", "skipped", "failed")},
+            "pruned": len(self.pruned),
+            "pages": sum(f.pages for f in self.files),
+            "chunks": sum(f.chunks for f in self.files),
+            "embedded": sum(f.embedded for f in self.files),
+            "tokens": sum(f.tokens for f in self.files),
+            "failed_by_reason": dict(self.failures_by_reason().most_common()),
+            "pii": dict(self.pii_counts().most_common()),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as `--report` writes it: the summary, then one entry per file seen."""
+        return {
+            "collection": self.collection, "run_id": self.run_id, "status": self.status,
+            "seconds": round(self.seconds, 3), "counts": self.counts(),
+            "stage_seconds": {stage: round(s, 3) for stage, s in self.stage_seconds.items()},
+            "pruned": self.pruned,
+            "files": [{k: v for k, v in asdict(f).items() if v or k in ("key", "outcome")} for f in self.files],
+        }
 
 
 def ingest(
     path: str | Path, settings: Settings | None = None, *,
+    tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False,
     embedder: Embedder | None = None, masker: Masker | None = None,
-    on_file: Callable[[FileOutcome], None] | None = None,
+    on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestReport:
-    """Ingest a file or a folder into `settings.collection`; returns what happened to each file.
+    """Bring `settings.collection` up to date with a file or a folder; returns what happened.
 
-    `embedder` reuses a loaded model (else `settings.model` is loaded) and `masker` a loaded
-    masker (else one is built from the settings, or none with `settings.pii` off); `on_file`
-    is called with each file's outcome as it is known.
+    Unchanged files are skipped unless `force`; `tags` are attached to every document (over
+    the folder and sidecar metadata, see ingest.metadata); `prune` removes the documents whose
+    files are gone. `embedder` reuses a loaded model (else `settings.model` is loaded) and
+    `masker` a loaded masker (else one is built from the settings, or none with masking off).
+    `on_file` is called with each file's outcome, in discovery order, as it is known. Setting
+    `stop` finishes the documents in progress and ends the run as "interrupted".
     """
     settings = settings or Settings.from_env()
     root = Path(path).expanduser()
     if not root.exists():
         raise UsageError(f"{root}: no such file or folder")
+    if prune and not root.is_dir():
+        raise UsageError(f"--prune needs a folder (the whole of what the collection mirrors), not the file {root}")
     started = time.perf_counter()
     masker = masker or load_masker(settings)  # first: a bad masking setting fails before the model loads
     embedder = embedder or load_embedder(settings.model, dims=settings.dims or None,
                                          query_instruction=settings.query_instruction,
                                          **settings.embedder_options())
-    parser = ParserPool.from_settings(settings)
+    workers = settings.workers or min(4, os.cpu_count() or 1)
     store = Store.open(settings)
     try:
         collection = store.collection(settings.collection, embedder.space.to_dict())
-        options = {"path": str(root.resolve()), "model": settings.model,
-                   "pii": masker.policy.describe() if masker else "off"}
-        run_id = store.start_run(collection, options)
-        report = IngestReport(collection.name)
-        max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
-        status = "aborted"  # unless the loop completes: interrupted, or the database went away
+        run = _Run(settings, store, collection, embedder, masker, root, tags or {}, force, on_file)
+        run.report.run_id = store.start_run(collection, {
+            "path": str(root.resolve()), "model": settings.model, "prune": prune, "force": force,
+            "tags": tags or {}, "pii": masker.policy.describe() if masker else "off", "workers": workers,
+        })
         try:
-            for source in discover(root):
-                outcome = _ingest_file(source, store, collection, embedder, max_tokens, masker, parser)
-                report.files.append(outcome)
-                if on_file:
-                    on_file(outcome)
-            status = "failed" if report.failed else "succeeded"
-            if report.chunks_written:
+            with ParserPool.from_settings(settings, workers) as parser:
+                run.process(discover(root), parser, workers, stop or threading.Event())
+            run.report.status = "interrupted" if stop and stop.is_set() else (
+                "failed" if run.report.failed else "succeeded")
+            if prune and run.report.status != "interrupted":
+                run.prune()
+            if any(f.chunks for f in run.report.files) or run.report.pruned:
                 store.analyze()
+        except BaseException:
+            run.report.status = "aborted"  # the database went away, or a second Ctrl-C
+            raise
         finally:
-            report.seconds = time.perf_counter() - started
-            errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
-            store.finish_run(run_id, status, report.counts(), errors)
-        return report
+            run.report.seconds = time.perf_counter() - started
+            _record_end(store, run.report)
+        return run.report
     finally:
         store.close()
-        parser.close()
 
 
-def _ingest_file(source: SourceFile, store, collection, embedder, max_tokens: int,
-                 masker: Masker | None, parser: ParserPool) -> FileOutcome:
-    if source.media_type is None:
-        return FileOutcome(source.key, "skipped", f"unsupported type {source.path.suffix or '(none)'}")
-    try:
-        parsed = parser.parse(source.path, source.media_type)  # in a worker, under time and memory limits
-        for warning in parsed.warnings:
-            log.warning("%s: %s", source.key, warning)
-        # Before anything else reads the text: chunks, titles and metadata only see it masked.
-        pii_counts = masker.mask_document(parsed) if masker else {}
-        metadata = {"source": source.key, **parsed.metadata}
-        chunks = chunk_elements(parsed.elements, source.key, embedder.count_tokens, max_tokens, metadata)
-        vectors = _vectors(chunks, store, collection, embedder)
+@dataclass
+class _Parsed:
+    """A file parsed, masked and chunked, waiting for its vectors."""
+
+    outcome: str  # ingested or updated, once written
+    record: DocumentRecord
+    chunks: list[Chunk]
+    pages: int
+    vectors: np.ndarray | None = None
+    embedded: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.token_count for c in self.chunks)
+
+
+class _Run:
+    """One run's shared state, and the work of each stage."""
+
+    def __init__(self, settings: Settings, store: Store, collection: Collection, embedder: Embedder,
+                 masker: Masker | None, root: Path, tags: dict[str, Any], force: bool,
+                 on_file: Callable[[FileOutcome, IngestReport], None] | None):
+        self.store, self.collection, self.embedder, self.masker = store, collection, embedder, masker
+        self.root = root.resolve()
+        self.user_metadata = UserMetadata(self.root, tags)
+        self.force = force
+        self.on_file = on_file
+        self.max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
+        # The options that shape a document's chunks; a change means every file is cut again.
+        options = {"version": PIPELINE_VERSION, "chunk_tokens": self.max_tokens,
+                   "pii": masker.policy.describe() if masker else "off"}
+        self.fingerprint = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+        # How many tokens of new text to gather across documents before calling the model.
+        self.group_tokens = 4 * settings.batch_tokens
+        self.known: dict[str, DocumentState] = store.document_states(collection)
+        self.seen: set[str] = set()
+        self.report = IngestReport(collection.name)
+        self._clock_lock = threading.Lock()
+        # Presidio's engines are not documented as safe to share between threads.
+        self._mask_lock = threading.Lock()
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._clock_lock:
+                self.report.stage_seconds[stage] += time.perf_counter() - started
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def process(self, paths: list[Path], parser: ParserPool, workers: int, stop: threading.Event) -> None:
+        self.report.total_files = len(paths)
+        group: list[_Parsed | FileOutcome] = []
+        writes: deque[Future] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="pgkb-parse") as parsing, \
+                ThreadPoolExecutor(1, thread_name_prefix="pgkb-write") as writing:
+
+            def flush() -> None:
+                self._embed([item for item in group if isinstance(item, _Parsed)])
+                writes.append(writing.submit(self._write_all, list(group)))
+                group.clear()
+                while len(writes) > 2:  # the writer may lag two groups behind, no more
+                    writes.popleft().result()
+
+            try:
+                for future in _in_order(parsing, lambda p: self._prepare(p, parser), paths, 2 * workers, stop):
+                    if group and not future.done():
+                        flush()  # the model would otherwise wait for a document still being parsed
+                    group.append(future.result())
+                    if sum(item.tokens for item in group if isinstance(item, _Parsed)) >= self.group_tokens:
+                        flush()
+                if group:
+                    flush()
+                while writes:
+                    writes.popleft().result()
+            except BaseException:
+                parser.close()  # so the parsing threads end now, not after their files
+                raise
+
+    def _prepare(self, path: Path, parser: ParserPool) -> _Parsed | FileOutcome:
+        """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
+        key = path.name if path == self.root else path.relative_to(self.root).as_posix()
+        try:
+            with self.timed("read"):
+                source = SourceFile.read(path, self.root)
+                if source.media_type is None:
+                    return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
+                tags = self.user_metadata.for_file(path)
+            known = self.known.get(key)
+            if known and not self.force and (known.sha256, known.fingerprint) == (source.sha256, self.fingerprint):
+                if known.tags == tags:
+                    return FileOutcome(key, "unchanged")
+                self.store.update_tags(self.collection, key, tags)
+                return FileOutcome(key, "updated", "tags only")
+            with self.timed("parse"):
+                parsed = parser.parse(source.path, source.media_type)  # in a worker, under time and memory limits
+            for warning in parsed.warnings:
+                log.warning("%s: %s", key, warning)
+            with self.timed("mask"), self._mask_lock:
+                # Before anything else reads the text: chunks, titles and metadata only see it masked.
+                pii_counts = self.masker.mask_document(parsed) if self.masker else {}
+            with self.timed("chunk"):
+                chunks = chunk_elements(parsed.elements, key, self.embedder.count_tokens, self.max_tokens,
+                                        {"source": key, **parsed.metadata})
+        except (ParseError, MetadataError) as exc:
+            log.warning("%s: %s", key, exc)
+            return FileOutcome(key, "failed", str(exc))
+        except OperationalError:
+            raise  # the database went away: no later file can succeed either
+        except Exception as exc:  # a library's bug on one odd file must not stop the run
+            return self._failure(key, exc)
         record = DocumentRecord(
-            key=source.key, path=str(source.path), sha256=source.sha256, size_bytes=source.size,
-            mtime=source.mtime, media_type=source.media_type, title=parsed.title, metadata=parsed.metadata,
-            pii_counts=pii_counts,
+            key=key, path=str(source.path), sha256=source.sha256, size_bytes=source.size, mtime=source.mtime,
+            media_type=source.media_type, title=parsed.title, metadata=parsed.metadata, tags=tags,
+            fingerprint=self.fingerprint, pii_counts=pii_counts,
         )
-        store.write_document(collection, record, chunks, vectors)
-    except ParseError as exc:
-        log.warning("%s: %s", source.key, exc)
-        return FileOutcome(source.key, "failed", str(exc))
-    except OperationalError:
-        raise  # the database went away: no later file can succeed either
-    except Exception as exc:  # a library's bug on one odd file must not stop the run
-        log.warning("%s: %s: %s", source.key, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FileOutcome(source.key, "failed", f"error: {type(exc).__name__}: {exc}")
-    log.info("%s: %d chunks", source.key, len(chunks))
-    return FileOutcome(source.key, "ingested", chunks=len(chunks), pii_counts=pii_counts)
+        pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
+        return _Parsed("updated" if known else "ingested", record, chunks, pages)
+
+    def _embed(self, documents: list[_Parsed]) -> None:
+        """Vectors for several documents' chunks in one call to the model. Texts the collection
+        already holds come from the store (the embedding cache); each new text is embedded once."""
+        chunks = [c for d in documents for c in d.chunks]
+        if not chunks:
+            for d in documents:
+                d.vectors = np.zeros((0, self.embedder.space.dims), dtype=np.float32)
+            return
+        with self.timed("embed"):
+            found = self.store.stored_vectors(self.collection, (c.content_hash for c in chunks))
+            missing: dict[str, str] = {}
+            for d in documents:
+                new = {c.content_hash: c.embedding_text for c in d.chunks
+                       if c.content_hash not in found and c.content_hash not in missing}
+                d.embedded = len(new)
+                missing.update(new)
+            if missing:
+                try:
+                    found.update(zip(missing, self.embedder.embed_documents(list(missing.values()))))
+                except Exception:
+                    if len(documents) == 1:
+                        raise
+                    for d in documents:  # one document's text broke the batch: find which
+                        self._embed_alone(d)
+                    return
+            for d in documents:
+                d.vectors = np.stack([found[c.content_hash] for c in d.chunks]) if d.chunks else \
+                    np.zeros((0, self.embedder.space.dims), dtype=np.float32)
+
+    def _embed_alone(self, document: _Parsed) -> None:
+        try:
+            self._embed([document])
+        except OperationalError:
+            raise
+        except Exception as exc:
+            document.vectors = None
+            document.embedded = 0
+            log.warning("%s: embedding failed: %s: %s", document.record.key, type(exc).__name__, exc)
+
+    def _write_all(self, items: list[_Parsed | FileOutcome]) -> None:
+        for item in items:
+            outcome = self._write(item) if isinstance(item, _Parsed) else item
+            self.report.files.append(outcome)
+            self.seen.add(outcome.key)
+            if outcome.outcome in ("ingested", "updated") and outcome.chunks:
+                log.info("%s: %d chunks", outcome.key, outcome.chunks)
+            if self.on_file:
+                self.on_file(outcome, self.report)
+
+    def _write(self, document: _Parsed) -> FileOutcome:
+        key = document.record.key
+        if document.vectors is None:
+            return FileOutcome(key, "failed", "embedding failed (see the log)")
+        try:
+            with self.timed("write"):
+                self.store.write_document(self.collection, document.record, document.chunks, document.vectors)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            return self._failure(key, exc)
+        return FileOutcome(key, document.outcome, pages=document.pages, chunks=len(document.chunks),
+                           tokens=document.tokens, embedded=document.embedded,
+                           pii_counts=document.record.pii_counts)
+
+    def _failure(self, key: str, exc: Exception) -> FileOutcome:
+        log.warning("%s: %s: %s", key, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return FileOutcome(key, "failed", f"error: {type(exc).__name__}: {exc}")
+
+    def prune(self) -> None:
+        """Remove the documents whose files were not seen in this run."""
+        gone = sorted(set(self.store.document_states(self.collection)) - self.seen)
+        self.store.delete_documents(self.collection, gone)
+        for key in gone:
+            log.info("%s: pruned", key)
+        self.report.pruned = gone
 
 
-def _vectors(chunks: list[Chunk], store: Store, collection: Collection, embedder: Embedder) -> np.ndarray:
-    """The chunks' vectors: those whose text the collection already holds come from the
-    store (the embedding cache), only the others go to the model, each distinct text once."""
-    if not chunks:
-        return np.zeros((0, embedder.space.dims), dtype=np.float32)
-    found = store.stored_vectors(collection, (c.content_hash for c in chunks))
-    missing = {c.content_hash: c.embedding_text for c in chunks if c.content_hash not in found}
-    if missing:
-        found.update(zip(missing, embedder.embed_documents(list(missing.values()))))
-    return np.stack([found[c.content_hash] for c in chunks])
+def _in_order(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: Iterable[Path],
+              window: int, stop: threading.Event) -> Iterator[Future]:
+    """`work(item)` for each item on `pool`, at most `window` at once, as futures in input order.
+
+    Once `stop` is set no new item starts; those in progress are still yielded.
+    """
+    pending: deque[Future] = deque()
+    for item in items:
+        if stop.is_set():
+            break
+        pending.append(pool.submit(work, item))
+        if len(pending) >= window:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def _record_end(store: Store, report: IngestReport) -> None:
+    counts = {**report.counts(), "stage_seconds": {k: round(v, 3) for k, v in report.stage_seconds.items()}}
+    errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
+    try:
+        store.finish_run(report.run_id, report.status, counts, errors)
+    except OperationalError as exc:  # the database went away: say so, but keep the first error
+        log.warning("could not record the end of ingest run %s: %s", report.run_id, exc.orig)

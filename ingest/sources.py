@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+
+from .metadata import is_metadata_file
 
 MEDIA_TYPES = {
     ".pdf": "application/pdf",
@@ -38,20 +39,20 @@ class SourceFile:
         )
 
 
-def discover(root: Path) -> Iterator[SourceFile]:
-    """Every file under `root` (or `root` itself), in a stable order, hidden files excluded.
+def discover(root: Path) -> list[Path]:
+    """Every file under `root` (or `root` itself), in a stable order.
 
-    So are the lock files Office leaves beside an open document (`~$report.docx`).
+    Left out: hidden files, the lock files Office leaves beside an open document
+    (`~$report.docx`), and pgkb's own metadata files (ingest.metadata).
     """
     root = root.resolve()
     if root.is_file():
-        yield SourceFile.read(root, root)
-        return
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if (path.is_file() and not any(part.startswith(".") for part in relative.parts)
-                and not path.name.startswith("~$")):
-            yield SourceFile.read(path, root)
+        return [root]
+    return [
+        path for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.startswith("~$") and not is_metadata_file(path)
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]
 
 
 def _sha256(path: Path) -> str:

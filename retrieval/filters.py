@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
-from store.tables import chunks, documents
+from store.tables import chunks, document_metadata, documents
 
 
 class FilterError(ValueError):
@@ -115,16 +115,17 @@ def _section(op: str, value: Any) -> ColumnElement:
 
 
 def _metadata(name: str, op: str, value: Any) -> ColumnElement:
-    field = documents.c.metadata[name]
+    merged = document_metadata()
+    field = merged[name]
     if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
-        return documents.c.metadata.contains({name: value})
+        return merged.contains({name: value})
     if op == "in":
-        return or_(*[documents.c.metadata.contains({name: v}) for v in value])
+        return or_(*[merged.contains({name: v}) for v in value])
     if op == "contains":
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return documents.c.metadata.contains({name: values})
+        return merged.contains({name: values})
     if op == "exists":
-        present = documents.c.metadata.has_key(name)
+        present = merged.has_key(name)
         return present if value else ~present
     # Ranges compare numbers as numbers (other JSON types never match) and anything else
     # (ISO dates...) as text.

@@ -32,7 +32,7 @@ from sqlalchemy.sql.selectable import CTE
 
 from store import Collection, indexed_embedding
 from store.fulltext import KeywordQuery
-from store.tables import chunks, documents
+from store.tables import chunks, documents, hit_metadata
 
 RRF_K = 60
 # ts_rank normalisation 1: divide by 1 + log(length), so long chunks do not win by size.
@@ -85,7 +85,7 @@ def search_statement(
         from_clause = from_clause.join(terms, true())
     statement = select(
         chunks.c.id, chunks.c.text, chunks.c.page_start, chunks.c.page_end, chunks.c.section_path,
-        chunks.c.metadata, chunks.c.document_id, documents.c.key, documents.c.path,
+        hit_metadata().label("metadata"), chunks.c.document_id, documents.c.key, documents.c.path,
         fused.label("score"), ranked.c.vector_rank, ranked.c.vector_score, ranked.c.keyword_rank,
         ranked.c.keyword_score, snippet.label("snippet"), ranked.c.vector_found,
     ).select_from(from_clause)

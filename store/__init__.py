@@ -5,10 +5,10 @@
 
 from .database import Store, hnsw_index_name, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError
-from .records import Chunk, Collection, DocumentRecord
+from .records import Chunk, Collection, DocumentRecord, DocumentState
 from .settings import Settings, configure_logging
 
 __all__ = [
-    "Chunk", "Collection", "DocumentRecord", "Settings", "SpaceMismatch", "Store",
+    "Chunk", "Collection", "DocumentRecord", "DocumentState", "Settings", "SpaceMismatch", "Store",
     "StoreError", "configure_logging", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]

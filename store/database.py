@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError
 from .fulltext import analyse
-from .records import Chunk, Collection, DocumentRecord
+from .records import Chunk, Collection, DocumentRecord, DocumentState
 from .settings import Settings
 from .tables import chunks, collections, documents, ingest_runs
 
@@ -165,7 +165,8 @@ class Store:
             "collection_id": collection.id, "key": document.key, "path": document.path,
             "sha256": document.sha256, "size_bytes": document.size_bytes, "mtime": document.mtime,
             "media_type": document.media_type, "title": document.title,
-            "metadata": document.metadata, "pii_counts": document.pii_counts, "status": "ingested", "error": None,
+            "metadata": document.metadata, "tags": document.tags, "fingerprint": document.fingerprint,
+            "pii_counts": document.pii_counts, "status": "ingested", "error": None,
         }
         upsert = pg_insert(documents).values(row)
         upsert = upsert.on_conflict_do_update(
@@ -182,6 +183,36 @@ class Store:
             conn.execute(chunks.delete().where(chunks.c.document_id == document_id))
             _copy_chunks(conn, collection.id, document_id, doc_chunks, vectors)
         return document_id
+
+    def document_states(self, collection: Collection) -> dict[str, DocumentState]:
+        """What the collection holds of each document, by key: enough to tell an unchanged file."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents.c.key, documents.c.sha256, documents.c.fingerprint, documents.c.tags)
+                .where(documents.c.collection_id == collection.id)
+            )
+            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags) for row in rows}
+
+    def update_tags(self, collection: Collection, key: str, tags: dict[str, Any]) -> bool:
+        """A metadata-only change: one row updated, nothing parsed or embedded again.
+        False when the document is gone (pruned by a concurrent run)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(documents).where(documents.c.collection_id == collection.id, documents.c.key == key)
+                .values(tags=tags, updated_at=func.now())
+            ).rowcount == 1
+
+    def delete_documents(self, collection: Collection, keys: Iterable[str]) -> int:
+        """Remove documents and their chunks, in one transaction; returns how many were there."""
+        keys = sorted(set(keys))
+        if not keys:
+            return 0
+        with self.engine.begin() as conn:
+            # Row locks taken in one order (by key), so two runs pruning at once cannot deadlock.
+            doomed = (select(documents.c.id)
+                      .where(documents.c.collection_id == collection.id, documents.c.key.in_(keys))
+                      .order_by(documents.c.key).with_for_update())
+            return conn.execute(documents.delete().where(documents.c.id.in_(doomed))).rowcount
 
     def stored_vectors(self, collection: Collection, content_hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """The vectors the collection already holds for these chunk content hashes: the

@@ -43,8 +43,19 @@ class DocumentRecord:
     mtime: datetime | None
     media_type: str
     title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the parser found in the file
+    tags: dict[str, Any] = field(default_factory=dict)      # what the user attached (ingest.metadata)
+    fingerprint: str = ""  # the ingest options that shaped its chunks
     pii_counts: dict[str, int] = field(default_factory=dict)  # masked values by entity type, never the values
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the store holds of a document, for deciding whether a file needs ingesting again."""
+
+    sha256: str
+    fingerprint: str
+    tags: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class Settings:
     model_profile: str | None = _env("PGKB_MODEL_PROFILE")
     # Let a model that is not on this machine be downloaded from the Hugging Face Hub.
     allow_download: bool = _env("PGKB_ALLOW_DOWNLOAD", False)
+    # Files parsed at once, each in its own worker process; 0: one per CPU core, at most 4.
+    workers: int = _env("PGKB_WORKERS", 0)
     # Each file is parsed in a worker process under these limits; past them it fails alone.
     parse_seconds: int = _env("PGKB_PARSE_SECONDS", 300)
     parse_memory_mb: int = _env("PGKB_PARSE_MEMORY_MB", 4096)

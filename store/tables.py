@@ -31,6 +31,8 @@ documents = Table(
     Column("media_type", Text, nullable=False),
     Column("title", Text),
     Column("metadata", JSONB, nullable=False),
+    Column("tags", JSONB, nullable=False),
+    Column("fingerprint", Text, nullable=False),
     Column("pii_counts", JSONB, nullable=False),
     Column("status", Text, nullable=False),
     Column("error", Text),
@@ -68,4 +70,16 @@ ingest_runs = Table(
     Column("errors", JSONB, nullable=False),
 )
 
-__all__ = ["metadata", "collections", "documents", "chunks", "ingest_runs"]
+
+def document_metadata():
+    """A document's metadata as search sees it: what the parser found, overridden by the
+    user's tags (kept apart so that a tag change rewrites one row)."""
+    return documents.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
+
+
+def hit_metadata():
+    """A chunk's metadata as a hit carries it: the chunk's own, overridden by its document's tags."""
+    return chunks.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
+
+
+__all__ = ["metadata", "collections", "documents", "chunks", "ingest_runs", "document_metadata", "hit_metadata"]

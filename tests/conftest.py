@@ -68,6 +68,23 @@ def embedder():
     return load_embedder()
 
 
+class CountingEmbedder:
+    """The real embedder, noting every text that reaches the model."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.embedded: list[str] = []
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_documents(self, texts):
+        self.embedded.extend(texts)
+        self.calls += 1
+        return self.inner.embed_documents(texts)
+
+
 POLICY_SECTIONS = [
     (1, "Purpose", ["This policy explains how staff are paid back for the costs of business trips."]),
     (1, "Submitting a claim", [

@@ -10,9 +10,20 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     result = run_cli("ingest", str(docs), env=env)
     assert result.returncode == 1, result.stderr
     out = " ".join(result.stdout.split())
-    assert "5 files seen, 2 ingested, 1 skipped (unsupported type), 2 failed (corrupt: 1, empty file: 1)" in out
-    assert "broken.pdf" in out and "corrupt" in out
-    assert "empty.docx" in out and "empty file" in out
+    assert "5 seen: 2 ingested, 0 updated, 0 unchanged, 1 skipped (unsupported type), 2 failed" in out
+    assert "failures corrupt 1, empty file 1" in out
+    assert "failed broken.pdf: corrupt" in out and "failed empty.docx: empty file" in out
+
+    # Again, with a report: the stored files are unchanged, the broken ones are tried again.
+    report_file = docs.parent / "report.json"
+    again = run_cli("ingest", str(docs), "--report", str(report_file), env=env)
+    assert again.returncode == 1, again.stderr
+    report = json.loads(report_file.read_text())
+    assert report["status"] == "failed" and report["counts"]["unchanged"] == 2 and report["counts"]["failed"] == 2
+    assert {f["key"]: f["outcome"] for f in report["files"]} == {
+        "broken.pdf": "failed", "empty.docx": "failed", "handbook.docx": "unchanged", "photo.xyz": "skipped",
+        "policy.pdf": "unchanged"}
+    assert [f["reason"] for f in report["files"] if f["key"] == "empty.docx"] == ["empty file"]
 
     found = run_cli("search", "when must I submit my travel expense claim", "-k", "2", "--json", env=env)
     assert found.returncode == 0, found.stderr
@@ -35,5 +46,7 @@ def test_usage_errors_exit_2_with_a_one_line_message(tmp_path, data_dir):
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     model = run_cli("ingest", str(tmp_path), "--model", "example-org/no-such-model", env=env)
     assert model.returncode == 2 and "not on this machine" in model.stderr
+    tag = run_cli("ingest", str(tmp_path), "--tag", "department", env=env)
+    assert tag.returncode == 2 and "--tag takes KEY=VALUE" in tag.stderr
     unknown = run_cli("search", "x", "--collection", "never-made", env=env)
     assert unknown.returncode == 2 and "does not exist" in unknown.stderr

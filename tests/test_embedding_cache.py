@@ -5,27 +5,13 @@ import numpy as np
 
 from ingest import ingest
 from store import Store
+from tests.conftest import CountingEmbedder
 
 SECTIONS = [
     "# Travel\n\nBook trains and flights through the travel desk at least a week ahead.",
     "# Expenses\n\nSubmit receipts in the finance portal within thirty days of coming back.",
     "# Leave\n\nAsk your manager for annual leave in the HR portal two weeks ahead.",
 ]
-
-
-class CountingEmbedder:
-    """The real embedder, noting every text that reaches the model."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.embedded: list[str] = []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def embed_documents(self, texts):
-        self.embedded.extend(texts)
-        return self.inner.embed_documents(texts)
 
 
 def test_unchanged_chunk_texts_are_not_embedded_again(tmp_path, settings, embedder):
@@ -47,7 +33,7 @@ def test_unchanged_chunk_texts_are_not_embedded_again(tmp_path, settings, embedd
     (folder / "handbook.md").write_text("\n\n".join(SECTIONS + ["# Parking\n\nPark in the visitor bays only."]))
     counting.embedded.clear()
     report = ingest(folder, settings, embedder=counting)
-    assert {f.key: f.outcome for f in report.files} == {"handbook.md": "ingested", "handbook-old.md": "ingested"}
+    assert {f.key: f.outcome for f in report.files} == {"handbook.md": "updated", "handbook-old.md": "ingested"}
     assert counting.embedded and all("Parking" in text for text in counting.embedded)
     assert not set(counting.embedded) & set(first)
 

@@ -290,9 +290,9 @@ def test_cli_flags_and_summary(settings, tmp_path, monkeypatch, capsys):
     where = [str(tmp_path), "-c", settings.collection, "--data-dir", str(settings.data_dir), "-q"]
     monkeypatch.setenv("PGKB_PII_HASH_KEY", "test-key")
     assert cli.main([*where, "--pii-operator", "replace,EMAIL_ADDRESS=hash", "--pii-threshold", "0.6"]) == 0
-    assert "personal data masked: 3 values (CN_MOBILE 2, EMAIL_ADDRESS 1)" in capsys.readouterr().out
+    assert "masked     3 personal data values (CN_MOBILE 2, EMAIL_ADDRESS 1)" in capsys.readouterr().out
     monkeypatch.delenv("PGKB_PII_HASH_KEY")
     assert cli.main([*where, "--pii-operator", "hash"]) == 2
     assert "PGKB_PII_HASH_KEY" in capsys.readouterr().err
     assert cli.main([*where, "--no-pii"]) == 0
-    assert "personal data masked" not in capsys.readouterr().out
+    assert "personal data values" not in capsys.readouterr().out

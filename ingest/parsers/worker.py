@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,9 @@ from ingest.parsers import ParseError, parse
 def serve(connection: Connection, memory_mb: int) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Ctrl-C on a terminal reaches the whole process group: the run decides when to stop,
+    # and a worker must finish the file it was given.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     options = connection.recv()
     while True:

@@ -1,0 +1,101 @@
+"""Metadata the user attaches to documents (department, access group, dates...), for search filters.
+
+Three sources, each overriding the one before:
+1. `pgkb.toml` or `pgkb.yaml` in a folder: its `[metadata]` table applies to every file in that
+   folder and below (a deeper folder's keys override a shallower one's);
+2. a sidecar next to a file, `report.pdf.meta.json`: a JSON object for that file alone;
+3. `--tag key=value` on the command line, for every file of the run (values are strings: use a
+   sidecar or folder file for numbers, lists and dates).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Any, Callable
+
+FOLDER_FILES = ("pgkb.toml", "pgkb.yaml", "pgkb.yml")
+SIDECAR_SUFFIX = ".meta.json"
+
+
+class MetadataError(ValueError):
+    """A metadata file or tag that cannot be read; the message names it."""
+
+
+def is_metadata_file(path: Path) -> bool:
+    return path.name in FOLDER_FILES or path.name.endswith(SIDECAR_SUFFIX)
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    """`["department=finance", ...]` -> {"department": "finance", ...}."""
+    parsed = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip():
+            raise MetadataError(f"--tag takes KEY=VALUE, not {tag!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+class UserMetadata:
+    """The user's metadata for each file of one run from `root`; folder files are read once."""
+
+    def __init__(self, root: Path, tags: dict[str, Any]):
+        self.root = root if root.is_dir() else root.parent
+        self.tags = tags
+        self._folders: dict[Path, dict[str, Any]] = {}
+
+    def for_file(self, path: Path) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        folder = self.root
+        merged.update(self._folder(folder))
+        for part in path.parent.relative_to(self.root).parts:
+            folder = folder / part
+            merged.update(self._folder(folder))
+        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+        if sidecar.is_file():
+            merged.update(_read_mapping(sidecar, json.loads))
+        merged.update(self.tags)
+        # As it will read back from the database (JSON): TOML and YAML dates become ISO text.
+        return json.loads(json.dumps(merged, default=_iso_date))
+
+    def _folder(self, folder: Path) -> dict[str, Any]:
+        if folder not in self._folders:
+            self._folders[folder] = _folder_metadata(folder)
+        return self._folders[folder]
+
+
+def _folder_metadata(folder: Path) -> dict[str, Any]:
+    for name in FOLDER_FILES:
+        config = folder / name
+        if config.is_file():
+            document = _read_mapping(config, tomllib.loads if name.endswith(".toml") else _yaml_loads)
+            metadata = document.get("metadata", {})
+            if not isinstance(metadata, dict):
+                raise MetadataError(f"{config}: 'metadata' must be a table of key = value")
+            return metadata
+    return {}
+
+
+def _read_mapping(path: Path, loader: Callable[[str], Any]) -> dict[str, Any]:
+    try:
+        value = loader(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # JSON, TOML and YAML each raise their own kind
+        raise MetadataError(f"{path.name}: cannot read it ({type(exc).__name__}: {exc})") from None
+    if not isinstance(value, dict):
+        raise MetadataError(f"{path.name}: expected a mapping of key -> value")
+    return value
+
+
+def _iso_date(value: Any) -> str:
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _yaml_loads(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text) or {}

@@ -1,0 +1,148 @@
+"""Incremental ingest: unchanged files are skipped, edited ones replaced, deleted ones pruned on
+request, and user metadata (tags, sidecars, folder files) changes without re-embedding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from ingest import ingest
+from ingest.run import UsageError
+from retrieval import KnowledgeBase
+from store import Store
+from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, CountingEmbedder
+from tests.documents import write_docx, write_pdf
+
+GUIDE = "# Parking\n\nVisitors park in the bays by the main gate.\n\n# Bicycles\n\nBicycle racks are behind building B."
+
+
+@pytest.fixture
+def folder(tmp_path):
+    folder = tmp_path / "kb"
+    (folder / "legal").mkdir(parents=True)
+    write_pdf(folder / "policy.pdf", "Travel Policy", POLICY_SECTIONS)
+    write_docx(folder / "legal" / "handbook.docx", "Staff Handbook", HANDBOOK_SECTIONS)
+    (folder / "guide.md").write_text(GUIDE)
+    return folder
+
+
+def stored(settings) -> dict:
+    """What the collection holds: each document's chunks (id, text) and when its row was written."""
+    store = Store.open(settings)
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT d.key, d.updated_at, c.id, c.text FROM documents d JOIN collections k ON k.id = d.collection_id "
+            "LEFT JOIN chunks c ON c.document_id = d.id WHERE k.name = :name ORDER BY d.key, c.ordinal"
+        ), {"name": settings.collection}).all()
+    store.close()
+    state: dict = {}
+    for key, updated_at, chunk_id, chunk_text in rows:
+        state.setdefault(key, {"updated_at": updated_at, "chunks": []})["chunks"].append((chunk_id, chunk_text))
+    return state
+
+
+def outcomes(report) -> dict[str, str]:
+    return {f.key: f.outcome for f in report.files}
+
+
+def test_a_second_run_finds_everything_unchanged_and_writes_nothing(folder, settings, embedder):
+    counting = CountingEmbedder(embedder)
+    first = ingest(folder, settings, embedder=counting)
+    assert set(outcomes(first).values()) == {"ingested"} and counting.calls >= 1
+    before = stored(settings)
+
+    counting.calls = 0
+    second = ingest(folder, settings, embedder=counting)
+    assert outcomes(second) == {"guide.md": "unchanged", "legal/handbook.docx": "unchanged", "policy.pdf": "unchanged"}
+    assert counting.calls == 0 and second.stage_seconds.keys() == {"read"}  # not parsed, not embedded
+    assert stored(settings) == before  # same rows, same ids, same timestamps
+
+
+def test_an_edited_file_alone_is_parsed_and_embedded_again(folder, settings, embedder):
+    counting = CountingEmbedder(embedder)
+    ingest(folder, settings, embedder=counting)
+    before = stored(settings)
+
+    (folder / "guide.md").write_text(GUIDE + "\n\n# Lockers\n\nLockers on floor 2 take a one euro coin.")
+    counting.embedded.clear()
+    report = ingest(folder, settings, embedder=counting)
+    assert outcomes(report) == {"guide.md": "updated", "legal/handbook.docx": "unchanged", "policy.pdf": "unchanged"}
+    # Only the new text reached the model: the guide's unchanged sections kept their vectors.
+    assert counting.embedded and all("Lockers" in t for t in counting.embedded)
+    after = stored(settings)
+    assert {k: after[k] for k in ("policy.pdf", "legal/handbook.docx")} == \
+        {k: before[k] for k in ("policy.pdf", "legal/handbook.docx")}
+    assert any("Lockers" in t for _, t in after["guide.md"]["chunks"])
+    assert not any("Lockers" in t for _, t in before["guide.md"]["chunks"])
+
+
+def test_documents_of_deleted_files_stay_unless_pruned(folder, settings, embedder):
+    ingest(folder, settings, embedder=embedder)
+    (folder / "guide.md").unlink()
+
+    kept = ingest(folder, settings, embedder=embedder)
+    assert kept.pruned == [] and "guide.md" in stored(settings)
+
+    pruned = ingest(folder, settings, embedder=embedder, prune=True)
+    assert pruned.pruned == ["guide.md"]
+    assert sorted(stored(settings)) == ["legal/handbook.docx", "policy.pdf"]
+    with Store.open(settings).engine.connect() as conn:  # the chunks went with their document
+        orphans = conn.execute(text("SELECT count(*) FROM chunks c LEFT JOIN documents d ON d.id = c.document_id "
+                                    "WHERE d.id IS NULL")).scalar()
+    assert orphans == 0
+
+
+def test_prune_refuses_a_single_file(folder, settings, embedder):
+    with pytest.raises(UsageError, match="--prune needs a folder"):
+        ingest(folder / "guide.md", settings, embedder=embedder, prune=True)
+
+
+def test_user_metadata_reaches_filters_and_hits_and_a_change_rewrites_no_chunk(folder, settings, embedder):
+    (folder / "pgkb.toml").write_text('[metadata]\ndepartment = "operations"\nreviewed = 2024-03-01\n')
+    (folder / "legal" / "pgkb.yaml").write_text("metadata:\n  department: legal\n  access: [staff, lawyers]\n")
+    (folder / "guide.md.meta.json").write_text(json.dumps({"owner": "facilities"}))
+    report = ingest(folder, settings, embedder=embedder, tags={"source_system": "sharepoint"})
+    # The metadata files are configuration, not documents.
+    assert sorted(outcomes(report)) == ["guide.md", "legal/handbook.docx", "policy.pdf"]
+
+    kb = KnowledgeBase(settings)
+    legal = kb.search("holiday", k=10, filters={"metadata.department": "legal"})
+    assert legal and {h.document_key for h in legal} == {"legal/handbook.docx"}
+    assert legal[0].metadata["access"] == ["staff", "lawyers"] and legal[0].metadata["source_system"] == "sharepoint"
+    assert {h.document_key for h in kb.search("parking", k=10, filters={"metadata.owner": "facilities"})} == {"guide.md"}
+    assert kb.search("travel", k=10, filters={"metadata.reviewed": {"gte": "2024-01-01"}})  # TOML date as ISO text
+    before = stored(settings)
+
+    (folder / "guide.md.meta.json").write_text(json.dumps({"owner": "reception"}))
+    counting = CountingEmbedder(embedder)
+    changed = ingest(folder, settings, embedder=counting, tags={"source_system": "sharepoint"})
+    assert [(f.key, f.outcome, f.reason) for f in changed.files if f.outcome != "unchanged"] == \
+        [("guide.md", "updated", "tags only")]
+    assert counting.calls == 0 and "parse" not in changed.stage_seconds
+    after = stored(settings)
+    assert after["guide.md"]["chunks"] == before["guide.md"]["chunks"]  # the same chunk rows
+    hits = kb.search("parking", k=10, filters={"metadata.owner": "reception"})
+    assert {h.document_key for h in hits} == {"guide.md"} and hits[0].metadata["owner"] == "reception"
+    assert not kb.search("parking", k=10, filters={"metadata.owner": "facilities"})
+    kb.close()
+
+
+def test_a_bad_sidecar_fails_its_file_alone(folder, settings, embedder):
+    (folder / "guide.md.meta.json").write_text("{not json")
+    report = ingest(folder, settings, embedder=embedder)
+    failed = {f.key: f.reason for f in report.failed}
+    assert list(failed) == ["guide.md"] and "guide.md.meta.json" in failed["guide.md"]
+    assert report.count("ingested") == 2
+
+
+def test_force_and_new_chunking_options_ingest_unchanged_files_again(folder, settings, embedder):
+    ingest(folder, settings, embedder=embedder)
+    forced = ingest(folder, settings, embedder=embedder, force=True)
+    assert set(outcomes(forced).values()) == {"updated"}
+
+    smaller = settings.__class__(**{**settings.__dict__, "chunk_tokens": 40})
+    recut = ingest(folder, smaller, embedder=embedder)
+    assert set(outcomes(recut).values()) == {"updated"}
+    assert ingest(folder, smaller, embedder=embedder).count("unchanged") == 3
