@@ -106,8 +106,9 @@ def main() -> None:
     args = parser.parse_args()
 
     corpus, queries, qrels = load_beir(args.beir)
-    settings = Settings.from_env(data_dir=args.data_dir, collection=f"beir-{args.beir.name}")
-    embedder = load_embedder(settings.model)
+    settings = Settings.from_env(data_dir=args.data_dir)  # PGKB_MODEL, PGKB_PRECISION... apply
+    settings = Settings.from_env(data_dir=args.data_dir, collection=f"beir-{args.beir.name}-{settings.precision}")
+    embedder = load_embedder(settings.model, **settings.embedder_options())
     print(f"{args.beir.name}: {len(corpus)} documents, {len(queries)} queries")
     build_collection(settings, corpus, embedder)
     variants = {

@@ -22,9 +22,9 @@ from .space import EmbeddingSpace
 
 
 def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_instruction: str | None = None,
-                  device: str = "auto", batch_tokens: int = 16384, embed_url: str | None = None,
-                  api_key_env: str | None = None, profile_file: Path | None = None,
-                  allow_download: bool = False) -> Embedder:
+                  device: str = "auto", precision: str = "auto", batch_tokens: int = 16384,
+                  embed_url: str | None = None, api_key_env: str | None = None,
+                  profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
     """An embedder for `model` (an id in the HF cache, a packaged model, or a directory).
 
     `dims` asks for shorter Matryoshka vectors; `query_instruction` is the task of an
@@ -34,17 +34,17 @@ def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_
     model_dir = resolve_model_dir(model, allow_download)
     profile = resolve_profile(model, model_dir, profile_file)
     return _build(model, model_dir, profile, dims, profile.query_prefix(query_instruction),
-                  device, batch_tokens, embed_url, api_key_env)
+                  device, precision, batch_tokens, embed_url, api_key_env)
 
 
-def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", batch_tokens: int = 16384,
-                            embed_url: str | None = None, api_key_env: str | None = None,
+def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", precision: str = "auto",
+                            batch_tokens: int = 16384, embed_url: str | None = None, api_key_env: str | None = None,
                             profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
     """An embedder whose vectors are in `space`: same model, dims and query instruction."""
     model_dir = resolve_model_dir(space.model, allow_download)
     profile = resolve_profile(space.model, model_dir, profile_file)
     embedder = _build(space.model, model_dir, profile, space.dims, space.query_instruction or "",
-                      device, batch_tokens, embed_url, api_key_env)
+                      device, precision, batch_tokens, embed_url, api_key_env)
     if embedder.space.pooling != space.pooling:
         raise EmbeddingError(
             f"{space.model} now pools by {embedder.space.pooling!r}, but the collection's vectors "
@@ -54,7 +54,8 @@ def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", batc
 
 
 def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None, query_prefix: str,
-           device: str, batch_tokens: int, embed_url: str | None, api_key_env: str | None) -> Embedder:
+           device: str, precision: str, batch_tokens: int, embed_url: str | None,
+           api_key_env: str | None) -> Embedder:
     tokenizer = load_tokenizer(model_dir, profile)
     extra_modules = unsupported_modules(model_dir)
     if embed_url:
@@ -64,7 +65,7 @@ def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None,
     if extra_modules:
         raise EmbeddingError(f"{model} ends in {', '.join(extra_modules)}, which pgkb's local backend does "
                              "not run: serve it (--embed-url) or choose another model")
-    return TransformersEmbedder(model, load_model(model_dir, pick_device(device)), tokenizer, profile,
+    return TransformersEmbedder(model, load_model(model_dir, pick_device(device), precision), tokenizer, profile,
                                 dims=dims, query_prefix=query_prefix, batch_tokens=batch_tokens)
 
 

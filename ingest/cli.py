@@ -108,7 +108,6 @@ class _progress:
                             TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
                             console=console, disable=not enabled, transient=False)
         self.task = self.bar.add_task("files", total=None, detail="")
-        self.started = time.perf_counter()
 
     def __enter__(self):
         self.bar.__enter__()
@@ -119,7 +118,7 @@ class _progress:
 
     def update(self, outcome: FileOutcome, report: IngestReport) -> None:
         counts = report.counts()
-        rate = counts["tokens"] / max(time.perf_counter() - self.started, 1e-9)
+        rate = counts["tokens"] / max(time.perf_counter() - report.files_started_at, 1e-9)
         detail = f"{counts['pages']} pages · {counts['chunks']} chunks · {rate:,.0f} tokens/s"
         if counts["failed"]:
             detail += f" · {counts['failed']} failed"

@@ -23,21 +23,21 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
-from embedding import Embedder, load_embedder
+from embedding import Embedder, load_embedder, resolve_model_dir
 from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
 
 from .chunking import chunk_elements
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
-from .pii import Masker, load_masker
+from .pii import Masker, MaskPolicy, load_masker, policy_from_settings
 from .sources import SourceFile, discover
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class IngestReport:
     run_id: int | None = None
     status: str = "running"  # then succeeded, failed (some files), interrupted or aborted
     total_files: int = 0     # known once the folder is listed
+    files_started_at: float = 0.0  # time.perf_counter() when the first file started, after start-up
     files: list[FileOutcome] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -139,18 +140,25 @@ def ingest(
     if prune and not root.is_dir():
         raise UsageError(f"--prune needs a folder (the whole of what the collection mirrors), not the file {root}")
     started = time.perf_counter()
-    masker = masker or load_masker(settings)  # first: a bad masking setting fails before the model loads
-    embedder = embedder or load_embedder(settings.model, dims=settings.dims or None,
-                                         query_instruction=settings.query_instruction,
-                                         **settings.embedder_options())
+    # Settings are checked now; the masker and the model load when a file first needs them,
+    # so a run that finds every file unchanged never loads them.
+    policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
+    if embedder is None:
+        resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     workers = settings.workers or min(4, os.cpu_count() or 1)
     store = Store.open(settings)
     try:
-        collection = store.collection(settings.collection, embedder.space.to_dict())
-        run = _Run(settings, store, collection, embedder, masker, root, tags or {}, force, on_file)
+        models = _Models(settings, store, embedder, masker)
+        collection = store.find_collection(settings.collection)
+        if collection is None:
+            collection = models.load().collection  # a new collection: its space comes from the model
+        else:  # the model named must be the collection's, even when nothing needs embedding
+            collection.check_space({"model": embedder.space.model if embedder else settings.model,
+                                    **({"dims": settings.dims} if settings.dims and not embedder else {})})
+        run = _Run(settings, store, collection, models, policy, root, tags or {}, force, on_file)
         run.report.run_id = store.start_run(collection, {
-            "path": str(root.resolve()), "model": settings.model, "prune": prune, "force": force,
-            "tags": tags or {}, "pii": masker.policy.describe() if masker else "off", "workers": workers,
+            "path": str(root.resolve()), "model": collection.space["model"], "prune": prune, "force": force,
+            "tags": tags or {}, "pii": policy.describe() if policy else "off", "workers": workers,
         })
         try:
             with ParserPool.from_settings(settings, workers) as parser:
@@ -173,6 +181,36 @@ def ingest(
 
 
 @dataclass
+class _Loaded:
+    embedder: Embedder
+    masker: Masker | None
+    collection: Collection  # created, or checked against the model's embedding space
+    max_tokens: int         # chunk size: the setting, capped by what the model reads
+
+
+class _Models:
+    """The masker and the embedding model, loaded once, by the first thread that needs them."""
+
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder | None, masker: Masker | None):
+        self.settings, self.store, self.embedder, self.masker = settings, store, embedder, masker
+        self._loaded: _Loaded | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                settings = self.settings
+                masker = self.masker or load_masker(settings)
+                embedder = self.embedder or load_embedder(settings.model, dims=settings.dims or None,
+                                                          query_instruction=settings.query_instruction,
+                                                          **settings.embedder_options())
+                collection = self.store.collection(settings.collection, embedder.space.to_dict())
+                self._loaded = _Loaded(embedder, masker, collection,
+                                       min(settings.chunk_tokens, embedder.max_text_tokens))
+            return self._loaded
+
+
+@dataclass
 class _Parsed:
     """A file parsed, masked and chunked, waiting for its vectors."""
 
@@ -191,19 +229,23 @@ class _Parsed:
 class _Run:
     """One run's shared state, and the work of each stage."""
 
-    def __init__(self, settings: Settings, store: Store, collection: Collection, embedder: Embedder,
-                 masker: Masker | None, root: Path, tags: dict[str, Any], force: bool,
+    def __init__(self, settings: Settings, store: Store, collection: Collection, models: _Models,
+                 policy: MaskPolicy | None, root: Path, tags: dict[str, Any], force: bool,
                  on_file: Callable[[FileOutcome, IngestReport], None] | None):
-        self.store, self.collection, self.embedder, self.masker = store, collection, embedder, masker
+        self.store, self.collection, self.models = store, collection, models
         self.root = root.resolve()
         self.user_metadata = UserMetadata(self.root, tags)
         self.force = force
         self.on_file = on_file
-        self.max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
         # The options that shape a document's chunks; a change means every file is cut again.
-        options = {"version": PIPELINE_VERSION, "chunk_tokens": self.max_tokens,
-                   "pii": masker.policy.describe() if masker else "off"}
-        self.fingerprint = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+        options = {"version": PIPELINE_VERSION, "chunk_tokens": settings.chunk_tokens,
+                   "pii": policy.describe() if policy else "off", "ocr": settings.ocr_languages}
+        self.fingerprint = _digest(options)
+        # A file that failed is tried again when it changes, or when these do: the limits, or
+        # whether passwords are given (their values are never stored, even hashed).
+        self.failure_fingerprint = _digest({**options, "seconds": settings.parse_seconds,
+                                            "memory_mb": settings.parse_memory_mb,
+                                            "passwords": bool(settings.passwords or settings.passwords_file)})
         # How many tokens of new text to gather across documents before calling the model.
         self.group_tokens = 4 * settings.batch_tokens
         self.known: dict[str, DocumentState] = store.document_states(collection)
@@ -226,6 +268,7 @@ class _Run:
 
     def process(self, paths: list[Path], parser: ParserPool, workers: int, stop: threading.Event) -> None:
         self.report.total_files = len(paths)
+        self.report.files_started_at = time.perf_counter()
         group: list[_Parsed | FileOutcome] = []
         writes: deque[Future] = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="pgkb-parse") as parsing, \
@@ -262,36 +305,44 @@ class _Run:
                 if source.media_type is None:
                     return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
                 tags = self.user_metadata.for_file(path)
-            known = self.known.get(key)
-            if known and not self.force and (known.sha256, known.fingerprint) == (source.sha256, self.fingerprint):
+        except MetadataError as exc:
+            log.warning("%s: %s", key, exc)
+            return FileOutcome(key, "failed", str(exc))
+        known = self.known.get(key)
+        if known and not self.force and known.sha256 == source.sha256:
+            if (known.status, known.fingerprint) == ("ingested", self.fingerprint):
                 if known.tags == tags:
                     return FileOutcome(key, "unchanged")
                 self.store.update_tags(self.collection, key, tags)
                 return FileOutcome(key, "updated", "tags only")
+            if (known.status, known.fingerprint) == ("failed", self.failure_fingerprint):
+                return FileOutcome(key, "failed", f"{known.error} (unchanged since; --force tries again)")
+        record = DocumentRecord(key=key, path=str(source.path), sha256=source.sha256, size_bytes=source.size,
+                                mtime=source.mtime, media_type=source.media_type, tags=tags,
+                                fingerprint=self.fingerprint)
+        models = self.models.load()  # a model that cannot load stops the run, not just this file
+        try:
             with self.timed("parse"):
                 parsed = parser.parse(source.path, source.media_type)  # in a worker, under time and memory limits
             for warning in parsed.warnings:
                 log.warning("%s: %s", key, warning)
             with self.timed("mask"), self._mask_lock:
                 # Before anything else reads the text: chunks, titles and metadata only see it masked.
-                pii_counts = self.masker.mask_document(parsed) if self.masker else {}
+                pii_counts = models.masker.mask_document(parsed) if models.masker else {}
             with self.timed("chunk"):
-                chunks = chunk_elements(parsed.elements, key, self.embedder.count_tokens, self.max_tokens,
+                chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
                                         {"source": key, **parsed.metadata})
-        except (ParseError, MetadataError) as exc:
+        except ParseError as exc:
             log.warning("%s: %s", key, exc)
+            self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), str(exc))
             return FileOutcome(key, "failed", str(exc))
         except OperationalError:
             raise  # the database went away: no later file can succeed either
         except Exception as exc:  # a library's bug on one odd file must not stop the run
             return self._failure(key, exc)
-        record = DocumentRecord(
-            key=key, path=str(source.path), sha256=source.sha256, size_bytes=source.size, mtime=source.mtime,
-            media_type=source.media_type, title=parsed.title, metadata=parsed.metadata, tags=tags,
-            fingerprint=self.fingerprint, pii_counts=pii_counts,
-        )
+        record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=pii_counts)
         pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
-        return _Parsed("updated" if known else "ingested", record, chunks, pages)
+        return _Parsed("updated" if known and known.status == "ingested" else "ingested", record, chunks, pages)
 
     def _embed(self, documents: list[_Parsed]) -> None:
         """Vectors for several documents' chunks in one call to the model. Texts the collection
@@ -299,7 +350,7 @@ class _Run:
         chunks = [c for d in documents for c in d.chunks]
         if not chunks:
             for d in documents:
-                d.vectors = np.zeros((0, self.embedder.space.dims), dtype=np.float32)
+                d.vectors = np.zeros((0, self.collection.dims), dtype=np.float32)
             return
         with self.timed("embed"):
             found = self.store.stored_vectors(self.collection, (c.content_hash for c in chunks))
@@ -311,7 +362,7 @@ class _Run:
                 missing.update(new)
             if missing:
                 try:
-                    found.update(zip(missing, self.embedder.embed_documents(list(missing.values()))))
+                    found.update(zip(missing, self.models.load().embedder.embed_documents(list(missing.values()))))
                 except Exception:
                     if len(documents) == 1:
                         raise
@@ -320,7 +371,7 @@ class _Run:
                     return
             for d in documents:
                 d.vectors = np.stack([found[c.content_hash] for c in d.chunks]) if d.chunks else \
-                    np.zeros((0, self.embedder.space.dims), dtype=np.float32)
+                    np.zeros((0, self.collection.dims), dtype=np.float32)
 
     def _embed_alone(self, document: _Parsed) -> None:
         try:
@@ -385,6 +436,10 @@ def _in_order(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: Iter
             yield pending.popleft()
     while pending:
         yield pending.popleft()
+
+
+def _digest(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _record_end(store: Store, report: IngestReport) -> None:

@@ -12,7 +12,7 @@ from alembic.config import Config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from pgvector.sqlalchemy import HALFVEC, Vector
-from sqlalchemy import cast, create_engine, event, func, insert, select, text, update
+from sqlalchemy import ColumnElement, cast, create_engine, event, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError
 from .fulltext import analyse
-from .records import Chunk, Collection, DocumentRecord, DocumentState
+from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState
 from .settings import Settings
 from .tables import chunks, collections, documents, ingest_runs
 
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 # Arbitrary constants naming pgkb's advisory locks (one number space per database).
 MIGRATION_LOCK = 0x70676B62_01
 COLLECTION_LOCK = 0x70676B62_02
-
-# The space fields that decide whether two vectors are comparable.
-SPACE_IDENTITY = ("model", "dims", "pooling", "normalize")
 
 
 def resolve_url(settings: Settings) -> str:
@@ -97,21 +94,26 @@ class Store:
         """
         with self.engine.begin() as conn:
             conn.execute(select(func.pg_advisory_xact_lock(COLLECTION_LOCK)))
-            row = conn.execute(select(collections).where(collections.c.name == name)).first()
-            if row is None:
+            found = self._find_collection(conn, name)
+            if found is None:
                 if space is None:
                     raise StoreError(f"collection {name!r} does not exist: ingest documents into it first")
                 return self._create_collection(conn, name, space)
-        found = Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"))
         if space is not None:
-            differs = [k for k in SPACE_IDENTITY if space.get(k) != found.space.get(k)]
-            if differs:
-                theirs = ", ".join(f"{k}={found.space.get(k)!r}" for k in SPACE_IDENTITY)
-                raise SpaceMismatch(
-                    f"collection {name!r} holds vectors of another embedding space ({theirs}); "
-                    f"use the same model and dims, or another --collection"
-                )
+            found.check_space({k: space.get(k) for k in SPACE_IDENTITY})
         return found
+
+    def find_collection(self, name: str) -> Collection | None:
+        """The collection `name`, or None if there is none yet."""
+        with self.engine.connect() as conn:
+            return self._find_collection(conn, name)
+
+    @staticmethod
+    def _find_collection(conn: Connection, name: str) -> Collection | None:
+        row = conn.execute(select(collections).where(collections.c.name == name)).first()
+        if row is None:
+            return None
+        return Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"))
 
     def _create_collection(self, conn: Connection, name: str, space: dict[str, Any]) -> Collection:
         dims = int(space["dims"])
@@ -161,19 +163,7 @@ class Store:
             raise SpaceMismatch(
                 f"vectors have {vectors.shape[1]} dims, collection {collection.name!r} holds {collection.dims}"
             )
-        row = {
-            "collection_id": collection.id, "key": document.key, "path": document.path,
-            "sha256": document.sha256, "size_bytes": document.size_bytes, "mtime": document.mtime,
-            "media_type": document.media_type, "title": document.title,
-            "metadata": document.metadata, "tags": document.tags, "fingerprint": document.fingerprint,
-            "pii_counts": document.pii_counts, "status": "ingested", "error": None,
-        }
-        upsert = pg_insert(documents).values(row)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[documents.c.collection_id, documents.c.key],
-            set_={**{k: upsert.excluded[k] for k in row if k not in ("collection_id", "key")},
-                  "updated_at": func.now()},
-        )
+        upsert = _document_upsert(collection, document, "ingested", None)
         with self.engine.begin() as conn:
             # Each document stays atomic; a crash may only lose the last few commits, which a
             # rerun writes again. Saves an fsync per document.
@@ -188,10 +178,19 @@ class Store:
         """What the collection holds of each document, by key: enough to tell an unchanged file."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(documents.c.key, documents.c.sha256, documents.c.fingerprint, documents.c.tags)
+                select(documents.c.key, documents.c.sha256, documents.c.fingerprint, documents.c.tags,
+                       documents.c.status, documents.c.error)
                 .where(documents.c.collection_id == collection.id)
             )
-            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags) for row in rows}
+            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags, row.status, row.error)
+                    for row in rows}
+
+    def record_failure(self, collection: Collection, document: DocumentRecord, error: str) -> None:
+        """Remember a file that could not be read, so that the next run need not try it again
+        while it is unchanged. A document already stored from an earlier version is kept as it is."""
+        upsert = _document_upsert(collection, document, "failed", error, only_over=documents.c.status == "failed")
+        with self.engine.begin() as conn:
+            conn.execute(upsert)
 
     def update_tags(self, collection: Collection, key: str, tags: dict[str, Any]) -> bool:
         """A metadata-only change: one row updated, nothing parsed or embedded again.
@@ -259,6 +258,24 @@ def migrate(engine: Engine) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def _document_upsert(collection: Collection, document: DocumentRecord, status: str, error: str | None,
+                     only_over: ColumnElement | None = None):
+    """INSERT the document's row, or UPDATE the one with its key (where `only_over` holds)."""
+    row = {
+        "collection_id": collection.id, "key": document.key, "path": document.path,
+        "sha256": document.sha256, "size_bytes": document.size_bytes, "mtime": document.mtime,
+        "media_type": document.media_type, "title": document.title,
+        "metadata": document.metadata, "tags": document.tags, "fingerprint": document.fingerprint,
+        "pii_counts": document.pii_counts, "status": status, "error": error,
+    }
+    upsert = pg_insert(documents).values(row)
+    return upsert.on_conflict_do_update(
+        index_elements=[documents.c.collection_id, documents.c.key],
+        set_={**{k: upsert.excluded[k] for k in row if k not in ("collection_id", "key")}, "updated_at": func.now()},
+        where=only_over,
+    )
 
 
 def hnsw_index_name(collection_id: int) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .errors import SpaceMismatch
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -56,6 +58,12 @@ class DocumentState:
     sha256: str
     fingerprint: str
     tags: dict[str, Any]
+    status: str = "ingested"  # or "failed": the file could not be read, for `error`
+    error: str | None = None
+
+
+# The space fields that decide whether two vectors are comparable.
+SPACE_IDENTITY = ("model", "dims", "pooling", "normalize")
 
 
 @dataclass(frozen=True)
@@ -65,3 +73,13 @@ class Collection:
     dims: int
     space: dict[str, Any]
     vector_type: str = "vector"  # how its HNSW index stores vectors: "vector" or "halfvec"
+
+    def check_space(self, space: dict[str, Any]) -> None:
+        """Raise SpaceMismatch unless `space` (all of it, or the fields it names) is this collection's."""
+        differs = [k for k in SPACE_IDENTITY if k in space and space[k] != self.space.get(k)]
+        if differs:
+            theirs = ", ".join(f"{k}={self.space.get(k)!r}" for k in SPACE_IDENTITY)
+            raise SpaceMismatch(
+                f"collection {self.name!r} holds vectors of another embedding space ({theirs}); "
+                f"use the same model and dims, or another --collection"
+            )

@@ -30,6 +30,9 @@ class Settings:
     collection: str = _env("PGKB_COLLECTION", "default")
     model: str = _env("PGKB_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
     device: str = _env("PGKB_DEVICE", "auto")
+    # The model's number format: "auto" is bf16 on CUDA and on CPUs with native bf16
+    # (AVX512-BF16, AMX), float32 elsewhere; "float32" or "bfloat16" to choose.
+    precision: str = _env("PGKB_PRECISION", "auto")
     # Tokens per embedding batch (padding included): the batch size adapts to text length.
     batch_tokens: int = _env("PGKB_BATCH_TOKENS", 16384)
     # Target chunk size in the embedding model's tokens, capped by what the model reads.
@@ -99,7 +102,7 @@ class Settings:
 
     def embedder_options(self) -> dict:
         """How to run the embedding model, for `embedding.load_embedder[_for_space]`."""
-        return {"device": self.device, "batch_tokens": self.batch_tokens, "embed_url": self.embed_url,
+        return {"device": self.device, "precision": self.precision, "batch_tokens": self.batch_tokens, "embed_url": self.embed_url,
                 "api_key_env": self.embed_api_key_env, "profile_file": self.model_profile,
                 "allow_download": self.allow_download}
 

@@ -65,7 +65,8 @@ def settings(data_dir: Path, request) -> Settings:
 def embedder():
     from embedding import load_embedder
 
-    return load_embedder()
+    # float32 on any CPU, so that tests can compare vectors to the fifth decimal; bf16 has its own test.
+    return load_embedder(precision="float32")
 
 
 class CountingEmbedder:

@@ -14,7 +14,7 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     assert "failures corrupt 1, empty file 1" in out
     assert "failed broken.pdf: corrupt" in out and "failed empty.docx: empty file" in out
 
-    # Again, with a report: the stored files are unchanged, the broken ones are tried again.
+    # Again, with a report: every file is unchanged, the broken ones still broken.
     report_file = docs.parent / "report.json"
     again = run_cli("ingest", str(docs), "--report", str(report_file), env=env)
     assert again.returncode == 1, again.stderr
@@ -23,7 +23,9 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     assert {f["key"]: f["outcome"] for f in report["files"]} == {
         "broken.pdf": "failed", "empty.docx": "failed", "handbook.docx": "unchanged", "photo.xyz": "skipped",
         "policy.pdf": "unchanged"}
-    assert [f["reason"] for f in report["files"] if f["key"] == "empty.docx"] == ["empty file"]
+    assert [f["reason"] for f in report["files"] if f["key"] == "empty.docx"] == \
+        ["empty file (unchanged since; --force tries again)"]
+    assert "parse" not in report["stage_seconds"]  # the failed files were remembered, not parsed again
 
     found = run_cli("search", "when must I submit my travel expense claim", "-k", "2", "--json", env=env)
     assert found.returncode == 0, found.stderr

@@ -52,7 +52,9 @@ def clean(corpus, data_dir, engine):
 def start(folder, data_dir, collection: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ingest", str(folder), "--quiet", "--workers", "1"], cwd=ROOT,
-        env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": collection},
+        # float32: vectors then agree to the fifth decimal whatever batches the texts fell in.
+        env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": collection,
+             "PGKB_PRECISION": "float32"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
 

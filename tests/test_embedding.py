@@ -39,6 +39,11 @@ def test_vectors_match_sentence_transformers_encode(embedder):
     got = embedder.embed_documents(TEXTS)
     assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # bf16 (the default where the CPU computes it natively, and on CUDA) points the same way.
+    bf16 = load_embedder(precision="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    halved = bf16.embed_documents(TEXTS)
+    assert halved.dtype == np.float32 and (halved * expected).sum(axis=1).min() > 0.999
 
 
 def test_order_and_values_do_not_depend_on_batching(embedder):
@@ -114,7 +119,7 @@ def qwen3_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen3(qwen3_dir):
-    return load_embedder(str(qwen3_dir), device="cpu")
+    return load_embedder(str(qwen3_dir), device="cpu", precision="float32")
 
 
 def _reference_last_token(model_dir, ids: list[int]) -> np.ndarray:
@@ -182,18 +187,18 @@ def test_queries_get_the_instruction_and_documents_do_not(qwen3, qwen3_dir):
     np.testing.assert_allclose(as_query, qwen3.embed_documents([prefix + query])[0], atol=1e-5)
     assert np.abs(as_query - qwen3.embed_documents([query])[0]).max() > 1e-2
     # The task is configurable; the template stays Qwen3's.
-    own_task = load_embedder(str(qwen3_dir), device="cpu", query_instruction="Find the policy")
+    own_task = load_embedder(str(qwen3_dir), device="cpu", precision="float32", query_instruction="Find the policy")
     assert own_task.space.query_instruction == "Instruct: Find the policy\nQuery:"
 
 
 def test_matryoshka_dims_are_the_full_vector_cut_and_renormalised(qwen3, qwen3_dir):
-    short = load_embedder(str(qwen3_dir), device="cpu", dims=256)
+    short = load_embedder(str(qwen3_dir), device="cpu", precision="float32", dims=256)
     assert short.space.dims == 256
     full = qwen3.embed_documents(QWEN_TEXTS)
     cut = full[:, :256] / np.linalg.norm(full[:, :256], axis=1, keepdims=True)
     np.testing.assert_allclose(short.embed_documents(QWEN_TEXTS), cut, atol=1e-5)
     with pytest.raises(EmbeddingError, match="from 32 to 320"):
-        load_embedder(str(qwen3_dir), device="cpu", dims=16)
+        load_embedder(str(qwen3_dir), device="cpu", precision="float32", dims=16)
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_vector(qwen3):
@@ -223,7 +228,7 @@ def test_a_profile_file_declares_a_new_models_rules(tmp_path):
         "pooling": "last_token", "end_token": "<|endoftext|>", "max_tokens": 64,
         "query_template": "Q: ", "matryoshka_min_dims": 64,
     }))
-    embedder = load_embedder(str(folder), device="cpu", dims=64)
+    embedder = load_embedder(str(folder), device="cpu", precision="float32", dims=64)
     assert embedder.profile.padding_side == "left"  # implied by last-token pooling
     assert (embedder.space.pooling, embedder.space.dims, embedder.space.max_tokens) == ("last_token", 64, 64)
     assert embedder.space.query_instruction == "Q: " and embedder.max_text_tokens == 63
@@ -231,10 +236,10 @@ def test_a_profile_file_declares_a_new_models_rules(tmp_path):
 
     (folder / "pgkb-profile.json").write_text(json.dumps({"pooling": "max"}))
     with pytest.raises(EmbeddingError, match="pgkb-profile.json: pooling must be one of"):
-        load_embedder(str(folder), device="cpu")
+        load_embedder(str(folder), device="cpu", precision="float32")
     (folder / "pgkb-profile.json").write_text(json.dumps({"poling": "mean"}))
     with pytest.raises(EmbeddingError, match=r"unknown model profile keys \['poling'\]"):
-        load_embedder(str(folder), device="cpu")
+        load_embedder(str(folder), device="cpu", precision="float32")
 
 
 def test_the_cpu_backend_runs_its_linear_layers_through_onednn(embedder):
@@ -249,8 +254,8 @@ def test_search_embeds_queries_in_the_collections_space(qwen3_dir, settings, tmp
     from retrieval import KnowledgeBase
 
     (tmp_path / "policy.md").write_text("# Claims\n\nsubmit the claim within thirty days")
-    settings = replace(settings, model=str(qwen3_dir), dims=256, query_instruction="Find the policy", device="cpu")
-    ingested = load_embedder(str(qwen3_dir), device="cpu", dims=256, query_instruction="Find the policy")
+    settings = replace(settings, model=str(qwen3_dir), dims=256, query_instruction="Find the policy", device="cpu", precision="float32")
+    ingested = load_embedder(str(qwen3_dir), device="cpu", precision="float32", dims=256, query_instruction="Find the policy")
     assert ingest(tmp_path, settings, embedder=ingested).count("ingested") == 1
     # Search is given no model, dims or instruction: all come from the collection.
     with KnowledgeBase(replace(settings, model="ignored", dims=0, query_instruction=None)) as kb:

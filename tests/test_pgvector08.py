@@ -55,7 +55,7 @@ def random_qwen3(folder, hidden_size: int):
                          num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                          max_position_embeddings=512, initializer_range=0.2)
     Qwen3Model(config).save_pretrained(folder)
-    return load_embedder(str(folder), device="cpu")
+    return load_embedder(str(folder), device="cpu", precision="float32")
 
 
 def load(store: Store, collection, key: str, texts: list[str], vectors: np.ndarray, page: int = 1) -> None:

@@ -146,3 +146,18 @@ def test_force_and_new_chunking_options_ingest_unchanged_files_again(folder, set
     recut = ingest(folder, smaller, embedder=embedder)
     assert set(outcomes(recut).values()) == {"updated"}
     assert ingest(folder, smaller, embedder=embedder).count("unchanged") == 3
+
+
+def test_a_file_that_failed_is_tried_again_only_once_it_changes(folder, settings, embedder):
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.7\n" + b"not really a PDF " * 100)
+    first = ingest(folder, settings, embedder=embedder)
+    assert [(f.key, f.reason.split(":")[0]) for f in first.failed] == [("notes.pdf", "corrupt")]
+
+    again = ingest(folder, settings, embedder=embedder)
+    assert [f.key for f in again.failed] == ["notes.pdf"] and "unchanged since" in again.failed[0].reason
+    assert "parse" not in again.stage_seconds
+
+    write_pdf(folder / "notes.pdf", "Notes", POLICY_SECTIONS)  # fixed: read at once
+    fixed = ingest(folder, settings, embedder=embedder)
+    assert outcomes(fixed)["notes.pdf"] == "ingested" and not fixed.failed
+    assert stored(settings)["notes.pdf"]["chunks"]

@@ -13,7 +13,6 @@ import logging
 
 from store import Settings
 
-from .engine import build_analyzer
 from .masker import ENTITY_TYPES, OPERATORS, Found, Masker, MaskingError, MaskPolicy
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ def load_masker(settings: Settings) -> Masker | None:
     if not settings.pii:
         log.info("personal data masking is off")
         return None
+    from .engine import build_analyzer  # Presidio and spaCy: seconds to import, so only here
+
     policy = policy_from_settings(settings)
     analyzer, ner_languages = build_analyzer(_spacy_models(settings.pii_spacy_models))
     return Masker(analyzer, policy, scope=settings.collection, ner_languages=ner_languages)

@@ -17,15 +17,22 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
-
-from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from ..parsers import ParsedDocument
-from .recognizers import NER_ENTITIES, PATTERN_ENTITIES
+
+if TYPE_CHECKING:  # Presidio and spaCy take seconds to import: only a run that masks loads them
+    from presidio_analyzer import AnalyzerEngine
 
 log = logging.getLogger(__name__)
 
+# Entity types found by patterns and checksums, whatever NLP model is installed.
+PATTERN_ENTITIES = (
+    "CN_ID_CARD", "CN_MOBILE", "CN_LANDLINE", "CN_BANK_CARD", "CN_SOCIAL_CREDIT_CODE", "CN_PASSPORT",
+    "CN_NAME", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "URL",
+)
+# Entity types only a named-entity model finds.
+NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION")
 ENTITY_TYPES = PATTERN_ENTITIES + NER_ENTITIES
 OPERATORS = ("replace", "redact", "hash")
 # A type whose recognizer takes any number of the right shape: for the same digits, a
@@ -161,11 +168,13 @@ class Masker:
     collection says nothing about its token in another.
     """
 
-    def __init__(self, analyzer: AnalyzerEngine, policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = ()):
+    def __init__(self, analyzer: "AnalyzerEngine", policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = ()):
         self.analyzer = analyzer
         self.policy = policy
         self.scope = scope
         self.ner_languages = tuple(ner_languages)
+        from presidio_analyzer import BatchAnalyzerEngine
+
         self._batch = BatchAnalyzerEngine(analyzer)
         # Presidio warns on every call about entity types no recognizer of the language finds.
         self._entities = {

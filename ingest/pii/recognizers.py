@@ -27,6 +27,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from .checksums import cn_id_valid, luhn_valid, uscc_valid
+from .masker import NER_ENTITIES
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE | regex.ASCII
 
@@ -339,13 +340,6 @@ class SsnRecognizer(UsSsnRecognizer):
         self.global_regex_flags = FLAGS
 
 
-# Entity types found by patterns and checksums, whatever NLP model is installed.
-PATTERN_ENTITIES = (
-    "CN_ID_CARD", "CN_MOBILE", "CN_LANDLINE", "CN_BANK_CARD", "CN_SOCIAL_CREDIT_CODE", "CN_PASSPORT",
-    "CN_NAME", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "URL",
-)
-# Entity types only a named-entity model finds.
-NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION")
 
 
 def pattern_recognizers(language: str) -> list[EntityRecognizer]:
