@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.peers import make_venv
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 DEFAULT_PEER_VENV = Path("/tmp/peers/unstructured-pdf")
@@ -73,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def setup_peer(venv: Path) -> None:
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + PEER_PACKAGES, check=True)
-    subprocess.run(pip + ["--no-deps"] + PEER_NO_DEPS, check=True)
+    make_venv(venv, PEER_PACKAGES, ["--no-deps", *PEER_NO_DEPS])
 
 
 def run(corpus: Path, repeats: int, peer_python: Path) -> dict:

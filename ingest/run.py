@@ -14,6 +14,7 @@ with the same bytes, tags and options are skipped without being parsed.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 # Bump when parsing or chunking changes what the same file turns into, so that the next run
 # cuts every document again instead of skipping it as unchanged.
 PIPELINE_VERSION = 1
+
+
+# Files whose outcomes are handed to the writer together at most: a run of unchanged files,
+# which add no tokens, still reports its progress as it goes.
+MAX_GROUP_FILES = 256
 
 
 class UsageError(Exception):
@@ -130,7 +136,8 @@ def ingest(
     the folder and sidecar metadata, see ingest.metadata); `prune` removes the documents whose
     files are gone. `embedder` reuses a loaded model (else `settings.model` is loaded) and
     `masker` a loaded masker (else one is built from the settings, or none with masking off).
-    `on_file` is called with each file's outcome, in discovery order, as it is known. Setting
+    `on_file` is called with each file's outcome as it is known (files end out of order; the
+    report lists them by key). Setting
     `stop` finishes the documents in progress and ends the run as "interrupted".
     """
     settings = settings or Settings.from_env()
@@ -281,12 +288,17 @@ class _Run:
                 while len(writes) > 2:  # the writer may lag two groups behind, no more
                     writes.popleft().result()
 
+            def flush_while_waiting() -> None:
+                if group:  # the model would otherwise wait for documents still being parsed
+                    flush()
+
             try:
-                for future in _in_order(parsing, lambda p: self._prepare(p, parser), paths, 2 * workers, stop):
-                    if group and not future.done():
-                        flush()  # the model would otherwise wait for a document still being parsed
-                    group.append(future.result())
-                    if sum(item.tokens for item in group if isinstance(item, _Parsed)) >= self.group_tokens:
+                prepared = _as_completed(parsing, lambda p: self._prepare(p, parser), paths, 2 * workers, stop,
+                                         flush_while_waiting)
+                for item in prepared:
+                    group.append(item)
+                    if (len(group) >= MAX_GROUP_FILES
+                            or sum(item.tokens for item in group if isinstance(item, _Parsed)) >= self.group_tokens):
                         flush()
                 if group:
                     flush()
@@ -295,6 +307,7 @@ class _Run:
             except BaseException:
                 parser.close()  # so the parsing threads end now, not after their files
                 raise
+        self.report.files.sort(key=lambda outcome: outcome.key)
 
     def _prepare(self, path: Path, parser: ParserPool) -> _Parsed | FileOutcome:
         """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
@@ -392,6 +405,7 @@ class _Run:
                 log.info("%s: %d chunks", outcome.key, outcome.chunks)
             if self.on_file:
                 self.on_file(outcome, self.report)
+        _give_back_freed_memory()
 
     def _write(self, document: _Parsed) -> FileOutcome:
         key = document.record.key
@@ -421,21 +435,45 @@ class _Run:
         self.report.pruned = gone
 
 
-def _in_order(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: Iterable[Path],
-              window: int, stop: threading.Event) -> Iterator[Future]:
-    """`work(item)` for each item on `pool`, at most `window` at once, as futures in input order.
-
-    Once `stop` is set no new item starts; those in progress are still yielded.
+def _as_completed(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: Iterable[Path], window: int,
+                  stop: threading.Event, before_waiting: Callable[[], None]) -> Iterator[Any]:
+    """`work(item)` for each item on `pool`, at most `window` at once, yielding results as they
+    come: a long file holds up nothing but itself. `before_waiting` is called whenever no
+    result is ready yet. Once `stop` is set no new item starts; those in progress still end.
     """
-    pending: deque[Future] = deque()
-    for item in items:
-        if stop.is_set():
-            break
-        pending.append(pool.submit(work, item))
-        if len(pending) >= window:
-            yield pending.popleft()
-    while pending:
-        yield pending.popleft()
+    items = iter(items)
+    pending: set[Future] = set()
+    while True:
+        while len(pending) < window and not stop.is_set() and (item := next(items, None)) is not None:
+            pending.add(pool.submit(work, item))
+        if not pending:
+            return
+        done = {future for future in pending if future.done()}
+        if not done:
+            before_waiting()
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            pending.discard(future)
+            yield future.result()
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap the last documents freed to the system. glibc keeps it otherwise, and
+    the process grows with the corpus instead of with its largest documents (measured: 1.5 GB
+    against 1.1 GB on ../shared/corpus)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to do
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+_libc = _load_glibc()
 
 
 def _digest(options: dict[str, Any]) -> str:

@@ -1,0 +1,15 @@
+"""The peers' own virtualenvs: what pgkb is compared with never becomes one of its dependencies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def make_venv(venv: Path, *installs: list[str]) -> None:
+    """Create `venv` and run `pip install -q` with each argument list in turn."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    for arguments in installs:
+        subprocess.run(pip + arguments, check=True)
