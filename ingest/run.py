@@ -14,7 +14,6 @@ with the same bytes, tags and options are skipped without being parsed.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ from embedding import Embedder, load_embedder, resolve_model_dir
 from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
 
 from .chunking import chunk_elements
+from .heap import release_freed_memory
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
@@ -405,7 +405,7 @@ class _Run:
                 log.info("%s: %d chunks", outcome.key, outcome.chunks)
             if self.on_file:
                 self.on_file(outcome, self.report)
-        _give_back_freed_memory()
+        release_freed_memory()  # the documents just written are freed
 
     def _write(self, document: _Parsed) -> FileOutcome:
         key = document.record.key
@@ -455,25 +455,6 @@ def _as_completed(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: 
         for future in done:
             pending.discard(future)
             yield future.result()
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap the last documents freed to the system. glibc keeps it otherwise, and
-    the process grows with the corpus instead of with its largest documents (measured: 1.5 GB
-    against 1.1 GB on ../shared/corpus)."""
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _load_glibc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to do
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
-
-
-_libc = _load_glibc()
 
 
 def _digest(options: dict[str, Any]) -> str:

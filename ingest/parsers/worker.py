@@ -17,6 +17,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from ingest.heap import release_freed_memory
 from ingest.parsers import ParseError, parse
 
 
@@ -45,6 +46,8 @@ def serve(connection: Connection, memory_mb: int) -> None:
             connection.send(result)
         except MemoryError:
             connection.send(("error", ("out of memory", f"the parsed document exceeds the {memory_mb} MiB limit")))
+        del result
+        release_freed_memory()
 
 
 def _exit_with_parent(parent: int) -> None:
