@@ -137,8 +137,8 @@ def ingest(
     files are gone. `embedder` reuses a loaded model (else `settings.model` is loaded) and
     `masker` a loaded masker (else one is built from the settings, or none with masking off).
     `on_file` is called with each file's outcome as it is known (files end out of order; the
-    report lists them by key). Setting
-    `stop` finishes the documents in progress and ends the run as "interrupted".
+    report lists them by key). Setting `stop` finishes the documents in progress and ends
+    the run as "interrupted".
     """
     settings = settings or Settings.from_env()
     root = Path(path).expanduser()
