@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -108,6 +109,8 @@ class _progress:
                             TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
                             console=console, disable=not enabled, transient=False)
         self.task = self.bar.add_task("files", total=None, detail="")
+        # Running totals: summing the report at every file would cost O(files) each time.
+        self.totals = Counter()
 
     def __enter__(self):
         self.bar.__enter__()
@@ -117,11 +120,13 @@ class _progress:
         self.bar.__exit__(*exc)
 
     def update(self, outcome: FileOutcome, report: IngestReport) -> None:
-        counts = report.counts()
-        rate = counts["tokens"] / max(time.perf_counter() - report.files_started_at, 1e-9)
-        detail = f"{counts['pages']} pages · {counts['chunks']} chunks · {rate:,.0f} tokens/s"
-        if counts["failed"]:
-            detail += f" · {counts['failed']} failed"
+        totals = self.totals
+        totals.update(pages=outcome.pages, chunks=outcome.chunks, tokens=outcome.tokens,
+                      failed=outcome.outcome == "failed")
+        rate = totals["tokens"] / max(time.perf_counter() - report.files_started_at, 1e-9)
+        detail = f"{totals['pages']} pages · {totals['chunks']} chunks · {rate:,.0f} tokens/s"
+        if totals["failed"]:
+            detail += f" · {totals['failed']} failed"
         self.bar.update(self.task, total=report.total_files, completed=len(report.files), detail=detail)
 
 

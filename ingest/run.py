@@ -281,10 +281,14 @@ class _Run:
         with ThreadPoolExecutor(workers, thread_name_prefix="pgkb-parse") as parsing, \
                 ThreadPoolExecutor(1, thread_name_prefix="pgkb-write") as writing:
 
+            group_tokens = 0
+
             def flush() -> None:
+                nonlocal group_tokens
                 self._embed([item for item in group if isinstance(item, _Parsed)])
                 writes.append(writing.submit(self._write_all, list(group)))
                 group.clear()
+                group_tokens = 0
                 while len(writes) > 2:  # the writer may lag two groups behind, no more
                     writes.popleft().result()
 
@@ -297,8 +301,8 @@ class _Run:
                                          flush_while_waiting)
                 for item in prepared:
                     group.append(item)
-                    if (len(group) >= MAX_GROUP_FILES
-                            or sum(item.tokens for item in group if isinstance(item, _Parsed)) >= self.group_tokens):
+                    group_tokens += item.tokens if isinstance(item, _Parsed) else 0
+                    if len(group) >= MAX_GROUP_FILES or group_tokens >= self.group_tokens:
                         flush()
                 if group:
                     flush()

@@ -192,14 +192,13 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(upsert)
 
-    def update_tags(self, collection: Collection, key: str, tags: dict[str, Any]) -> bool:
-        """A metadata-only change: one row updated, nothing parsed or embedded again.
-        False when the document is gone (pruned by a concurrent run)."""
+    def update_tags(self, collection: Collection, key: str, tags: dict[str, Any]) -> None:
+        """A metadata-only change: one row updated, nothing parsed or embedded again."""
         with self.engine.begin() as conn:
-            return conn.execute(
+            conn.execute(
                 update(documents).where(documents.c.collection_id == collection.id, documents.c.key == key)
                 .values(tags=tags, updated_at=func.now())
-            ).rowcount == 1
+            )
 
     def delete_documents(self, collection: Collection, keys: Iterable[str]) -> int:
         """Remove documents and their chunks, in one transaction; returns how many were there."""
