@@ -1,8 +1,9 @@
 """The search statement: a vector leg and a keyword leg, fused in one SQL query.
 
-    WITH query_terms AS (the tsquery, and one tsquery per query term)
+    WITH query_terms AS (the tsquery, one tsquery per query term, and the tsquery scanned for:
+                         the query's rarer alternatives, judged by the planner's statistics)
          vector_leg  AS (top N chunks by cosine distance, on the collection's HNSW index)
-         keyword_leg AS (top N chunks by ts_rank whose tsvector matches, on the GIN index)
+         keyword_leg AS (top N chunks by ts_rank among those the GIN index finds)
          candidates  AS (the union, each chunk once, with both scores and both ranks)
     SELECT ... ORDER BY fused score LIMIT k
 
@@ -22,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    ColumnElement, Float, Select, case, cast, func, literal, literal_column, null, select, true,
-    union_all,
+    ARRAY, Boolean, ColumnElement, Float, Select, case, cast, column, func, literal, literal_column,
+    null, select, text, true, union_all,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY, array
 from sqlalchemy.ext.compiler import compiles
@@ -31,7 +32,7 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 from sqlalchemy.sql.selectable import CTE
 
 from store import Collection, indexed_embedding
-from store.fulltext import KeywordQuery
+from store.fulltext import KeywordQuery, Term
 from store.tables import chunks, documents, hit_metadata
 
 RRF_K = 60
@@ -50,15 +51,18 @@ class LegWeights:
 def search_statement(
     collection: Collection, *, query_vector: list[float] | None, keyword_query: KeywordQuery | None,
     conditions: list[ColumnElement], k: int, candidates: int, weights: LegWeights,
-    fusion: str = "score", group_by_document: bool = False,
+    fusion: str = "score", group_by_document: bool = False, keyword_scan_budget: int | None = None,
 ) -> Select:
-    """One SELECT returning the k best chunks with their fused score and each leg's rank/score."""
+    """One SELECT returning the k best chunks with their fused score and each leg's rank/score.
+
+    keyword_scan_budget: scan only for the query's rarer alternatives (see _query_terms); for
+    hybrid searches, where the vector leg fills the k hits whatever the keyword leg finds."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
     has_keywords = keyword_query is not None and not keyword_query.empty
     if query_vector is None and not has_keywords:
         raise ValueError("a search needs a query vector or keyword terms")
-    terms = _query_terms(keyword_query) if has_keywords else None
+    terms = _query_terms(keyword_query, keyword_scan_budget) if has_keywords else None
     legs = []
     if query_vector is not None:
         legs.append(_vector_leg(collection, query_vector, conditions, candidates))
@@ -110,13 +114,64 @@ def _chunks_and_documents():
     return chunks.join(documents, documents.c.id == chunks.c.document_id)
 
 
-def _query_terms(keyword_query: KeywordQuery) -> CTE:
-    """The whole tsquery, and one tsquery per term for coverage (stop words give empty ones)."""
+def _query_terms(keyword_query: KeywordQuery, scan_budget: int | None) -> CTE:
+    """The whole tsquery; one tsquery per term, for coverage (stop words give empty ones); and
+    the tsquery the keyword leg scans for, which keeps only the rarer alternatives.
+
+    The keyword leg ranks every chunk its tsquery matches, so a question of twelve words, a few
+    of them common ("film", "john"), would rank a fifth of the collection. It scans for the
+    alternatives in order of rarity while their estimated matches stay within `scan_budget`,
+    and always for the rarest; the common ones still count in every candidate's rank and
+    coverage. (A chunk holding only common words of the query is a weak keyword match anyway.)
+    """
     per_term = [t.tsquery() for t in keyword_query.required + keyword_query.optional]
-    return select(
-        keyword_query.tsquery().label("query"),
-        array(per_term, type_=TSQUERY).label("terms"),
-    ).cte("query_terms")
+    alternatives = [t.tsquery() for t in keyword_query.optional]
+    columns = [keyword_query.tsquery().label("query"), array(per_term, type_=TSQUERY).label("terms")]
+    if len(alternatives) < 2 or scan_budget is None:
+        return select(*columns, keyword_query.tsquery().label("scanned")).cte("query_terms")
+    choice = _rare_alternatives(keyword_query.optional, scan_budget)
+    scanned = [case((choice.c.chosen[i], a), else_=EMPTY_TSQUERY) for i, a in enumerate(alternatives, 1)]
+    return select(*columns, keyword_query.tsquery(scanned).label("scanned")).select_from(choice).cte("query_terms")
+
+
+# One row: chosen[i] is true for the i-th alternative the keyword leg scans for. Estimates
+# come from the planner's statistics on chunks.tsv (the most common lexemes with the share of
+# chunks holding each, then the smallest and largest share): a lexeme missing from them is
+# rarer than the least common; a term of several words matches at most what its rarest does;
+# a term of stop words has no lexeme and no estimate, and is not scanned for (it matches
+# nothing). With no statistics yet (a new collection) every alternative counts as rare.
+ALTERNATIVE_CHOICE = text("""
+    WITH lexeme_statistics AS (
+        SELECT most_common_elems::text::text[] AS lexemes, most_common_elem_freqs AS shares,
+               (SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) AS chunk_count
+        FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'tsv'
+          AND NOT inherited AND most_common_elems IS NOT NULL
+    ),
+    estimates AS (
+        SELECT term.i, (
+            SELECT min(coalesce(
+                       s.shares[coalesce(array_position(s.lexemes, lexeme), cardinality(s.lexemes) + 1)]
+                       * s.chunk_count, 0))
+            FROM unnest(tsvector_to_array(to_tsvector(term.config::regconfig, term.text))) AS lexeme
+                 LEFT JOIN lexeme_statistics s ON true
+        ) AS matches
+        FROM unnest(CAST(:configs AS text[]), CAST(:texts AS text[])) WITH ORDINALITY AS term(config, text, i)
+    )
+    SELECT array_agg(chosen ORDER BY i) AS chosen FROM (
+        SELECT i, matches IS NOT NULL AND (  -- rarest first; nulls sort last
+                      sum(matches) OVER (ORDER BY matches, i) <= :scan_budget
+                   OR row_number() OVER (ORDER BY matches, i) = 1) AS chosen
+        FROM estimates
+    ) AS ranked
+""").columns(column("chosen", ARRAY(Boolean)))
+EMPTY_TSQUERY = literal_column("''::tsquery")
+
+
+def _rare_alternatives(optional: tuple[Term, ...], scan_budget: int) -> CTE:
+    return ALTERNATIVE_CHOICE.bindparams(
+        configs=[t.config for t in optional], texts=[t.text for t in optional], scan_budget=scan_budget,
+    ).cte("alternative_choice")
 
 
 def _vector_leg(collection: Collection, query_vector: list[float], conditions, candidates: int) -> CTE:
@@ -138,7 +193,7 @@ def _keyword_leg(collection: Collection, terms: CTE, conditions, candidates: int
         select(chunks.c.id.label("chunk_id"), literal(False).label("from_vector"),
                literal(True).label("from_keyword"))
         .select_from(_chunks_and_documents().join(terms, true()))
-        .where(*_scope(collection, conditions), chunks.c.tsv.op("@@")(terms.c.query))
+        .where(*_scope(collection, conditions), chunks.c.tsv.op("@@")(terms.c.scanned))
         .order_by(rank.desc(), chunks.c.id)
         .limit(candidates)
         .cte("keyword_leg")

@@ -25,6 +25,9 @@ MODES = ("hybrid", "vector", "keyword")
 CANDIDATES = 100
 # Score fusion: what a chunk holding every query term gains, in units of cosine similarity.
 KEYWORD_WEIGHT = 0.1
+# In hybrid searches, the keyword leg scans for the query's rarer words while their estimated
+# matches stay within this many chunks (ranking costs about 1.5 microseconds a chunk); see hybrid.py.
+KEYWORD_SCAN_BUDGET = 2000
 # pgvector's largest useful ef_search; a filter letting fewer chunks through than this
 # many candidates' worth is searched exactly instead (on servers without iterative scans).
 MAX_EF_SEARCH = 1000
@@ -68,6 +71,8 @@ class Hit:
 class KnowledgeBase:
     """A connection and a loaded model, for many queries against one collection."""
 
+    keyword_scan_budget = KEYWORD_SCAN_BUDGET
+
     def __init__(self, settings: Settings | None = None, *, collection: str | None = None):
         self.settings = settings or Settings.from_env()
         self.store = Store.open(self.settings)
@@ -103,6 +108,7 @@ class KnowledgeBase:
             conditions=conditions, k=k, candidates=candidates,
             weights=weights or self.default_weights(query, fusion), fusion=fusion,
             group_by_document=group_by == "document",
+            keyword_scan_budget=self.keyword_scan_budget if mode == "hybrid" else None,
         )
         rows, exact = self._execute(statement, query_vector is not None, conditions, candidates, exact)
         if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):

@@ -75,11 +75,13 @@ class KeywordQuery:
     def empty(self) -> bool:
         return not (self.required or self.optional)
 
-    def tsquery(self) -> ColumnElement:
-        """(required AND ...) AND (optional OR ...) AND NOT excluded, as one tsquery expression."""
+    def tsquery(self, alternatives: list[ColumnElement] | None = None) -> ColumnElement:
+        """(required AND ...) AND (optional OR ...) AND NOT excluded, as one tsquery expression.
+
+        `alternatives` replaces the optional terms' tsqueries (a search may leave some out)."""
         parts = [t.tsquery() for t in self.required]
         if self.optional:
-            parts.append(_combine(func.tsquery_or, [t.tsquery() for t in self.optional]))
+            parts.append(_combine(func.tsquery_or, alternatives or [t.tsquery() for t in self.optional]))
         parts += [func.tsquery_not(t.tsquery()) for t in self.excluded]
         return _combine(func.tsquery_and, parts)
 

@@ -162,6 +162,28 @@ def test_hybrid_ranks_a_keyword_only_and_a_vector_only_chunk(big, embedder):
     assert by_key["meaning-only.txt"].vector_rank == 1 and by_key["meaning-only.txt"].keyword_rank is None
 
 
+def test_hybrid_scans_for_the_rare_words_of_a_query_and_keyword_mode_for_all(big, embedder):
+    store = Store.open(big)
+    collection = store.collection(big.collection)
+    write(store, collection, "zebra.txt", ["the zebra ledger"], embedder.embed_documents(["the zebra ledger"]))
+    store.analyze()  # the planner's statistics say how common each word is
+    store.close()
+    query = "the ledger zebra"  # "ledger" is in every chunk, "zebra" in one, "the" a stop word
+    keyword_leg = dict(fusion="rrf", weights=LegWeights(vector=0.0, keyword=1.0))  # its order shows
+    with KnowledgeBase(big) as kb:
+        kb.keyword_scan_budget = 1000
+        narrowed = kb.search(query, k=10, **keyword_leg)
+        kb.keyword_scan_budget = 10**9
+        everything = kb.search(query, k=10, **keyword_leg)
+        keyword_only = kb.search(query, k=10, mode="keyword")
+    # Only the chunk with the rare word came from the keyword leg; it still counts "ledger".
+    assert [h.document_key for h in narrowed if h.keyword_rank] == ["zebra.txt"]
+    assert narrowed[0].keyword_score > 0 and narrowed[0].text == "the zebra ledger"
+    assert all(h.keyword_rank for h in everything) and everything[0].document_key == "zebra.txt"
+    # Keyword mode ranks every match: k hits, the one with both words first.
+    assert len(keyword_only) == 10 and keyword_only[0].document_key == "zebra.txt"
+
+
 def test_vectors_above_2000_dims_are_refused_with_the_way_out_on_pgvector_0_6(settings):
     store = Store.open(settings)
     assert store.pgvector_version < (0, 7)  # the embedded server; 0.8 is tested on PGlite
