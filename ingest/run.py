@@ -168,8 +168,10 @@ def ingest(
             "tags": tags or {}, "pii": policy.describe() if policy else "off", "workers": workers,
         })
         try:
-            with ParserPool.from_settings(settings, workers) as parser:
+            with ParserPool.from_settings(settings, workers) as parser, store.bulk_load(collection) as load:
                 run.process(discover(root), parser, workers, stop or threading.Event())
+            if load.deferred:
+                run.report.stage_seconds["index"] += load.index_seconds
             run.report.status = "interrupted" if stop and stop.is_set() else (
                 "failed" if run.report.failed else "succeeded")
             if prune and run.report.status != "interrupted":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from alembic import command
@@ -12,7 +15,7 @@ from alembic.config import Config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from pgvector.sqlalchemy import HALFVEC, Vector
-from sqlalchemy import ColumnElement, cast, create_engine, event, func, insert, select, text, update
+from sqlalchemy import ColumnElement, cast, create_engine, event, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 # Arbitrary constants naming pgkb's advisory locks (one number space per database).
 MIGRATION_LOCK = 0x70676B62_01
 COLLECTION_LOCK = 0x70676B62_02
+# With a collection's id, the two-key lock of a bulk load (two-key locks never meet one-key ones).
+BULK_LOAD_LOCK = 0x706B62
 
 
 def resolve_url(settings: Settings) -> str:
@@ -123,15 +128,10 @@ class Store:
                                        settings={"vector_type": vector_type})
             .returning(collections.c.id)
         ).scalar_one()
-        # One partial HNSW index per collection, on the embedding cast to its dimension: the
-        # searches of a collection filter on collection_id and cast the same way, so they use it.
-        conn.execute(text(
-            f"CREATE INDEX {hnsw_index_name(collection_id)} ON chunks "
-            f"USING hnsw ((embedding::{vector_type}({dims})) {vector_type}_cosine_ops) "
-            f"WHERE collection_id = {collection_id}"
-        ))
+        collection = Collection(collection_id, name, dims, space, vector_type)
+        _create_hnsw_index(conn, collection)
         log.info("created collection %r (%s, %d dims, %s index)", name, space["model"], dims, vector_type)
-        return Collection(collection_id, name, dims, space, vector_type)
+        return collection
 
     def _index_vector_type(self, dims: int) -> str:
         """vector indexes up to 2,000 dims; halfvec (pgvector >= 0.7) up to 4,000."""
@@ -146,6 +146,39 @@ class Store:
             f"Matryoshka size with --dims (e.g. --dims 1024), or use PostgreSQL with pgvector >= 0.7 "
             f"(the docker compose database)"
         )
+
+    @contextmanager
+    def bulk_load(self, collection: Collection) -> Iterator[BulkLoad]:
+        """Write a collection's first chunks without its HNSW index, then build the index once.
+
+        Every chunk written into an HNSW index costs more than the rest of its write together,
+        and building the index over all the rows at the end costs a fraction of that
+        (bench/search_latency.py). So a load into an empty collection (or one whose index is
+        missing: a load that did not finish) drops the index and builds it when the load
+        finishes; searches meanwhile scan exactly. Other loads keep the index up. One load at
+        a time defers: a concurrent one writes as usual and leaves the build to it.
+        """
+        load = BulkLoad()
+        index = hnsw_index_name(collection.id)
+        # Its own connection, in autocommit: the lock is held for the whole load.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            locked = conn.execute(select(func.pg_try_advisory_lock(BULK_LOAD_LOCK, collection.id))).scalar()
+            if locked:
+                empty = conn.execute(select(~exists().where(chunks.c.collection_id == collection.id))).scalar()
+                indexed = conn.execute(select(func.to_regclass(index))).scalar() is not None
+                load.deferred = empty or not indexed
+                if load.deferred and indexed:
+                    conn.execute(text(f"DROP INDEX {index}"))
+            try:
+                yield load
+                if load.deferred:  # a load cut short (a crash, a second Ctrl-C) leaves it to the next
+                    started = time.perf_counter()
+                    _create_hnsw_index(conn, collection)
+                    load.index_seconds = time.perf_counter() - started
+                    log.info("built the HNSW index of collection %r in %.1f s", collection.name, load.index_seconds)
+            finally:
+                if locked:
+                    conn.execute(select(func.pg_advisory_unlock(BULK_LOAD_LOCK, collection.id)))
 
     # -- documents -------------------------------------------------------------------------
 
@@ -275,6 +308,23 @@ def _document_upsert(collection: Collection, document: DocumentRecord, status: s
         set_={**{k: upsert.excluded[k] for k in row if k not in ("collection_id", "key")}, "updated_at": func.now()},
         where=only_over,
     )
+
+
+@dataclass
+class BulkLoad:
+    deferred: bool = False     # whether the HNSW index is built after the load
+    index_seconds: float = 0.0  # how long that took
+
+
+def _create_hnsw_index(conn: Connection, collection: Collection) -> None:
+    """One partial HNSW index per collection, on the embedding cast to its dimension: the
+    searches of a collection filter on collection_id and cast the same way, so they use it."""
+    vector_type, dims = collection.vector_type, collection.dims
+    conn.execute(text(
+        f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(collection.id)} ON chunks "
+        f"USING hnsw ((embedding::{vector_type}({dims})) {vector_type}_cosine_ops) "
+        f"WHERE collection_id = {collection.id}"
+    ))
 
 
 def hnsw_index_name(collection_id: int) -> str:

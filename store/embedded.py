@@ -37,8 +37,35 @@ def embedded_database_url(data_dir: Path) -> str:
             f"the embedded PostgreSQL could not start in {pgdata} ({type(exc).__name__}); "
             f"its log is {pgdata / 'log'}; or set DATABASE_URL to use another server"
         ) from exc
+    _size_to_machine(server, pgdata)
     # pgserver gives a libpq URI over a Unix socket; SQLAlchemy wants its driver named.
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def server_memory_settings(total_memory: int) -> dict[str, str]:
+    """Memory settings for a server sharing the machine with pgkb and its model.
+
+    PostgreSQL's defaults (128 MB of shared buffers, 64 MB to build an index) are far below what
+    one collection's HNSW index, chunks and tsvectors take: at 100,000 chunks about 500 MB,
+    re-read from the OS on every search. An eighth of the memory (between 128 MB and 2 GB) holds
+    that; shared memory is only taken as it is used.
+    """
+    mb = total_memory // 2**20
+    return {"shared_buffers": f"{min(max(mb // 8, 128), 2048)}MB",
+            "maintenance_work_mem": f"{min(max(mb // 16, 64), 1024)}MB"}
+
+
+def _size_to_machine(server, pgdata: Path) -> None:
+    """Write the memory settings into the data directory once; shared_buffers takes effect the
+    next time the server starts (it stops when the last process using it exits)."""
+    wanted = server_memory_settings(psutil.virtual_memory().total)
+    current = (pgdata / "postgresql.auto.conf").read_text()
+    if all(f"{name} = '{value}'" in current for name, value in wanted.items()):
+        return
+    server.psql("".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in wanted.items())
+                + "SELECT pg_reload_conf();\n")
+    log.info("embedded PostgreSQL sized to this machine (%s); shared buffers apply from its next start",
+             ", ".join(f"{name} {value}" for name, value in wanted.items()))
 
 
 def _forget_dead_processes(pgdata: Path) -> None:

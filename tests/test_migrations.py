@@ -1,11 +1,13 @@
-"""Alembic migrations up and down, on a database of their own in the embedded server."""
+"""Alembic migrations up and down, on a database of their own in the embedded server; the
+embedded server's own settings."""
 
 import subprocess
 import sys
 
+import psutil
 from sqlalchemy import create_engine, inspect, text
 
-from store import migrate, resolve_url
+from store import Store, migrate, resolve_url
 from tests.conftest import ROOT
 
 TABLES = {"collections", "documents", "chunks", "ingest_runs"}
@@ -45,3 +47,15 @@ def test_upgrade_then_alembic_downgrade_base_then_upgrade_again(settings):
     migrate(engine)
     assert TABLES <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_the_embedded_server_is_sized_to_the_machine(settings):
+    from store.embedded import server_memory_settings
+
+    Store.open(settings).close()
+    auto_conf = (settings.data_dir / "pgdata" / "postgresql.auto.conf").read_text()
+    for name, value in server_memory_settings(psutil.virtual_memory().total).items():
+        assert f"{name} = '{value}'" in auto_conf
+    assert server_memory_settings(2 * 2**30) == {"shared_buffers": "256MB", "maintenance_work_mem": "128MB"}
+    assert server_memory_settings(64 * 2**30)["shared_buffers"] == "2048MB"
+    assert server_memory_settings(512 * 2**20)["shared_buffers"] == "128MB"
