@@ -124,14 +124,16 @@ def _query_terms(keyword_query: KeywordQuery, scan_budget: int | None) -> CTE:
     and always for the rarest; the common ones still count in every candidate's rank and
     coverage. (A chunk holding only common words of the query is a weak keyword match anyway.)
     """
-    per_term = [t.tsquery() for t in keyword_query.required + keyword_query.optional]
-    alternatives = [t.tsquery() for t in keyword_query.optional]
-    columns = [keyword_query.tsquery().label("query"), array(per_term, type_=TSQUERY).label("terms")]
+    required, alternatives, excluded = ([t.tsquery() for t in terms] for terms in (
+        keyword_query.required, keyword_query.optional, keyword_query.excluded))
+    query = KeywordQuery.combine(required, alternatives, excluded)
+    columns = [query.label("query"), array(required + alternatives, type_=TSQUERY).label("terms")]
     if len(alternatives) < 2 or scan_budget is None:
-        return select(*columns, keyword_query.tsquery().label("scanned")).cte("query_terms")
+        return select(*columns, query.label("scanned")).cte("query_terms")
     choice = _rare_alternatives(keyword_query.optional, scan_budget)
-    scanned = [case((choice.c.chosen[i], a), else_=EMPTY_TSQUERY) for i, a in enumerate(alternatives, 1)]
-    return select(*columns, keyword_query.tsquery(scanned).label("scanned")).select_from(choice).cte("query_terms")
+    rare = [case((choice.c.chosen[i], a), else_=EMPTY_TSQUERY) for i, a in enumerate(alternatives, 1)]
+    scanned = KeywordQuery.combine(required, rare, excluded)
+    return select(*columns, scanned.label("scanned")).select_from(choice).cte("query_terms")
 
 
 # One row: chosen[i] is true for the i-th alternative the keyword leg scans for. Estimates

@@ -75,14 +75,18 @@ class KeywordQuery:
     def empty(self) -> bool:
         return not (self.required or self.optional)
 
-    def tsquery(self, alternatives: list[ColumnElement] | None = None) -> ColumnElement:
-        """(required AND ...) AND (optional OR ...) AND NOT excluded, as one tsquery expression.
+    def tsquery(self) -> ColumnElement:
+        """(required AND ...) AND (optional OR ...) AND NOT excluded, as one tsquery expression."""
+        return self.combine(*([t.tsquery() for t in terms] for terms in (self.required, self.optional, self.excluded)))
 
-        `alternatives` replaces the optional terms' tsqueries (a search may leave some out)."""
-        parts = [t.tsquery() for t in self.required]
-        if self.optional:
-            parts.append(_combine(func.tsquery_or, alternatives or [t.tsquery() for t in self.optional]))
-        parts += [func.tsquery_not(t.tsquery()) for t in self.excluded]
+    @staticmethod
+    def combine(required: list[ColumnElement], optional: list[ColumnElement],
+                excluded: list[ColumnElement]) -> ColumnElement:
+        """The query from its terms' tsqueries (a search builds each once and uses it twice)."""
+        parts = list(required)
+        if optional:
+            parts.append(_combine(func.tsquery_or, optional))
+        parts += [func.tsquery_not(t) for t in excluded]
         return _combine(func.tsquery_and, parts)
 
 
