@@ -30,10 +30,8 @@ KEYWORD_WEIGHT = 0.1
 KEYWORD_SCAN_BUDGET = 2000
 # pgvector's largest useful ef_search; a filter letting fewer chunks through than this
 # many candidates' worth is searched exactly instead (on servers without iterative scans).
+# The smallest is the collection's own (Collection.min_ef_search).
 MAX_EF_SEARCH = 1000
-# Measured at 100k chunks (bench/search_latency.py): recall@10 of the index against an exact
-# scan is 0.957 at ef_search 100, 0.978 at 400, 0.986 at 1000.
-MIN_EF_SEARCH = 800
 
 
 @dataclass(frozen=True)
@@ -125,8 +123,11 @@ class KnowledgeBase:
 
     def _execute(self, statement, has_vector_leg: bool, conditions: list, candidates: int,
                  exact: bool | None) -> tuple[list, bool]:
-        """Run the search statement; returns its rows and whether the vector scan was exact."""
-        with self.store.engine.begin() as conn:
+        """Run the search statement; returns its rows and whether the vector scan was exact.
+
+        A search only reads, so it runs outside a transaction and usually in one round trip:
+        the scan settings are the connection's, changed only when a search needs others."""
+        with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if has_vector_leg:
                 exact = self._prepare_vector_scan(conn, conditions, candidates, exact)
             return conn.execute(statement).all(), bool(exact)
@@ -134,20 +135,21 @@ class KnowledgeBase:
     def _prepare_vector_scan(self, conn: Connection, conditions: list, candidates: int,
                              exact: bool | None) -> bool:
         """Set up the vector leg so a filter never starves it; returns whether the scan is exact."""
-        ef_search = min(max(candidates, MIN_EF_SEARCH), MAX_EF_SEARCH)
-        if conditions and not exact and self.store.has_iterative_scans:
-            # pgvector >= 0.8 keeps scanning the index until enough rows pass the filter.
-            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        ef_search = min(max(candidates, self.collection.min_ef_search), MAX_EF_SEARCH)
+        iterative = bool(conditions) and not exact and self.store.has_iterative_scans
+        if iterative:  # pgvector >= 0.8 keeps scanning the index until enough rows pass the filter
             exact = False
         elif exact is None and conditions:
             share = self._filter_share(conn, conditions)
             needed = candidates / max(share, 1e-9) * 1.5  # candidates the index must visit
             exact = needed > MAX_EF_SEARCH
             ef_search = min(max(ef_search, int(needed)), MAX_EF_SEARCH)
-        if exact:
-            # Bitmap scans (the filters' own indexes) stay on; only the HNSW index scan goes.
-            conn.execute(text("SET LOCAL enable_indexscan = off"))
-        conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
+        scan = {"hnsw.ef_search": str(int(ef_search)),
+                # Bitmap scans (the filters' own indexes) stay on; only the HNSW index scan goes.
+                "enable_indexscan": "off" if exact else "on"}
+        if self.store.has_iterative_scans:
+            scan["hnsw.iterative_scan"] = "relaxed_order" if iterative else "off"
+        _set_for_session(conn, scan)
         return bool(exact)
 
     def _filter_share(self, conn: Connection, conditions: list) -> float:
@@ -167,6 +169,18 @@ class KnowledgeBase:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _set_for_session(conn: Connection, settings: dict[str, str]) -> None:
+    """Give the connection these settings, in one statement, if it has not got them already."""
+    current = conn.connection.info.setdefault("pgkb_settings", {})
+    changed = {name: value for name, value in settings.items() if current.get(name) != value}
+    if changed:
+        calls = ", ".join(f"set_config(:name{i}, :value{i}, false)" for i in range(len(changed)))
+        parameters = {f"{kind}{i}": item for i, pair in enumerate(changed.items())
+                      for kind, item in zip(("name", "value"), pair)}
+        conn.execute(text(f"SELECT {calls}"), parameters)
+        current.update(changed)
 
 
 def _hit(row, mode: str, cjk_words: list[str]) -> Hit:

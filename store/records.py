@@ -73,6 +73,16 @@ class Collection:
     dims: int
     space: dict[str, Any]
     vector_type: str = "vector"  # how its HNSW index stores vectors: "vector" or "halfvec"
+    # How carefully its HNSW graph is built; collections made before pgkb chose 128 have
+    # pgvector's default, 64.
+    ef_construction: int = 64
+
+    @property
+    def min_ef_search(self) -> int:
+        """The hnsw.ef_search that keeps recall@10 against an exact scan at 0.98 or more:
+        measured at 100,000 chunks (bench/search_latency.py), 0.987 at 200 on a graph built
+        with ef_construction 128; 0.973 at 200 and 0.984 at 800 with 64."""
+        return 200 if self.ef_construction >= 128 else 800
 
     def check_space(self, space: dict[str, Any]) -> None:
         """Raise SpaceMismatch unless `space` (all of it, or the fields it names) is this collection's."""
