@@ -42,12 +42,14 @@ def readable_documents(source: Path) -> list[Path]:
             if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES and _opens(path)]
 
 
-def build_corpus(source: Path, dest: Path, copies: int, limit: int | None = None) -> list[Path]:
+def build_corpus(source: Path, dest: Path, copies: int, limit: int | None = None,
+                 sample: int | None = None) -> list[Path]:
     """`copies` copies of the readable documents of `source` (the first `limit` of them, if
-    given) in `dest`, copy 0 unchanged and each later copy marked; returns the files written."""
+    given; of those, `sample` spread evenly over their sizes, if given) in `dest`, copy 0
+    unchanged and each later copy marked; returns the files written."""
     if copies < 1:
         raise ValueError(f"copies must be at least 1, got {copies}")
-    originals = readable_documents(source)[:limit]
+    originals = evenly_spread(readable_documents(source)[:limit], sample)
     written = []
     for copy in range(copies):
         for original in originals:
@@ -61,6 +63,18 @@ def build_corpus(source: Path, dest: Path, copies: int, limit: int | None = None
                 _mark_docx(original, target, copy)
             written.append(target)
     return written
+
+
+def evenly_spread(paths: list[Path], count: int | None) -> list[Path]:
+    """`count` of `paths` spread evenly over their sizes (all of them when `count` is None or
+    not smaller): the files sorted by size, the middle one of each of `count` equal slices,
+    returned in `paths`' order. A sample of small and large files alike, where one taken at
+    even steps through the folders would be mostly one-page test files."""
+    if count is None or count >= len(paths):
+        return paths
+    by_size = sorted(paths, key=lambda path: path.stat().st_size)
+    chosen = {by_size[i * len(paths) // count + len(paths) // (2 * count)] for i in range(count)}
+    return [path for path in paths if path in chosen]
 
 
 def _opens(path: Path) -> bool:

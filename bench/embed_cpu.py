@@ -4,13 +4,16 @@ Same model (the offline all-MiniLM-L6-v2), same chunk texts, same process, one r
 
     python bench/embed_cpu.py                      # 400 chunks, 5 repeats each
     python bench/embed_cpu.py --chunks 1000 --repeats 7 --threads 1 --corpus PATH/corpus.jsonl
+    python bench/embed_cpu.py --bands 30-64,65-128,129-256 --json FILE   # also by chunk length
 
 The chunk texts are real prose (the DBpedia abstracts of the shared retrieval set, or any
 BEIR corpus.jsonl) packed the way a chunker packs paragraphs, to lengths drawn uniformly
 from 30 tokens to the model's limit. Other people's jobs share this machine's cores, so the
 two contenders alternate (A B, B A, ...) and their medians are compared: load that comes and
 goes falls on both alike. Both produce normalised vectors; the largest difference between
-them is printed too, so a speed-up can never come from computing something else.
+them is printed too, so a speed-up can never come from computing something else. With
+--bands, the same comparison runs again on texts of each band of lengths (--band-chunks
+texts each): throughput against chunk length.
 """
 
 from __future__ import annotations
@@ -72,6 +75,33 @@ def alternate(contenders: dict, repeats: int) -> dict[str, list[float]]:
     return seconds
 
 
+def compare(contenders: dict, texts: list[str], lengths: list[int], repeats: int) -> dict:
+    """Both contenders on `texts`, alternated: their runs, medians and throughput, and the ratio."""
+    tokens = sum(lengths)
+    seconds = alternate(contenders, repeats)
+    sides = {}
+    for name, runs in seconds.items():
+        median = statistics.median(runs)
+        sides[name] = {"seconds": runs, "median_seconds": median, "chunks_per_second": len(texts) / median,
+                       "tokens_per_second": tokens / median,
+                       "tokens_per_second_runs": [tokens / run for run in runs]}
+    # Each repeat's two runs are back to back, so their ratio sees nearly the same load.
+    pairs = [st / pg for st, pg in zip(seconds["sentence-transformers encode"], seconds["pgkb local backend"])]
+    return {"chunks": len(texts), "tokens": tokens, "min_tokens": min(lengths), "max_tokens": max(lengths),
+            "median_tokens": statistics.median(lengths), "sides": sides,
+            "ratio": sides["pgkb local backend"]["tokens_per_second"]
+            / sides["sentence-transformers encode"]["tokens_per_second"],
+            "ratio_per_repeat": pairs}
+
+
+def _bands(text: str) -> list[tuple[int, int]]:
+    bands = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        bands.append((int(low), int(high)))
+    return bands
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=400)
@@ -79,6 +109,10 @@ def main() -> int:
     parser.add_argument("--min-tokens", type=int, default=30)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--threads", type=int, help="torch threads for both (default: torch's own choice)")
+    parser.add_argument("--bands", type=_bands, default=[],
+                        help="token-length bands to compare on as well, e.g. 30-64,65-128,129-256")
+    parser.add_argument("--band-chunks", type=int, default=200, help="texts per band")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not args.corpus.is_file():
         print(f"no corpus at {args.corpus}: give a BEIR corpus.jsonl with --corpus", file=sys.stderr)
@@ -106,7 +140,7 @@ def main() -> int:
     }
     difference = float(np.abs(contenders["pgkb local backend"]() - contenders["sentence-transformers encode"]()).max())
     load_before = os.getloadavg()[0]
-    seconds = alternate(contenders, args.repeats)
+    mixed = compare(contenders, texts, lengths, args.repeats)
     load_after = os.getloadavg()[0]
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -114,16 +148,34 @@ def main() -> int:
           f"load average {load_before:.1f} -> {load_after:.1f}")
     print(f"texts: {len(texts)} chunks from {args.corpus.name}, {tokens} tokens "
           f"({min(lengths)} to {max(lengths)} per chunk, median {statistics.median(lengths):.0f})")
-    medians = {name: statistics.median(runs) for name, runs in seconds.items()}
-    for name, runs in seconds.items():
-        print(f"{name:30s} median {medians[name]:6.2f} s  {len(texts) / medians[name]:7.1f} chunks/s  "
-              f"{tokens / medians[name]:8.0f} tokens/s   runs: {', '.join(f'{s:.2f}' for s in runs)}")
-    ratio = medians["sentence-transformers encode"] / medians["pgkb local backend"]
-    # Each repeat's two runs are back to back, so their ratio sees nearly the same load.
-    pairs = [st / pg for st, pg in zip(seconds["sentence-transformers encode"], seconds["pgkb local backend"])]
-    print(f"pgkb / sentence-transformers: {ratio:.2f}x of medians, {statistics.median(pairs):.2f}x median of "
-          f"repeats ({', '.join(f'{r:.2f}' for r in pairs)}); target >= 1.3x; "
+    for name, side in mixed["sides"].items():
+        print(f"{name:30s} median {side['median_seconds']:6.2f} s  {side['chunks_per_second']:7.1f} chunks/s  "
+              f"{side['tokens_per_second']:8.0f} tokens/s   runs: {', '.join(f'{s:.2f}' for s in side['seconds'])}")
+    pairs = mixed["ratio_per_repeat"]
+    print(f"pgkb / sentence-transformers: {mixed['ratio']:.2f}x of medians, {statistics.median(pairs):.2f}x median "
+          f"of repeats ({', '.join(f'{r:.2f}' for r in pairs)}); target >= 1.3x; "
           f"largest vector difference {difference:.1e}")
+
+    bands = []
+    for low, high in args.bands:
+        band_texts = chunk_texts(corpus_words(args.corpus), pgkb.count_tokens, args.band_chunks, low,
+                                 min(high, pgkb.max_text_tokens), seed=low)
+        band_contenders = {
+            "sentence-transformers encode": lambda: reference.encode(band_texts, normalize_embeddings=True),
+            "pgkb local backend": lambda: pgkb.embed_documents(band_texts),
+        }
+        band = compare(band_contenders, band_texts, [len(ids) for ids in pgkb.input_ids(band_texts)], args.repeats)
+        bands.append({"band": [low, high], **band})
+        print(f"chunks of {low}-{high} tokens: " + ", ".join(
+            f"{name} {side['tokens_per_second']:.0f} tokens/s" for name, side in band["sides"].items())
+            + f": {band['ratio']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "model": pgkb.space.model, "corpus": str(args.corpus), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "repeats": args.repeats, "load_average": [load_before, load_after],
+            "largest_vector_difference": difference, "mixed": mixed, "bands": bands,
+            "date": time.strftime("%Y-%m-%d"),
+        }, indent=2))
     return 0
 
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +116,7 @@ def save_model(folder: Path, shape: dict, tokenizer, device: str, dtype) -> int:
     return layer_parameters
 
 
-def bench_shape(name: str, args, words: list[str]) -> None:
+def bench_shape(name: str, args, words: list[str]) -> dict:
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -148,15 +150,22 @@ def bench_shape(name: str, args, words: list[str]) -> None:
     peak = args.peak_tflops or peak_tflops(device_name)
     print(f"\n{name}-shaped Qwen3 ({parameters / 1e6:,.0f} M layer parameters, {dtype}) on {device_name}: "
           f"{len(texts)} chunks, {tokens} tokens; mean cosine pgkb vs sentence-transformers {agreement:.4f}")
-    rates = {}
+    rates, sides = {}, {}
     for contender, runs in seconds.items():
         median = statistics.median(runs)
         rates[contender] = tokens / median
-        mfu = f"MFU {2 * parameters * tokens / median / (peak * 1e12):6.1%}" if peak else "MFU n/a (give --peak-tflops)"
+        utilisation = 2 * parameters * tokens / median / (peak * 1e12) if peak else None
+        mfu = f"MFU {utilisation:6.1%}" if peak else "MFU n/a (give --peak-tflops)"
         print(f"  {contender:30s} {rates[contender]:9.0f} tokens/s  {len(texts) / median:7.1f} chunks/s  {mfu}"
               f"   runs: {', '.join(f'{s:.2f}' for s in runs)} s")
-    print(f"  pgkb / sentence-transformers: {rates['pgkb local backend'] / rates['sentence-transformers encode']:.2f}x"
-          f" (targets: >= 1.5x, and >= 40% MFU for 4B)")
+        sides[contender] = {"seconds": runs, "tokens_per_second": rates[contender],
+                            "tokens_per_second_runs": [tokens / run for run in runs],
+                            "chunks_per_second": len(texts) / median, "mfu": utilisation}
+    ratio = rates["pgkb local backend"] / rates["sentence-transformers encode"]
+    print(f"  pgkb / sentence-transformers: {ratio:.2f}x (targets: >= 1.5x, and >= 40% MFU for 4B)")
+    return {"shape": name, "layer_parameters": parameters, "dtype": str(dtype), "device": device_name,
+            "peak_tflops": peak, "chunks": len(texts), "tokens": tokens, "mean_cosine": agreement,
+            "sides": sides, "ratio": ratio}
 
 
 def main() -> int:
@@ -171,6 +180,7 @@ def main() -> int:
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers' batch size")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, when its name is not known")
     parser.add_argument("--corpus", type=Path, help="a BEIR corpus.jsonl to take the text from")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     import torch
@@ -182,11 +192,18 @@ def main() -> int:
     words = corpus_words(args.corpus) if args.corpus else synthetic_words()
     print(f"torch {torch.__version__}, text from {args.corpus or 'generated words'}, "
           f"lengths {args.min_tokens}-{args.max_tokens} tokens, {args.repeats} alternating repeats")
+    shapes = []
     for name in args.shapes:
-        bench_shape(name, args, words)
+        shapes.append(bench_shape(name, args, words))
         if args.device.startswith("cuda"):
             gc.collect()  # this shape's two models, before the next shape's
             torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps({
+            "torch": torch.__version__, "text": str(args.corpus or "generated words"), "repeats": args.repeats,
+            "lengths": [args.min_tokens, args.max_tokens], "batch_tokens": args.batch_tokens,
+            "st_batch_size": args.st_batch_size, "shapes": shapes, "date": time.strftime("%Y-%m-%d"),
+        }, indent=2))
     return 0
 
 

@@ -3,6 +3,7 @@
     python -m bench.ingest_e2e --setup-peer        # once: LangChain's own virtualenv
     python -m bench.ingest_e2e                     # ../shared/corpus, one round, 1x and 4x
     python -m bench.ingest_e2e --limit 5 --scale 1,2 --json /tmp/e2e.json   # a smoke run
+    python -m bench.ingest_e2e --scale 1,2,4,8 --scale-files 16 --scale-peer  # the series on 16 files
 
 The corpus: the PDFs and DOCX of --corpus that open (bench/corpus.py), copied to a temporary
 folder; at 4x (--scale) the originals and three copies marked so that their content differs
@@ -22,6 +23,10 @@ The sides, each a subprocess on the same files:
   (langchain-postgres' default schema: no vector index).
 Then, right after pgkb's run, the same command again on the unchanged files (the re-run:
 target under 5% of the first run), and pgkb at each --scale (target: flat peak memory).
+The scale series is cut from the 1x corpus, whose side-by-side run is its 1x point; with
+--scale-files N it is cut from a sample of N of its files spread evenly over their sizes
+instead and runs its own 1x (so that 8x fits a time budget where 8x the whole corpus would
+not); with --scale-peer LangChain runs at every scale too.
 
 Wall time: from the subprocess's start to its exit, so interpreter start, imports and the
 model's load count for both. Peak memory: the largest sum of the resident set sizes of the
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=_scales, default=[1, 4],
                         help="corpus sizes for pgkb's memory figure, comma-separated copies (default 1,4)")
     parser.add_argument("--limit", type=int, help="only the first N readable files (a quick smoke run)")
+    parser.add_argument("--scale-files", type=int,
+                        help="the scale series on a sample of this many files, spread over their sizes "
+                             "(default: all)")
+    parser.add_argument("--scale-peer", action="store_true", help="LangChain at every scale too, not only at 1x")
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--setup-peer", action="store_true", help="create the peer's virtualenv and exit")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     peer_python = args.peer_venv / "bin" / "python"
     if not peer_python.exists():
         raise SystemExit(f"no peer at {peer_python}: run `python -m bench.ingest_e2e --setup-peer` first")
-    results = run(args.corpus, args.repeats, args.scale, args.limit, peer_python)
+    results = run(args.corpus, args.repeats, args.scale, args.limit, peer_python, args.scale_files, args.scale_peer)
     print_results(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -116,26 +125,35 @@ def setup_peer(venv: Path) -> None:
     make_venv(venv, [PEER_TORCH], [*PEER_PACKAGES, PEER_TORCH])
 
 
-def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_python: Path) -> dict:
-    """The side-by-side rounds at 1x, pgkb's re-runs, then pgkb at each larger scale."""
+def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_python: Path,
+        scale_files: int | None = None, scale_peer: bool = False) -> dict:
+    """The side-by-side rounds at 1x, pgkb's re-runs, then the scale series: pgkb (and
+    LangChain, with `scale_peer`) at each scale of the 1x corpus or of its `scale_files` sample."""
     from embedding.models import DEFAULT_MODEL, resolve_model_dir
 
     with tempfile.TemporaryDirectory(prefix="pgkb-ingest-e2e-") as tmp:
         folder = Path(tmp)
         folder.chmod(0o755)  # pgserver runs PostgreSQL as its own user when started by root
-        corpora = {}
-        for scale in sorted({1, *scales}):
-            corpora[scale] = build_corpus(corpus, folder / f"corpus-{scale}x", scale, limit)
-            print(f"corpus at {scale}x: {len(corpora[scale])} files", file=sys.stderr, flush=True)
-        if not corpora[1]:
+        corpus_1x = build_corpus(corpus, folder / "corpus-1x", 1, limit)
+        if not corpus_1x:
             raise SystemExit(f"no PDF or DOCX that opens under {corpus}")
+        print(f"corpus at 1x: {len(corpus_1x)} files", file=sys.stderr, flush=True)
+        # The series' corpora; its 1x point is the side-by-side run unless it has a sample of its own.
+        series_scales = sorted({1, *scales}) if scale_files else sorted(set(scales) - {1})
+        series = {}
+        for scale in series_scales:
+            path = folder / f"series-{scale}x"
+            series[scale] = (path, build_corpus(corpus, path, scale, limit, sample=scale_files))
+            print(f"scale series at {scale}x: {len(series[scale][1])} files", file=sys.stderr, flush=True)
         with embedded_server(folder / "db") as url:
             bench = Bench(url, resolve_model_dir(DEFAULT_MODEL), peer_python, folder)
-            rounds = side_by_side(bench, folder / "corpus-1x", corpora[1], repeats)
-            at_scale = {}
-            for scale in sorted(set(scales) - {1}):
-                at_scale[scale] = bench.pgkb(folder / f"corpus-{scale}x", corpora[scale], [])
-                print(f"pgkb at {scale}x done", file=sys.stderr, flush=True)
+            rounds = side_by_side(bench, folder / "corpus-1x", corpus_1x, repeats)
+            at_scale: dict[str, dict[int, Run]] = {"pgkb": {}, "langchain": {}}
+            for scale, (path, files) in series.items():
+                at_scale["pgkb"][scale] = bench.pgkb(path, files, [])
+                if scale_peer:
+                    at_scale["langchain"][scale] = bench.langchain(path, files)
+                print(f"scale series at {scale}x done", file=sys.stderr, flush=True)
             refused = bench.refused_network()
             peer_versions = bench.peer_versions
 
@@ -143,19 +161,28 @@ def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_p
     langchain_seconds = sides["langchain"]["seconds"]
     for side in sides.values():
         side["speedup_vs_langchain"] = langchain_seconds / side["seconds"]
-    by_scale = {1: sides["pgkb"], **{scale: asdict(r) for scale, r in at_scale.items()}}
-    memory = {str(scale): {"files": len(corpora[scale]), **{key: figures[key] for key in
-                           ("seconds", "peak_mib", "chunks", "distinct_chunks", "failed")}}
-              for scale, figures in sorted(by_scale.items())}
+
+    def by_scale(side: str) -> dict:
+        runs = {scale: asdict(r) for scale, r in at_scale[side].items()}
+        if not scale_files:
+            runs[1] = sides[side]
+        return {str(scale): {"files": figures["files"] + figures["failed"], **{key: figures[key] for key in
+                             ("seconds", "peak_mib", "chunks", "distinct_chunks", "failed")}}
+                for scale, figures in sorted(runs.items())}
+
+    sample = len(series[1][1]) if scale_files else len(corpus_1x)
     return {
-        "corpus": str(corpus), "limit": limit, "files": len(corpora[1]),
-        "pdf": sum(1 for f in corpora[1] if f.suffix.lower() == ".pdf"),
-        "docx": sum(1 for f in corpora[1] if f.suffix.lower() == ".docx"),
+        "corpus": str(corpus), "limit": limit, "files": len(corpus_1x),
+        "pdf": sum(1 for f in corpus_1x if f.suffix.lower() == ".pdf"),
+        "docx": sum(1 for f in corpus_1x if f.suffix.lower() == ".docx"),
         "repeats": repeats, "sides": sides,
         "ratio_pgkb_vs_langchain": sides["pgkb"]["speedup_vs_langchain"],
         "ratio_pgkb_no_pii_vs_langchain": sides["pgkb --no-pii"]["speedup_vs_langchain"],
         "rerun_share_of_first_run": sides["pgkb re-run"]["seconds"] / sides["pgkb"]["seconds"],
-        "pgkb_memory_by_scale": memory,
+        "scale_series_corpus": (f"a sample of {sample} of the {len(corpus_1x)} files, spread over their sizes, copied"
+                                if scale_files else "the 1x corpus, copied"),
+        "pgkb_memory_by_scale": by_scale("pgkb"),
+        **({"langchain_memory_by_scale": by_scale("langchain")} if scale_peer else {}),
         "network_attempts_refused": [line for line in refused.splitlines() if line.startswith("pid ")],
         "tesseract": shutil.which("tesseract") is not None,
         "peer_versions": peer_versions,
@@ -206,11 +233,14 @@ def print_results(results: dict) -> None:
           f"(target: >= 3x)")
     print(f"re-run on unchanged files: {100 * results['rerun_share_of_first_run']:.0f}% of the first run "
           "(target: < 5%)")
-    print("pgkb (defaults) by corpus size (target: flat peak memory):")
-    for scale, figures in results["pgkb_memory_by_scale"].items():
-        print(f"  {scale}x: {figures['files']} files, {figures['chunks']} chunks "
-              f"({figures['distinct_chunks']} distinct), {figures['seconds']:.1f} s, "
-              f"peak {figures['peak_mib']:.0f} MiB")
+    for side, name in (("pgkb", "pgkb (defaults)"), ("langchain", "LangChain")):
+        if f"{side}_memory_by_scale" not in results:
+            continue
+        print(f"{name} by corpus size, {results['scale_series_corpus']} (target: flat peak memory):")
+        for scale, figures in results[f"{side}_memory_by_scale"].items():
+            print(f"  {scale}x: {figures['files']} files, {figures['chunks']} chunks "
+                  f"({figures['distinct_chunks']} distinct), {figures['seconds']:.1f} s, "
+                  f"peak {figures['peak_mib']:.0f} MiB")
     tesseract = "Tesseract installed" if results["tesseract"] else "no Tesseract here"
     print("notes: wall time includes interpreter start, imports and model load on both sides; peak memory is the "
           "summed RSS of the process tree (pgkb's parser workers included), PostgreSQL's own excluded; "

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder searched for PDFs")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median reported)")
+    parser.add_argument("--limit", type=int, help="only the first N readable PDFs (a quick smoke run)")
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--setup-peer", action="store_true", help="create the peer's virtualenv and exit")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_peer:
         setup_peer(args.peer_venv)
         return 0
-    results = run(args.corpus, args.repeats, args.peer_venv / "bin" / "python")
+    results = run(args.corpus, args.repeats, args.peer_venv / "bin" / "python", args.limit)
     print_results(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -78,11 +79,14 @@ def setup_peer(venv: Path) -> None:
     make_venv(venv, PEER_PACKAGES, ["--no-deps", *PEER_NO_DEPS])
 
 
-def run(corpus: Path, repeats: int, peer_python: Path) -> dict:
-    """Interleaved rounds over the corpus's PDFs; per-round and median pages per second."""
+def run(corpus: Path, repeats: int, peer_python: Path, limit: int | None = None) -> dict:
+    """Interleaved rounds over the corpus's PDFs (the first `limit`, if given); per-round and
+    median pages per second."""
     if not peer_python.exists():
         raise SystemExit(f"no peer at {peer_python}: run `python -m bench.parsing --setup-peer` first")
-    pages = _readable_pdfs(corpus)
+    pages = dict(list(_readable_pdfs(corpus).items())[:limit])
+    if not pages:
+        raise SystemExit(f"no PDF that opens without a password under {corpus}")
     rounds: dict[str, list[dict]] = {"pgkb": [], "unstructured": []}
     for round_number in range(repeats):
         order = ["pgkb", "unstructured"] if round_number % 2 == 0 else ["unstructured", "pgkb"]

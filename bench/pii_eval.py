@@ -1,7 +1,7 @@
 """Personal data masking: precision and recall per entity type, and what it costs an ingest.
 
     python -m bench.pii_eval                      # the defaults below
-    python -m bench.pii_eval --synth PATH --examples DIR --corpus DIR [--corpus-files N]
+    python -m bench.pii_eval --synth PATH --examples DIR --corpus DIR [--corpus-files N] [--json FILE]
 
 1. presidio-synth-v2 (English, generated with Faker): EMAIL_ADDRESS, PHONE_NUMBER,
    CREDIT_CARD, IBAN_CODE, IP_ADDRESS, US_SSN.
@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.corpus import evenly_spread
 from ingest.parsers import parse
 from ingest.pii import Found, Masker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid, org_code_check_char, uscc_check_char
@@ -95,16 +96,29 @@ def _covered(start: int, end: int, spans: list[Found]) -> bool:
     return len(covered) == end - start
 
 
-def print_scores(title: str, scores: Scores, types: tuple[str, ...]) -> None:
+def score_table(scores: Scores, types: tuple[str, ...]) -> dict[str, dict]:
+    """Per entity type: gold values, recall, share masked by any type, precision, false positives
+    (None where there is nothing to divide by)."""
+    table = {}
+    for entity in types:
+        gold = scores.gold[entity]
+        predicted = scores.true_spans[entity] + scores.false_spans[entity]
+        table[entity] = {"gold": gold, "recall": scores.found[entity] / gold if gold else None,
+                         "masked": scores.masked[entity] / gold if gold else None,
+                         "precision": scores.true_spans[entity] / predicted if predicted else None,
+                         "false_positives": scores.false_spans[entity]}
+    return table
+
+
+def print_scores(title: str, table: dict[str, dict]) -> None:
+    def share(value: float | None) -> str:
+        return "nan" if value is None else f"{value:.3f}"
+
     print(f"\n{title}")
     print(f"  {'entity type':24s} {'gold':>5s} {'recall':>7s} {'masked':>7s} {'precision':>9s} {'false +':>7s}")
-    for entity in types:
-        gold, found = scores.gold[entity], scores.found[entity]
-        predicted = scores.true_spans[entity] + scores.false_spans[entity]
-        precision = scores.true_spans[entity] / predicted if predicted else float("nan")
-        print(f"  {entity:24s} {gold:5d} {found / gold if gold else float('nan'):7.3f} "
-              f"{scores.masked[entity] / gold if gold else float('nan'):7.3f} {precision:9.3f} "
-              f"{scores.false_spans[entity]:7d}")
+    for entity, row in table.items():
+        print(f"  {entity:24s} {row['gold']:5d} {share(row['recall']):>7s} {share(row['masked']):>7s} "
+              f"{share(row['precision']):>9s} {row['false_positives']:7d}")
 
 
 # -- 1. presidio-synth-v2 ------------------------------------------------------------------
@@ -254,13 +268,12 @@ class TimedMasker:
             self.seconds += time.perf_counter() - started
 
 
-def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, embedder, data_dir: Path) -> None:
+def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, embedder, data_dir: Path) -> dict:
     from ingest import ingest
 
     source = folder
-    if files:  # an evenly spread sample of the folder's files, linked into a folder of its own
-        every = [p for p in discover(folder) if p.suffix.lower() in MEDIA_TYPES]
-        chosen = every[:: max(len(every) // files, 1)][:files]
+    if files:  # a sample of the folder's files spread over their sizes, linked into a folder of its own
+        chosen = evenly_spread([p for p in discover(folder) if p.suffix.lower() in MEDIA_TYPES], files)
         source = Path(tempfile.mkdtemp(prefix="pgkb-pii-sample-"))
         for path in chosen:
             (source / path.relative_to(folder.resolve()).as_posix().replace("/", "_")).symlink_to(path)
@@ -282,6 +295,10 @@ def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, 
     ours, peer = timed.chars / timed.seconds, sum(map(len, texts)) / per_element
     print(f"  {label:10s} {report.count('ingested'):5d} {timed.chars:12,d} {report.seconds:9.1f} "
           f"{timed.seconds:8.2f} {timed.seconds / report.seconds:7.1%} {ours:12,.0f} {peer:14,.0f} {ours / peer:6.1f}x")
+    return {"folder": str(folder), "files": report.count("ingested"), "characters": timed.chars,
+            "ingest_seconds": report.seconds, "mask_seconds": timed.seconds,
+            "share_of_ingest": timed.seconds / report.seconds, "mask_chars_per_second": ours,
+            "per_element_chars_per_second": peer, "speedup_vs_per_element": ours / peer}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,10 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synth", type=Path, default=SHARED / "eval" / "pii" / "presidio-synth-v2.json")
     parser.add_argument("--examples", type=Path, default=ROOT / "examples")
     parser.add_argument("--corpus", type=Path, default=SHARED / "corpus")
-    parser.add_argument("--corpus-files", type=int, help="ingest an evenly spread sample of this many corpus files")
+    parser.add_argument("--corpus-files", type=int, help="ingest a sample of this many corpus files, spread over "
+                                                         "their sizes")
     parser.add_argument("--chinese-samples", type=int, default=600)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--skip-ingest", action="store_true", help="precision and recall only")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     masker = load_masker(Settings(collection="pii-bench"))
@@ -301,23 +320,28 @@ def main(argv: list[str] | None = None) -> None:
 
     synth = load_synth(args.synth)
     # One analyzer call per sample: each is a document of its own.
-    print_scores(f"presidio-synth-v2 ({len(synth)} samples, {args.synth})",
-                 score(synth, [masker.find([s.text])[0] for s in synth], SYNTH_TYPES), SYNTH_TYPES)
+    results: dict = {"synth": {"path": str(args.synth), "samples": len(synth), "types": score_table(
+        score(synth, [masker.find([s.text])[0] for s in synth], SYNTH_TYPES), SYNTH_TYPES)}}
+    print_scores(f"presidio-synth-v2 ({len(synth)} samples, {args.synth})", results["synth"]["types"])
     chinese = generate_chinese(args.chinese_samples, args.seed)
-    print_scores(f"generated Chinese set ({len(chinese)} samples, seed {args.seed})",
-                 score(chinese, [masker.find([s.text])[0] for s in chinese], CHINESE_TYPES), CHINESE_TYPES)
+    results["chinese"] = {"samples": len(chinese), "seed": args.seed, "types": score_table(
+        score(chinese, [masker.find([s.text])[0] for s in chinese], CHINESE_TYPES), CHINESE_TYPES)}
+    print_scores(f"generated Chinese set ({len(chinese)} samples, seed {args.seed})", results["chinese"]["types"])
 
-    if args.skip_ingest:
-        return
-    from embedding import load_embedder
+    if not args.skip_ingest:
+        from embedding import load_embedder
 
-    embedder = load_embedder()
-    print("\nmasking within ingest (real pipeline, embedded PostgreSQL, CPU)")
-    print(f"  {'folder':10s} {'files':>5s} {'characters':>12s} {'ingest s':>9s} {'mask s':>8s} {'share':>7s} "
-          f"{'mask chars/s':>12s} {'per-element c/s':>14s} {'speedup':>7s}")
-    with tempfile.TemporaryDirectory(prefix="pgkb-pii-bench-") as data_dir:
-        measure_ingest("examples", args.examples, None, masker, embedder, Path(data_dir))
-        measure_ingest("corpus", args.corpus, args.corpus_files, masker, embedder, Path(data_dir))
+        embedder = load_embedder()
+        print("\nmasking within ingest (real pipeline, embedded PostgreSQL, CPU)")
+        print(f"  {'folder':10s} {'files':>5s} {'characters':>12s} {'ingest s':>9s} {'mask s':>8s} {'share':>7s} "
+              f"{'mask chars/s':>12s} {'per-element c/s':>14s} {'speedup':>7s}")
+        with tempfile.TemporaryDirectory(prefix="pgkb-pii-bench-") as data_dir:
+            results["ingest"] = {
+                "examples": measure_ingest("examples", args.examples, None, masker, embedder, Path(data_dir)),
+                "corpus": measure_ingest("corpus", args.corpus, args.corpus_files, masker, embedder, Path(data_dir)),
+            }
+    if args.json:
+        args.json.write_text(json.dumps({**results, "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Retrieval quality on a BEIR-format set: nDCG@10 and recall@100 for vector, keyword and hybrid.
 
     python -m bench.retrieval_quality                       # ../shared/eval/retrieval/dbpedia
-    python -m bench.retrieval_quality --beir PATH --data-dir /tmp/pgkb-quality
+    python -m bench.retrieval_quality --beir PATH --data-dir /tmp/pgkb-quality --json FILE
 
 The corpus is chunked with pgkb's own chunker, embedded with the default model and written
 with pgkb's store (once per data directory: later runs reuse it). Queries run through
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--beir", type=Path, default=DEFAULT_SET)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/pgkb-quality"))
     parser.add_argument("--hnsw", action="store_true", help="use the HNSW index instead of exact search")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     corpus, queries, qrels = load_beir(args.beir)
@@ -122,6 +123,13 @@ def main() -> None:
     print(f"{'mode':28} {'nDCG@10':>8} {'recall@100':>11}")
     for name, (ndcg, recall) in results.items():
         print(f"{name:28} {ndcg:8.3f} {recall:11.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "set": str(args.beir), "documents": len(corpus), "queries": len(queries), "model": embedder.space.model,
+            "precision": settings.precision, "vector_search": "HNSW" if args.hnsw else "exact",
+            "modes": {name: {"ndcg_at_10": ndcg, "recall_at_100": recall} for name, (ndcg, recall) in results.items()},
+            "date": time.strftime("%Y-%m-%d"),
+        }, indent=2))
 
 
 if __name__ == "__main__":
