@@ -14,7 +14,8 @@ starts from empty tables (pgkb's schema is migrated once beforehand, so no run p
 The sides, each a subprocess on the same files:
 - pgkb: `python -m ingest CORPUS -c NAME --quiet` with DATABASE_URL set and default settings:
   the default model (all-MiniLM-L6-v2), PII masking on, OCR of pages without a text layer
-  when Tesseract is installed, an HNSW index and a full-text tsvector kept up during the load.
+  when Tesseract is installed, a full-text tsvector kept up during the load and an HNSW index
+  built once the rows are in (the collection starts empty: Store.bulk_load).
 - pgkb --no-pii: the same without masking, which the LangChain pipeline does not do: the
   like-for-like row.
 - LangChain (bench/peers/langchain_ingest.py, in its own virtualenv, --peer-venv):
@@ -245,8 +246,8 @@ def print_results(results: dict) -> None:
     print("notes: wall time includes interpreter start, imports and model load on both sides; peak memory is the "
           "summed RSS of the process tree (pgkb's parser workers included), PostgreSQL's own excluded; "
           f"pgkb OCRs pages without a text layer ({tesseract}), "
-          "PyMuPDFLoader does not; pgkb keeps an HNSW index and a tsvector up while loading, PGVector's default "
-          "schema has no vector index; chunks: pgkb up to the model's 256 tokens without overlap, LangChain "
+          "PyMuPDFLoader does not; pgkb ends with an HNSW index (built once the rows are in: the collection "
+          "starts empty) and keeps a tsvector up, PGVector's default schema has no vector index; chunks: pgkb up to the model's 256 tokens without overlap, LangChain "
           "1000 characters with 200 overlap; 'distinct': chunks of distinct text, pgkb embeds each once")
     refused = results["network_attempts_refused"]
     print(f"network attempts refused: {len(refused)}" + "".join(f"\n  {attempt}" for attempt in refused))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -56,16 +57,31 @@ def server_memory_settings(total_memory: int) -> dict[str, str]:
 
 
 def _size_to_machine(server, pgdata: Path) -> None:
-    """Write the memory settings into the data directory once; shared_buffers takes effect the
-    next time the server starts (it stops when the last process using it exits)."""
+    """Write the memory settings into the data directory once. Shared buffers take effect when
+    the server starts: at once if this process is its only user (a new data directory),
+    otherwise the next time (it stops when the last process using it exits)."""
     wanted = server_memory_settings(psutil.virtual_memory().total)
     current = (pgdata / "postgresql.auto.conf").read_text()
     if all(f"{name} = '{value}'" in current for name, value in wanted.items()):
         return
     server.psql("".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in wanted.items())
                 + "SELECT pg_reload_conf();\n")
-    log.info("embedded PostgreSQL sized to this machine (%s); shared buffers apply from its next start",
-             ", ".join(f"{name} {value}" for name, value in wanted.items()))
+    described = ", ".join(f"{name} {value}" for name, value in wanted.items())
+    from pgserver._commands import pg_ctl
+    from pgserver.postgres_server import PostgresServer, PostmasterInfo
+
+    with PostgresServer._lock:  # no other process attaches meanwhile
+        users = json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
+        if users != [os.getpid()]:
+            log.info("embedded PostgreSQL sized to this machine (%s); shared buffers apply from its next start",
+                     described)
+            return
+        # pg_ctl restart keeps the options of the last start (postmaster.opts); pgserver must
+        # learn the new postmaster, or it would not stop it when this process exits.
+        pg_ctl(["-w", "-l", str(pgdata / "log"), "restart", "-m", "fast"], pgdata=pgdata,
+               user=server.system_user, timeout=60)
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
+    log.info("embedded PostgreSQL sized to this machine (%s)", described)
 
 
 def _forget_dead_processes(pgdata: Path) -> None:
