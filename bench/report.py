@@ -29,7 +29,7 @@ HEADLINES = [
     "CPU embedding (all-MiniLM-L6-v2), tokens/s",
     "GPU embedding, Qwen3-Embedding-4B shape, tokens/s",
     "End-to-end ingest wall time, pgkb defaults (PII masking on)",
-    "Bulk load, rows/s, HNSW present during the load",
+    "Bulk load, rows/s, HNSW at the end",
     "Hybrid search latency p50, no filter",
     "Hybrid search nDCG@10, against the better single leg",
     "Masking share of ingest time, corpus",
