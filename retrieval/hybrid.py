@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    ARRAY, Boolean, ColumnElement, Float, Select, case, cast, column, func, literal, literal_column,
-    null, select, text, true, union_all,
+    ARRAY, Boolean, ColumnElement, Float, Select, bindparam, case, cast, column, func, literal,
+    literal_column, null, select, text, true, union_all,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY, array
 from sqlalchemy.ext.compiler import compiles
@@ -63,6 +63,8 @@ def search_statement(
     if query_vector is None and not has_keywords:
         raise ValueError("a search needs a query vector or keyword terms")
     terms = _query_terms(keyword_query, keyword_scan_budget) if has_keywords else None
+    if query_vector is not None:
+        query_vector = bindparam("query_vector", query_vector, type_=indexed_embedding(collection).type)
     legs = []
     if query_vector is not None:
         legs.append(_vector_leg(collection, query_vector, conditions, candidates))
@@ -70,14 +72,16 @@ def search_statement(
         legs.append(_keyword_leg(collection, terms, conditions, candidates))
     scored = _score_candidates(collection, legs, terms, query_vector)
     ranked = _rank(scored)
+    vector_weight = bindparam("vector_weight", weights.vector, type_=Float)
+    keyword_weight = bindparam("keyword_weight", weights.keyword, type_=Float)
 
     if fusion == "rrf":
-        fused = sum((func.coalesce(literal(w) / (RRF_K + rank), 0.0) for w, rank in
-                     ((weights.vector, ranked.c.vector_rank), (weights.keyword, ranked.c.keyword_rank))),
+        fused = sum((func.coalesce(w / (RRF_K + rank), 0.0) for w, rank in
+                     ((vector_weight, ranked.c.vector_rank), (keyword_weight, ranked.c.keyword_rank))),
                     start=literal(0.0))
     else:
         vector_part = ranked.c.vector_score if query_vector is not None else literal(0.0)
-        fused = weights.vector * vector_part + weights.keyword * ranked.c.coverage * ranked.c.coverage
+        fused = vector_weight * vector_part + keyword_weight * ranked.c.coverage * ranked.c.coverage
     snippet = (
         case((ranked.c.keyword_rank.is_not(None),
               func.ts_headline("english", chunks.c.text, terms.c.query, HEADLINE_OPTIONS)), else_=null())
@@ -104,6 +108,30 @@ def search_statement(
     return statement.order_by(*order).limit(k)
 
 
+def statement_shape(collection: Collection, *, has_vector: bool, keyword_query: KeywordQuery | None,
+                    k: int, candidates: int, fusion: str, group_by_document: bool,
+                    keyword_scan_budget: int | None) -> tuple:
+    """What decides a search statement's SQL when it has no filters: two searches of the same
+    shape run one statement (built once) with their own search_parameters."""
+    terms = (tuple((t.function, t.config) for t in group) for group in (
+        keyword_query.required, keyword_query.optional, keyword_query.excluded)) if keyword_query else ()
+    return (collection.id, has_vector, tuple(terms), k, candidates, fusion, group_by_document,
+            keyword_scan_budget is None)
+
+
+def search_parameters(*, query_vector: list[float] | None, keyword_query: KeywordQuery | None,
+                      weights: LegWeights, keyword_scan_budget: int | None) -> dict:
+    """The values of a search statement's named parameters."""
+    values = {"vector_weight": weights.vector, "keyword_weight": weights.keyword}
+    if query_vector is not None:
+        values["query_vector"] = query_vector
+    if keyword_query is not None:
+        values.update({f"term_{i}": t.text for i, t in enumerate(keyword_query.terms)})
+        values.update(configs=[t.config for t in keyword_query.optional],
+                      texts=[t.text for t in keyword_query.optional], scan_budget=keyword_scan_budget)
+    return values
+
+
 def _scope(collection: Collection, conditions: list[ColumnElement]) -> list[ColumnElement]:
     # The collection id as a literal (an int, so safe): the partial HNSW index's predicate must
     # be provable at plan time.
@@ -124,8 +152,10 @@ def _query_terms(keyword_query: KeywordQuery, scan_budget: int | None) -> CTE:
     and always for the rarest; the common ones still count in every candidate's rank and
     coverage. (A chunk holding only common words of the query is a weak keyword match anyway.)
     """
-    required, alternatives, excluded = ([t.tsquery() for t in terms] for terms in (
-        keyword_query.required, keyword_query.optional, keyword_query.excluded))
+    named = iter(range(len(keyword_query.terms)))  # every text a named parameter (search_parameters)
+    required, alternatives, excluded = ([t.tsquery(bindparam(f"term_{next(named)}", t.text)) for t in terms]
+                                        for terms in (keyword_query.required, keyword_query.optional,
+                                                      keyword_query.excluded))
     query = KeywordQuery.combine(required, alternatives, excluded)
     columns = [query.label("query"), array(required + alternatives, type_=TSQUERY).label("terms")]
     if len(alternatives) < 2 or scan_budget is None:

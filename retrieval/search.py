@@ -16,7 +16,9 @@ from store import Settings, Store
 from store.fulltext import parse_query
 
 from .filters import compile_filters
-from .hybrid import Explain, LegWeights, estimate_statement, search_statement
+from .hybrid import (
+    Explain, LegWeights, estimate_statement, search_parameters, search_statement, statement_shape,
+)
 
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES = ("hybrid", "vector", "keyword")
@@ -78,6 +80,7 @@ class KnowledgeBase:
         # Queries are embedded into the collection's own space: its model, dims and instruction.
         self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
                                                 **self.settings.embedder_options())
+        self._statements: dict[tuple, object] = {}  # search statements by shape (hybrid.statement_shape)
 
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -101,17 +104,26 @@ class KnowledgeBase:
         keyword_query = parse_query(query) if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
-        statement = search_statement(
-            self.collection, query_vector=query_vector, keyword_query=keyword_query,
-            conditions=conditions, k=k, candidates=candidates,
-            weights=weights or self.default_weights(query, fusion), fusion=fusion,
-            group_by_document=group_by == "document",
-            keyword_scan_budget=self.keyword_scan_budget if mode == "hybrid" else None,
-        )
-        rows, exact = self._execute(statement, query_vector is not None, conditions, candidates, exact)
+        weights = weights or self.default_weights(query, fusion)
+        scan_budget = self.keyword_scan_budget if mode == "hybrid" else None
+        shape = dict(k=k, candidates=candidates, fusion=fusion, group_by_document=group_by == "document",
+                     keyword_scan_budget=scan_budget)
+        parameters = search_parameters(query_vector=query_vector, keyword_query=keyword_query,
+                                       weights=weights, keyword_scan_budget=scan_budget)
+        # Building the statement costs more than PostgreSQL's planning of it: without filters
+        # (whose values are in the statement), one statement per shape serves every query.
+        key = None if conditions else statement_shape(
+            self.collection, has_vector=query_vector is not None, keyword_query=keyword_query, **shape)
+        statement = self._statements.get(key) if key else None
+        if statement is None:
+            statement = search_statement(self.collection, query_vector=query_vector, keyword_query=keyword_query,
+                                         conditions=conditions, weights=weights, **shape)
+            if key:
+                self._statements[key] = statement
+        rows, exact = self._execute(statement, parameters, query_vector is not None, conditions, candidates, exact)
         if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):
             # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
-            rows, _ = self._execute(statement, True, conditions, candidates, True)
+            rows, _ = self._execute(statement, parameters, True, conditions, candidates, True)
         cjk_words = [w for t in keyword_query.optional + keyword_query.required if t.config == "simple"
                      for w in t.text.split()] if keyword_query else []
         return [_hit(row, mode, cjk_words) for row in rows]
@@ -121,7 +133,7 @@ class KnowledgeBase:
         return LegWeights(vector=self.embedder.known_share(query),
                           keyword=KEYWORD_WEIGHT if fusion == "score" else 1.0)
 
-    def _execute(self, statement, has_vector_leg: bool, conditions: list, candidates: int,
+    def _execute(self, statement, parameters: dict, has_vector_leg: bool, conditions: list, candidates: int,
                  exact: bool | None) -> tuple[list, bool]:
         """Run the search statement; returns its rows and whether the vector scan was exact.
 
@@ -130,7 +142,7 @@ class KnowledgeBase:
         with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if has_vector_leg:
                 exact = self._prepare_vector_scan(conn, conditions, candidates, exact)
-            return conn.execute(statement).all(), bool(exact)
+            return conn.execute(statement, parameters).all(), bool(exact)
 
     def _prepare_vector_scan(self, conn: Connection, conditions: list, candidates: int,
                              exact: bool | None) -> bool:

@@ -59,8 +59,10 @@ class Term:
     config: str    # "english" or "simple"
     text: str
 
-    def tsquery(self) -> ColumnElement:
-        return getattr(func, self.function)(literal_column(f"'{self.config}'::regconfig"), self.text)
+    def tsquery(self, text: ColumnElement | None = None) -> ColumnElement:
+        """The term as a tsquery; `text` stands for its text (a named parameter, say)."""
+        return getattr(func, self.function)(literal_column(f"'{self.config}'::regconfig"),
+                                            self.text if text is None else text)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class KeywordQuery:
     required: tuple[Term, ...] = ()
     optional: tuple[Term, ...] = ()
     excluded: tuple[Term, ...] = ()
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        """Required, then optional, then excluded terms."""
+        return self.required + self.optional + self.excluded
 
     @property
     def empty(self) -> bool:

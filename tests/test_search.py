@@ -99,6 +99,15 @@ def test_filters_apply_inside_both_legs(kb):
     assert kb.search("payment", filters={"metadata.reviewed": {"exists": True}}) == []
 
 
+def test_searches_of_one_shape_share_a_statement_but_not_its_values(kb, settings):
+    kb.search("late payment interest")  # three English words: the statement of that shape is built
+    reused = kb.search("paid public holidays")  # the same shape, run with its own values
+    with KnowledgeBase(settings) as fresh:
+        built = fresh.search("paid public holidays")
+    assert [(h.chunk_id, round(h.score, 6)) for h in reused] == [(h.chunk_id, round(h.score, 6)) for h in built]
+    assert reused[0].document_key == "handbook.txt"
+
+
 def test_a_filter_value_is_only_a_value_and_bad_filters_say_why(kb):
     assert kb.search("payment", filters={"source": "'; DROP TABLE chunks; --"}) == []
     with kb.store.engine.connect() as conn:
