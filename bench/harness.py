@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -209,13 +208,7 @@ def venv_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str | No
 
 
 def pgkb_versions() -> dict[str, str | None]:
-    versions = {}
-    for package in PGKB_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    return venv_versions(Path(sys.executable), PGKB_PACKAGES)
 
 
 def run_benchmark(benchmark: Benchmark, plan: Plan, log_dir: Path) -> RunRecord:

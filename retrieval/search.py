@@ -30,6 +30,8 @@ KEYWORD_WEIGHT = 0.1
 # In hybrid searches, the keyword leg scans for the query's rarer words while their estimated
 # matches stay within this many chunks (ranking costs about 1.5 microseconds a chunk); see hybrid.py.
 KEYWORD_SCAN_BUDGET = 2000
+# Unfiltered search statements kept for reuse, by shape (see search()).
+MAX_STATEMENTS = 256
 # pgvector's largest useful ef_search; a filter letting fewer chunks through than this
 # many candidates' worth is searched exactly instead (on servers without iterative scans).
 # The smallest is the collection's own (Collection.min_ef_search).
@@ -119,6 +121,8 @@ class KnowledgeBase:
             statement = search_statement(self.collection, query_vector=query_vector, keyword_query=keyword_query,
                                          conditions=conditions, weights=weights, **shape)
             if key:
+                if len(self._statements) >= MAX_STATEMENTS:  # a long-lived service sees many shapes
+                    self._statements.clear()
                 self._statements[key] = statement
         rows, exact = self._execute(statement, parameters, query_vector is not None, conditions, candidates, exact)
         if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):
