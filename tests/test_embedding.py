@@ -65,6 +65,15 @@ def test_token_counts_leave_room_for_special_tokens(embedder):
     assert embedder.count_tokens(["hello world"]) == [2]
 
 
+def test_token_counts_are_the_tokenizers_own_and_never_truncated(embedder, qwen3):
+    long = "the tenant shall pay the rent on the first day of each month. " * 80  # > 256 tokens
+    for model in (embedder, qwen3):
+        model.input_ids([long])  # leaves the tokenizer set to truncate, as embedding does
+        texts = [long, "hello world", "违约责任由乙方承担。", ""]
+        expected = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        assert model.count_tokens(texts) == expected and expected[0] > 256  # MiniLM would have cut it
+
+
 def test_an_absent_model_is_reported_without_downloading():
     from embedding import ModelNotFound
 
