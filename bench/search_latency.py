@@ -569,7 +569,7 @@ def vector_leg(kb, query: str, where: dict | None, ef_search: int, force_index: 
 
     statement = search_statement(
         kb.collection, query_vector=kb.embedder.embed_queries([query])[0].tolist(), keyword_query=None,
-        conditions=compile_filters(where), k=K, candidates=max(100, K), weights=LegWeights(),
+        conditions=compile_filters(where).conditions, k=K, candidates=max(100, K), weights=LegWeights(),
     )
     with kb.store.engine.begin() as conn:
         conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))

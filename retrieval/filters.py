@@ -13,15 +13,22 @@
 Keys: source (= key, the path relative to the ingested folder), path, title, media_type, page,
 section, modified, ingested, metadata.NAME. Several keys, or several operators on one key,
 must all hold. An SQLAlchemy expression on store.tables.chunks/documents is accepted as is.
+
+Every value of a dict filter is a named parameter (filter_0, filter_1...): two filters that
+differ only in their values compile to the same SQL, so a search statement built for one
+serves the other with its own values (Filters.shape, Filters.values).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.types import Text
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, case, func, literal_column, or_
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.visitors import iterate
+from sqlalchemy.types import Float, Text
 
 from store.tables import chunks, document_metadata, documents
 
@@ -43,18 +50,42 @@ _OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte", "contains", "exists"}
 _RANGE = {"gt", "gte", "lt", "lte"}
 
 
-def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> list[ColumnElement]:
+@dataclass(frozen=True)
+class Filters:
+    """A filter compiled: its SQL conditions, and what a statement built from them needs."""
+
+    conditions: list[ColumnElement] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)  # the conditions' parameters, by name
+    # The conditions' SQL, values left out: filters of one shape can share a statement. None
+    # when the conditions hold values of their own (a ready SQLAlchemy expression).
+    shape: str | None = ""
+
+
+def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
     """SQL conditions for `filters`, which may also be a ready SQLAlchemy expression."""
     if filters is None:
-        return []
+        return Filters()
     if isinstance(filters, ColumnElement):
-        return [filters]
+        return Filters([filters], shape=None)
     if not isinstance(filters, dict):
         raise FilterError(f"filters must be a dict or an SQLAlchemy expression, not {type(filters).__name__}")
-    return [_condition(key, spec) for key, spec in filters.items()]
+    values = _Values()
+    conditions = [_condition(key, spec, values) for key, spec in filters.items()]
+    everything_named = all(p.key in values for c in conditions for p in iterate(c) if isinstance(p, BindParameter))
+    shape = str(and_(*conditions).compile(dialect=postgresql.dialect())) if everything_named else None
+    return Filters(conditions, dict(values), shape)
 
 
-def _condition(key: str, spec: Any) -> ColumnElement:
+class _Values(dict):
+    """A filter's values, each made a named parameter as it is bound."""
+
+    def bind(self, value: Any, type_=None, expanding: bool = False) -> BindParameter:
+        name = f"filter_{len(self)}"
+        self[name] = value
+        return bindparam(name, value, type_=type_, expanding=expanding)
+
+
+def _condition(key: str, spec: Any, values: _Values) -> ColumnElement:
     ops = spec if isinstance(spec, dict) else {"eq": spec}
     unknown = set(ops) - _OPERATORS
     if unknown:
@@ -65,74 +96,77 @@ def _condition(key: str, spec: Any) -> ColumnElement:
         raise FilterError(f"filter {key!r}: 'in' takes a list, not {ops['in']!r}")
     if not ops:
         raise FilterError(f"filter {key!r}: no operator given")
-    return and_(*(_compare(key, op, value) for op, value in ops.items()))
+    return and_(*(_compare(key, op, value, values) for op, value in ops.items()))
 
 
-def _compare(key: str, op: str, value: Any) -> ColumnElement:
+def _compare(key: str, op: str, value: Any, values: _Values) -> ColumnElement:
     if key == "page":
-        return _page(op, value)
+        return _page(op, value, values)
     if key == "section":
-        return _section(op, value)
+        return _section(op, value, values)
     if key.startswith("metadata.") and len(key) > len("metadata."):
-        return _metadata(key.removeprefix("metadata."), op, value)
+        return _metadata(key.removeprefix("metadata."), op, value, values)
     if key not in _COLUMNS:
         raise FilterError(
             f"unknown filter key {key!r} (known: {', '.join(sorted(_COLUMNS))}, page, section, metadata.NAME)"
         )
     column = _COLUMNS[key]
     if op == "eq":
-        return column == value
+        return column == values.bind(value, column.type)
     if op == "in":
-        return column.in_(value)
+        return column.in_(values.bind(list(value), column.type, expanding=True))
     if op in _RANGE:
-        return _range(column, op, value)
+        return _range(column, op, values.bind(value, column.type))
     raise FilterError(f"filter {key!r} takes eq, in, gt, gte, lt or lte, not {op!r}")
 
 
-def _page(op: str, value: Any) -> ColumnElement:
+def _page(op: str, value: Any, values: _Values) -> ColumnElement:
     """A chunk is on page p when p falls within its page range."""
     start, end = chunks.c.page_start, chunks.c.page_end
     if op == "eq":
-        return and_(start <= value, end >= value)
+        page = values.bind(value, start.type)
+        return and_(start <= page, end >= page)
     if op == "in":
-        return or_(*[and_(start <= v, end >= v) for v in value])
+        pages = [values.bind(v, start.type) for v in value]
+        return or_(*[and_(start <= page, end >= page) for page in pages])
     if op in ("gt", "gte"):
-        return _range(end, op, value)
+        return _range(end, op, values.bind(value, end.type))
     if op in ("lt", "lte"):
-        return _range(start, op, value)
+        return _range(start, op, values.bind(value, start.type))
     raise FilterError(f"filter 'page' takes eq, in, gt, gte, lt or lte, not {op!r}")
 
 
-def _section(op: str, value: Any) -> ColumnElement:
+def _section(op: str, value: Any, values: _Values) -> ColumnElement:
     if op == "eq":
-        return chunks.c.section_path.any(value)
+        return chunks.c.section_path.any(values.bind(value, Text()))
     if op == "in":
-        return chunks.c.section_path.overlap(literal(list(value), ARRAY(Text)))
+        return chunks.c.section_path.overlap(values.bind(list(value), ARRAY(Text)))
     if op == "contains":
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return chunks.c.section_path.contains(literal(values, ARRAY(Text)))
+        headings = list(value) if isinstance(value, (list, tuple)) else [value]
+        return chunks.c.section_path.contains(values.bind(headings, ARRAY(Text)))
     raise FilterError(f"filter 'section' takes eq, in or contains, not {op!r}")
 
 
-def _metadata(name: str, op: str, value: Any) -> ColumnElement:
+def _metadata(name: str, op: str, value: Any, values: _Values) -> ColumnElement:
     merged = document_metadata()
-    field = merged[name]
     if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
-        return merged.contains({name: value})
+        return merged.contains(values.bind({name: value}, JSONB))
     if op == "in":
-        return or_(*[merged.contains({name: v}) for v in value])
+        return or_(*[merged.contains(values.bind({name: v}, JSONB)) for v in value])
     if op == "contains":
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return merged.contains({name: values})
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        return merged.contains(values.bind({name: items}, JSONB))
     if op == "exists":
-        present = merged.has_key(name)
+        present = merged.has_key(values.bind(name, Text()))
         return present if value else ~present
+    field = merged[values.bind(name, Text())]
     # Ranges compare numbers as numbers (other JSON types never match) and anything else
     # (ISO dates...) as text.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _range(case((func.jsonb_typeof(field) == "number", field.as_float())), op, value)
-    return _range(field.astext, op, str(value))
+        number = case((func.jsonb_typeof(field) == literal_column("'number'"), field.as_float()))
+        return _range(number, op, values.bind(value, Float()))
+    return _range(field.astext, op, values.bind(str(value), Text()))
 
 
-def _range(column, op: str, value: Any) -> ColumnElement:
+def _range(column, op: str, value: BindParameter) -> ColumnElement:
     return {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]

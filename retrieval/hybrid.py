@@ -110,13 +110,13 @@ def search_statement(
 
 def statement_shape(collection: Collection, *, has_vector: bool, keyword_query: KeywordQuery | None,
                     k: int, candidates: int, fusion: str, group_by_document: bool,
-                    keyword_scan_budget: int | None) -> tuple:
-    """What decides a search statement's SQL when it has no filters: two searches of the same
-    shape run one statement (built once) with their own search_parameters."""
+                    keyword_scan_budget: int | None, filters: str = "") -> tuple:
+    """What decides a search statement's SQL (filters: retrieval.filters.Filters.shape): two
+    searches of the same shape run one statement (built once) with their own parameters."""
     terms = (tuple((t.function, t.config) for t in group) for group in (
         keyword_query.required, keyword_query.optional, keyword_query.excluded)) if keyword_query else ()
     return (collection.id, has_vector, tuple(terms), k, candidates, fusion, group_by_document,
-            keyword_scan_budget is None)
+            keyword_scan_budget is None, filters)
 
 
 def search_parameters(*, query_vector: list[float] | None, keyword_query: KeywordQuery | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +37,9 @@ MAX_STATEMENTS = 256
 # many candidates' worth is searched exactly instead (on servers without iterative scans).
 # The smallest is the collection's own (Collection.min_ef_search).
 MAX_EF_SEARCH = 1000
+# The collection's estimated size, which filtered searches weigh their filter's against, is
+# asked again after this many seconds (an ingest may have grown it meanwhile).
+SIZE_ESTIMATE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class KnowledgeBase:
         self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
                                                 **self.settings.embedder_options())
         self._statements: dict[tuple, object] = {}  # search statements by shape (hybrid.statement_shape)
+        self._size_estimate: tuple[float, float] | None = None  # (chunks, time.monotonic() when asked)
 
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -102,7 +107,8 @@ class KnowledgeBase:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if group_by not in (None, "document"):
             raise ValueError(f"group_by takes 'document' or None, not {group_by!r}")
-        conditions = compile_filters(filters)
+        compiled = compile_filters(filters)
+        conditions = compiled.conditions
         keyword_query = parse_query(query) if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
@@ -110,12 +116,13 @@ class KnowledgeBase:
         scan_budget = self.keyword_scan_budget if mode == "hybrid" else None
         shape = dict(k=k, candidates=candidates, fusion=fusion, group_by_document=group_by == "document",
                      keyword_scan_budget=scan_budget)
-        parameters = search_parameters(query_vector=query_vector, keyword_query=keyword_query,
-                                       weights=weights, keyword_scan_budget=scan_budget)
-        # Building the statement costs more than PostgreSQL's planning of it: without filters
-        # (whose values are in the statement), one statement per shape serves every query.
-        key = None if conditions else statement_shape(
-            self.collection, has_vector=query_vector is not None, keyword_query=keyword_query, **shape)
+        parameters = {**search_parameters(query_vector=query_vector, keyword_query=keyword_query,
+                                          weights=weights, keyword_scan_budget=scan_budget), **compiled.values}
+        # Building the statement costs more than PostgreSQL's planning of it: one statement per
+        # shape (filters' included) serves every query, each with its own parameters.
+        key = None if compiled.shape is None else statement_shape(
+            self.collection, has_vector=query_vector is not None, keyword_query=keyword_query,
+            filters=compiled.shape, **shape)
         statement = self._statements.get(key) if key else None
         if statement is None:
             statement = search_statement(self.collection, query_vector=query_vector, keyword_query=keyword_query,
@@ -175,7 +182,9 @@ class KnowledgeBase:
             plan = json.loads(plan) if isinstance(plan, str) else plan
             return float(plan[0]["Plan"]["Plan Rows"])
 
-        return estimated_rows(conditions) / max(estimated_rows([]), 1.0)
+        if self._size_estimate is None or time.monotonic() - self._size_estimate[1] > SIZE_ESTIMATE_SECONDS:
+            self._size_estimate = (estimated_rows([]), time.monotonic())
+        return estimated_rows(conditions) / max(self._size_estimate[0], 1.0)
 
     def close(self) -> None:
         self.store.close()

@@ -108,6 +108,22 @@ def test_searches_of_one_shape_share_a_statement_but_not_its_values(kb, settings
     assert reused[0].document_key == "handbook.txt"
 
 
+def test_filtered_searches_of_one_shape_share_a_statement_but_each_keeps_its_values(kb, settings):
+    searches = [("payment", {"metadata.department": "hr"}), ("payment", {"metadata.department": "legal"}),
+                ("payment", {"source": {"in": ["handbook.txt"]}}),
+                ("payment", {"source": {"in": ["contract-en.txt", "contract-zh.txt"]}}),
+                ("payment", {"metadata.tags": {"exists": True}}), ("payment", {"metadata.tags": {"exists": False}}),
+                ("payment", {"page": {"in": [1]}}), ("payment", {"page": {"in": [2, 3]}})]
+    reused = [kb.search(query, filters=where) for query, where in searches]
+    for (query, where), hits in zip(searches, reused):
+        with KnowledgeBase(settings) as fresh:  # each statement built for its own filter
+            built = fresh.search(query, filters=where)
+        assert [(h.chunk_id, round(h.score, 6)) for h in hits] == [(h.chunk_id, round(h.score, 6)) for h in built]
+    assert {h.document_key for h in reused[0]} == {"handbook.txt"}
+    assert {h.document_key for h in reused[1]} == {"contract-en.txt", "contract-zh.txt"}
+    assert reused[4] and reused[5] == [] and reused[6] and reused[7] == []
+
+
 def test_a_filter_value_is_only_a_value_and_bad_filters_say_why(kb):
     assert kb.search("payment", filters={"source": "'; DROP TABLE chunks; --"}) == []
     with kb.store.engine.connect() as conn:
