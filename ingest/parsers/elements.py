@@ -25,6 +25,19 @@ def table(rows: list[list[str]], page_number: int | None) -> Table:
     )
 
 
+def reduce_metadata(metadata: ElementMetadata) -> tuple:
+    """How a worker pickles ElementMetadata: its fields as one dict. Unpickled the ordinary
+    way, each object runs ElementMetadata.__getattr__, which makes loading a parsed document
+    cost about as much as parsing it."""
+    return _restore_metadata, (metadata.__dict__,)
+
+
+def _restore_metadata(fields: dict) -> ElementMetadata:
+    metadata = ElementMetadata.__new__(ElementMetadata)
+    metadata.__dict__.update(fields)
+    return metadata
+
+
 def rows_to_html(rows: list[list[str]]) -> str:
     def row_html(row: list[str], tag: str) -> str:
         return "<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>"

@@ -218,7 +218,7 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space) -> list[_Table]:
     outlines = [block["bbox"] for block in content["blocks"] if block["type"] == 3]
-    if not pdf_tables.may_hold_table(*pdf_tables.rules_from_outlines(outlines)):
+    if not pdf_tables.outlines_may_hold_table(outlines):
         return []  # not even the outlines of the page's drawings could make a grid
     horizontal, vertical = pdf_tables.rules(page.get_cdrawings())
     if not pdf_tables.may_hold_table(horizontal, vertical):

@@ -57,17 +57,20 @@ def rules(drawings: list[dict]) -> tuple[list[_Rule], list[_Rule]]:
     return _merged(horizontal), _merged(vertical)
 
 
-def rules_from_outlines(boxes: list[Box]) -> tuple[list[_Rule], list[_Rule]]:
-    """Rules as far as the bounding boxes of drawn paths tell (a box for each path, which the
-    text extraction gives at no cost): enough to rule out a table, not to read one."""
-    horizontal, vertical = [], []
+def outlines_may_hold_table(boxes: list[Box]) -> bool:
+    """Whether the bounding boxes of the page's drawn paths (a box for each path, which the
+    text extraction gives at no cost) could make a grid: enough to rule out a table, not to
+    read one. Counts the rules they could be, as rules() would find them."""
+    horizontal = vertical = 0
     for x0, y0, x1, y1 in boxes:
-        if y1 - y0 <= SNAP or x1 - x0 <= SNAP:
-            _add(horizontal, vertical, x0, y0, x1, y1)
-        else:
-            for side in ((x0, y0, x1, y0), (x0, y1, x1, y1), (x0, y0, x0, y1), (x1, y0, x1, y1)):
-                _add(horizontal, vertical, *side)
-    return horizontal, vertical
+        width, height = x1 - x0, y1 - y0
+        if height <= SNAP or width <= SNAP:  # a line
+            horizontal += height <= SNAP and width >= MIN_RULE
+            vertical += width <= SNAP and height >= MIN_RULE
+        else:  # a box: two sides of each
+            horizontal += 2 * (width >= MIN_RULE)
+            vertical += 2 * (height >= MIN_RULE)
+    return horizontal >= 2 and vertical >= 2 and horizontal + vertical <= MAX_RULES
 
 
 def _add(horizontal: list[_Rule], vertical: list[_Rule], x0: float, y0: float, x1: float, y1: float) -> None:

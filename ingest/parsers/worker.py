@@ -15,10 +15,14 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+
+from unstructured.documents.elements import ElementMetadata
 
 from ingest.heap import release_freed_memory
 from ingest.parsers import ParseError, parse
+from ingest.parsers.elements import reduce_metadata
 
 
 def serve(connection: Connection, memory_mb: int) -> None:
@@ -28,6 +32,7 @@ def serve(connection: Connection, memory_mb: int) -> None:
     # and a worker must finish the file it was given.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    ForkingPickler.register(ElementMetadata, reduce_metadata)  # what Connection.send pickles with
     options = connection.recv()
     while True:
         try:
