@@ -31,6 +31,7 @@ HEADLINES = [
     "End-to-end ingest wall time, pgkb defaults (PII masking on)",
     "Bulk load, rows/s, HNSW at the end",
     "Hybrid search latency p50, no filter",
+    "Hybrid search latency p50, 1% filter",
     "Hybrid search nDCG@10, against the better single leg",
     "Masking share of ingest time, corpus",
 ]
