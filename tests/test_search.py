@@ -124,6 +124,22 @@ def test_filtered_searches_of_one_shape_share_a_statement_but_each_keeps_its_val
     assert reused[4] and reused[5] == [] and reused[6] and reused[7] == []
 
 
+def test_every_operator_binds_its_values_with_the_right_types(kb):
+    def documents_found(where):
+        return {h.document_key for h in kb.search("payment holiday contract", k=10, filters=where)}
+
+    everything = {"contract-zh.txt", "contract-en.txt", "handbook.txt"}
+    assert documents_found({"ingested": {"gte": "2020-01-01"}}) == everything
+    assert documents_found({"ingested": {"lt": "2020-01-01T00:00:00"}}) == set()
+    assert documents_found({"section": "Contract"}) == everything
+    assert documents_found({"section": {"in": ["Annex", "Contract"]}}) == everything
+    assert documents_found({"section": {"contains": ["Contract", "Annex"]}}) == set()
+    assert documents_found({"metadata.department": {"gte": "i"}}) == {"contract-zh.txt", "contract-en.txt"}
+    assert documents_found({"metadata.department": {"gt": 3}}) == set()  # a number never matches text
+    assert documents_found({"source": {"in": []}}) == set()
+    assert documents_found({"title": "handbook.txt", "page": {"lte": 1}}) == {"handbook.txt"}
+
+
 def test_a_filter_value_is_only_a_value_and_bad_filters_say_why(kb):
     assert kb.search("payment", filters={"source": "'; DROP TABLE chunks; --"}) == []
     with kb.store.engine.connect() as conn:
