@@ -70,7 +70,7 @@ def outlines_may_hold_table(boxes: list[Box]) -> bool:
         else:  # a box: two sides of each
             horizontal += 2 * (width >= MIN_RULE)
             vertical += 2 * (height >= MIN_RULE)
-    return horizontal >= 2 and vertical >= 2 and horizontal + vertical <= MAX_RULES
+    return _enough_rules(horizontal, vertical)
 
 
 def _add(horizontal: list[_Rule], vertical: list[_Rule], x0: float, y0: float, x1: float, y1: float) -> None:
@@ -93,7 +93,12 @@ def _merged(found: list[_Rule]) -> list[_Rule]:
 
 
 def may_hold_table(horizontal: list[_Rule], vertical: list[_Rule]) -> bool:
-    return len(horizontal) >= 2 and len(vertical) >= 2 and len(horizontal) + len(vertical) <= MAX_RULES
+    return _enough_rules(len(horizontal), len(vertical))
+
+
+def _enough_rules(horizontal: int, vertical: int) -> bool:
+    """A grid needs two rules each way; a page with thousands is a drawing."""
+    return horizontal >= 2 and vertical >= 2 and horizontal + vertical <= MAX_RULES
 
 
 def find_tables(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -> list[RuledTable]:
