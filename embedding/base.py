@@ -3,6 +3,7 @@ model's own tokenizer, and the EmbeddingSpace its vectors live in."""
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from typing import Sequence
@@ -29,6 +30,7 @@ class Embedder(ABC):
         # changes: calls from several threads (chunking, batching) take turns.
         self._tokenizer_lock = threading.Lock()
         self._counter = _counting_copy(tokenizer)
+        self.counts_add_up = self._counter is not None and _cuts_at_every_space_and_punctuation(self._counter)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
@@ -43,7 +45,7 @@ class Embedder(ABC):
         if not texts:
             return []
         if self._counter is not None:
-            return [len(e.ids) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
+            return [len(e) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
         with self._tokenizer_lock:
             encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
@@ -89,3 +91,14 @@ def _counting_copy(tokenizer) -> Tokenizer | None:
     counter.no_truncation()
     counter.no_padding()
     return counter
+
+
+def _cuts_at_every_space_and_punctuation(tokenizer: Tokenizer) -> bool:
+    """Whether the count of texts joined at a space or a punctuation mark is the sum of their
+    counts. True of BERT's WordPiece (all-MiniLM-L6-v2...): its normaliser works character by
+    character, and no token spans a space or a punctuation mark, each its own word. False of
+    byte-level BPE (Qwen3), whose tokens carry the space before a word."""
+    config = json.loads(tokenizer.to_str())
+    return ((config.get("normalizer") or {}).get("type") in (None, "BertNormalizer")
+            and (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+            and config["model"]["type"] == "WordPiece")

@@ -89,3 +89,21 @@ def test_no_chunk_exceeds_the_budget_even_with_headings_as_long_as_paragraphs(em
     assert chunks and all(c.token_count <= 128 for c in chunks)
     assert all(n == c.token_count for c, n in zip(chunks, embedder.count_tokens([c.embedding_text for c in chunks])))
     assert "Sentence 199 of the body text." in chunks[-1].text
+
+
+def test_sizes_summed_from_the_parts_are_the_counts_of_the_whole_texts(embedder):
+    # MiniLM's WordPiece cuts at every space and punctuation mark, so ingest sums the counts
+    # of a chunk's parts; a word cut between its characters is counted again, whole.
+    assert embedder.counts_add_up
+    rows = ["Item | Price"] + [f"Item{i} | {i}.50" for i in range(80)]
+    elements = [
+        title("Contract 合同", 0), para(" ".join(f"Clause {i}: the buyer pays, the seller delivers." for i in range(90))),
+        title("违约责任", 1), para("乙方未按期交货的，应当支付违约金；逾期超过三十日的，甲方有权解除合同。" * 12),
+        para(" ".join(["x" * 100] * 3)),  # words of 50 tokens, longer than a budget of 40: cut between characters
+        Table("\n".join(rows), metadata=ElementMetadata(page_number=2)),
+    ]
+    for budget in (40, 100, 254):
+        summed = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget, counts_add_up=True)
+        counted = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget, counts_add_up=False)
+        assert summed == counted
+        assert [c.token_count for c in summed] == embedder.count_tokens([c.embedding_text for c in summed])

@@ -72,6 +72,8 @@ def test_token_counts_are_the_tokenizers_own_and_never_truncated(embedder, qwen3
         texts = [long, "hello world", "违约责任由乙方承担。", ""]
         expected = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         assert model.count_tokens(texts) == expected and expected[0] > 256  # MiniLM would have cut it
+    # WordPiece's counts add up over texts joined at spaces; those of other tokenizers are not assumed to.
+    assert embedder.counts_add_up and not qwen3.counts_add_up
 
 
 def test_an_absent_model_is_reported_without_downloading():
