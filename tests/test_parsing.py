@@ -56,6 +56,26 @@ def test_pdf_headings_give_section_paths_and_pages(tmp_path, embedder, outline):
                                  "created": "2024-01-02T03:04:05+01:00", "pages": 3}
 
 
+def test_outline_titles_the_pages_do_not_show_are_added_where_they_point(tmp_path):
+    import pymupdf
+
+    path = write_pdf(tmp_path / "policy.pdf", "Expense Policy", SECTIONS, page_break_before=["Claims", "Cars"])
+    with pymupdf.open(path) as doc:
+        height = doc[2].rect.height
+
+        def entry(title, y):  # pointing at page 3, y in PDF space (up from the bottom)
+            return [2, title, 3, {"kind": pymupdf.LINK_GOTO, "page": 2, "to": pymupdf.Point(0, y)}]
+
+        toc = doc.get_toc(simple=False)
+        toc.insert(4, entry("Vehicle fleet", height - 5))  # the top of the page, before "Cars"
+        toc.append(entry("Returns", 5))                     # its foot
+        doc.set_toc(toc)
+        doc.save(tmp_path / "outlined.pdf")
+    elements = parse(tmp_path / "outlined.pdf", PDF).elements
+    assert [(e.category, e.text[:9], e.metadata.category_depth) for e in elements if e.metadata.page_number == 3] == [
+        ("Title", "Vehicle f", 1), ("Title", "Cars", 1), ("NarrativeText", "Pool cars", None), ("Title", "Returns", 1)]
+
+
 def test_a_two_column_page_reads_column_by_column(tmp_path):
     paragraphs = [f"Paragraph {n} starts here and explains rule number {n} of the travel handbook in a few "
                   f"plain words, so that every reader knows what rule {n} asks of them." for n in range(1, 21)]

@@ -203,15 +203,18 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
         if not _has_text(content):
             return None
         ocr = True
-    direction = _main_direction(content)
+    raw_lines = [(number, raw, _direction(raw)) for number, block in enumerate(content["blocks"])
+                 for raw in block.get("lines", ())]
+    direction = _main_direction(raw_lines)
     to_text_space = _text_space(direction)
     tables = [] if ocr else _tables(page, content, textpage, to_text_space)
     lines = []
-    for number, block in enumerate(content["blocks"]):
-        for raw in block.get("lines", ()):
-            line = _line(raw, number, direction, to_text_space)
-            if line is not None and not any(_inside(line.box, t.box) for t in tables):
-                lines.append(line)
+    for number, raw, line_direction in raw_lines:
+        if line_direction != direction:
+            continue  # across the page's text: diagonal watermarks, stamps up the margin
+        line = _line(raw, number, to_text_space)
+        if line is not None and not any(_inside(line.box, t.box) for t in tables):
+            lines.append(line)
     _, top, _, bottom = to_text_space(page.rect)
     return _Page(page.number + 1, lines, tables, top, bottom)
 
@@ -232,12 +235,11 @@ def _has_text(content: dict) -> bool:
                for line in block.get("lines", ()) for span in line["spans"])
 
 
-def _main_direction(content: dict) -> tuple[float, float]:
+def _main_direction(raw_lines: list[tuple[int, dict, tuple[float, float]]]) -> tuple[float, float]:
     """The writing direction of most characters: (1, 0) on ordinary pages."""
     chars = Counter()
-    for block in content["blocks"]:
-        for line in block.get("lines", ()):
-            chars[_direction(line)] += sum(len(s["text"]) for s in line["spans"])
+    for _, line, direction in raw_lines:
+        chars[direction] += sum(len(s["text"]) for s in line["spans"])
     return chars.most_common(1)[0][0] if chars else (1.0, 0.0)
 
 
@@ -263,10 +265,10 @@ def _text_space(direction: tuple[float, float]):
     return to_text_space
 
 
-def _line(raw: dict, block: int, direction: tuple[float, float], to_text_space) -> _Line | None:
+def _line(raw: dict, block: int, to_text_space) -> _Line | None:
     spans = [s for s in raw["spans"] if s["text"].strip()]
-    if not spans or _direction(raw) != direction:
-        return None  # across the page's text: diagonal watermarks, stamps up the margin
+    if not spans:
+        return None
     text = " ".join("".join(s["text"] for s in raw["spans"]).split())
     sizes: dict[float, int] = {}
     for s in spans:
@@ -411,13 +413,18 @@ def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan
     """Headings from the PDF outline: each entry matched to its paragraph on its page, or
     added at its destination when the page's text does not show it. None when there is no
     outline, or one whose titles mostly are not on their pages (a stale or generated one)."""
-    entries = [e for e in doc.get_toc(simple=False) if 1 <= e[2] <= doc.page_count and e[1].strip()]
+    # Where an entry points on its page is only needed for titles the page does not show,
+    # and resolving every entry's destination (get_toc(simple=False)) is slow.
+    toc = doc.get_toc(simple=True)
+    entries = [i for i, (_, title, number) in enumerate(toc) if 1 <= number <= doc.page_count and title.strip()]
     if not entries:
         return None
     plan = _HeadingPlan()
     by_number = {page.number: page for page in pages}
     indexes: dict[int, dict[str, list[_Paragraph]]] = {}
-    for level, title, number, destination in entries:
+    destinations = None
+    for index in entries:
+        level, title, number = toc[index]
         depth = min(level - 1, MAX_HEADING_DEPTH)
         page = by_number.get(number)
         key = _heading_key(title)
@@ -428,7 +435,9 @@ def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan
             if match is not None:
                 plan.depths[id(match)] = depth
                 continue
-        y = _destination_y(doc[number - 1], destination)
+        if destinations is None:
+            destinations = [entry[3] for entry in doc.get_toc(simple=False)]
+        y = _destination_y(doc[number - 1], destinations[index])
         plan.added.setdefault(number, []).append((y, title.strip(), depth))
     return plan if len(plan.depths) >= len(entries) / 2 else None
 
