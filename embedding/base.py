@@ -4,6 +4,7 @@ model's own tokenizer, and the EmbeddingSpace its vectors live in."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from abc import ABC, abstractmethod
 from typing import Sequence
@@ -13,6 +14,12 @@ from tokenizers import Tokenizer
 
 from .profiles import ModelProfile
 from .space import EmbeddingSpace
+
+# Words whose token counts are remembered, at most (see Embedder._count_by_words).
+MAX_REMEMBERED_WORDS = 200_000
+# Whitespace to str.split(), but control characters to BERT's normaliser, which deletes them
+# and so joins the words around them: texts holding one are counted whole.
+_SPLIT_DISAGREES = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 
 
 class Embedder(ABC):
@@ -31,6 +38,7 @@ class Embedder(ABC):
         self._tokenizer_lock = threading.Lock()
         self._counter = _counting_copy(tokenizer)
         self.counts_add_up = self._counter is not None and _cuts_at_every_space_and_punctuation(self._counter)
+        self._word_tokens: dict[str, int] = {}
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
@@ -44,11 +52,31 @@ class Embedder(ABC):
         """Tokens of text in each, special tokens excluded, never truncated."""
         if not texts:
             return []
+        if self.counts_add_up:
+            return self._count_by_words(texts)
         if self._counter is not None:
-            return [len(e) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
+            return self._count_whole(texts)
         with self._tokenizer_lock:
             encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+    def _count_whole(self, texts: Sequence[str]) -> list[int]:
+        return [len(e) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def _count_by_words(self, texts: Sequence[str]) -> list[int]:
+        """Where counts add up, a text's count is the sum of its words' (split at whitespace),
+        and a corpus has far fewer distinct words than words: each is tokenized once, then
+        remembered (on the test corpus, 3.7 million characters in 55,700 distinct words; the
+        counts, equal to the tokenizer's, in 40% of its time)."""
+        known = self._word_tokens
+        if len(known) > MAX_REMEMBERED_WORDS:
+            known = self._word_tokens = {}  # a new dict: another thread may be reading the old one
+        words = [None if _SPLIT_DISAGREES.search(text) else text.split() for text in texts]
+        new = list({w for text_words in words if text_words for w in text_words if w not in known})
+        if new:
+            known.update(zip(new, self._count_whole(new)))
+        whole = iter(self._count_whole([t for t, w in zip(texts, words) if w is None]))
+        return [next(whole) if w is None else sum(map(known.__getitem__, w)) for w in words]
 
     @property
     def max_text_tokens(self) -> int:
@@ -80,9 +108,9 @@ class Embedder(ABC):
 def _counting_copy(tokenizer) -> Tokenizer | None:
     """A fast tokenizer's Rust core, copied with truncation and padding off, for counting.
 
-    Chunking counts every text of a document about twice; through the Rust core, without
-    offsets, it takes about half the time transformers' wrapper does (chunking the corpus's
-    1,600 PDF pages: 3.05 s -> 1.69 s), and a copy nobody reconfigures needs no lock. None for a slow
+    Chunking counts every text of a document; through the Rust core, without offsets, it
+    takes about half the time transformers' wrapper does (chunking the corpus's 1,600 PDF
+    pages: 3.05 s -> 1.69 s), and a copy nobody reconfigures needs no lock. None for a slow
     (pure Python) tokenizer, which is counted the ordinary way."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

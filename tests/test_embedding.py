@@ -69,9 +69,11 @@ def test_token_counts_are_the_tokenizers_own_and_never_truncated(embedder, qwen3
     long = "the tenant shall pay the rent on the first day of each month. " * 80  # > 256 tokens
     for model in (embedder, qwen3):
         model.input_ids([long])  # leaves the tokenizer set to truncate, as embedding does
-        texts = [long, "hello world", "违约责任由乙方承担。", ""]
+        texts = [long, "hello world", "违约责任由乙方承担。", "", "Café naïve, e.g.,résumé;CV",
+                 "a\x85b c\x0bd\x1fe", "no\xa0break\u2028line\u3000wide", "x" * 120 + " " + "ab" * 60]
         expected = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         assert model.count_tokens(texts) == expected and expected[0] > 256  # MiniLM would have cut it
+        assert model.count_tokens(texts[::-1]) == expected[::-1]  # again, words remembered
     # WordPiece's counts add up over texts joined at spaces; those of other tokenizers are not assumed to.
     assert embedder.counts_add_up and not qwen3.counts_add_up
 
