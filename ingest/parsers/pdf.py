@@ -60,6 +60,7 @@ _NUMBERING = re.compile(
     r"|^\s*第[\d一二三四五六七八九十百]+[章节条部分篇]\s*",
     re.IGNORECASE,
 )
+LEFT_TO_RIGHT = (1.0, 0.0)  # a line's direction (cos, sin) on an upright page
 _SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
 _LEADER = re.compile(r"(?:\.\s*){4,}\s*\w*\d+\s*$|\u2026\s*\d+\s*$")  # 'Scope ........ 4'
 _PDF_DATE = re.compile(r"D:(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(Z|[+-]\d{2}'?\d{2}'?)?")
@@ -237,20 +238,25 @@ def _has_text(content: dict) -> bool:
 
 def _main_direction(raw_lines: list[tuple[int, dict, tuple[float, float]]]) -> tuple[float, float]:
     """The writing direction of most characters: (1, 0) on ordinary pages."""
+    directions = {direction for _, _, direction in raw_lines}
+    if len(directions) <= 1:  # most pages: no need to count
+        return directions.pop() if directions else LEFT_TO_RIGHT
     chars = Counter()
     for _, line, direction in raw_lines:
         chars[direction] += sum(len(s["text"]) for s in line["spans"])
-    return chars.most_common(1)[0][0] if chars else (1.0, 0.0)
+    return chars.most_common(1)[0][0]
 
 
 def _direction(line: dict) -> tuple[float, float]:
+    if line["dir"] == LEFT_TO_RIGHT:  # most lines: spares the rounding
+        return LEFT_TO_RIGHT
     dx, dy = line["dir"]
     return round(dx, 2) + 0.0, round(dy, 2) + 0.0  # + 0.0: -0.0 and 0.0 are one direction
 
 
 def _text_space(direction: tuple[float, float]):
     """A function mapping page rectangles to text space, where lines run left to right."""
-    if direction == (1.0, 0.0):
+    if direction == LEFT_TO_RIGHT:
         return tuple  # the page's own space
     cos, sin = direction
 
