@@ -182,8 +182,7 @@ def _run_pgkb(files: list[str]) -> dict:
     with ParserPool(ParseOptions(ocr_languages="none")) as pool:
         def work(path: str) -> int:
             parsed = pool.parse(Path(path), "application/pdf")
-            return len(chunk_elements(parsed.elements, path, embedder.count_tokens, max_tokens, parsed.metadata,
-                                      embedder.counts_add_up))
+            return len(chunk_elements(parsed.elements, path, embedder.count_tokens, max_tokens, parsed.metadata))
 
         return _timed(files, work)
 

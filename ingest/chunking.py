@@ -13,9 +13,6 @@ Sections come from the Title elements (category_depth gives their nesting), and:
   larger than the budget splits at row boundaries and repeats its header row in each piece.
 - Sizes are counted by the embedding model's own tokenizer on the text the model reads (the
   section path, then the chunk text: Chunk.embedding_text), and no chunk exceeds `max_tokens`.
-  Where the tokenizer's counts add up (`counts_add_up`: BERT's WordPiece, which cuts words at
-  every space and punctuation mark), a chunk's size is the sum of its heading's and its
-  pieces' counts; otherwise (byte-level BPE) the chunk's text is counted again.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 from unstructured.documents.elements import Element
 
@@ -59,7 +56,6 @@ class _Piece:
     page: int | None
     tokens: int
     glue: str = "\n\n"      # what joins it to the piece before it in a chunk
-    cut_in_word: bool = False  # cut between the characters of one word: its count is no part of a sum
 
 
 @dataclass
@@ -82,13 +78,9 @@ class _Group:
 
 def chunk_elements(
     elements: Sequence[Element], document_key: str, count_tokens: CountTokens,
-    max_tokens: int, metadata: dict | None = None, counts_add_up: bool = False,
+    max_tokens: int, metadata: dict | None = None,
 ) -> list[Chunk]:
-    """Cut a document's elements into chunks whose embedding text fits in `max_tokens`.
-
-    `counts_add_up`: the count of texts joined at a space or punctuation mark is the sum of
-    their counts (Embedder.counts_add_up), so only headings and words cut apart are counted again.
-    """
+    """Cut a document's elements into chunks whose embedding text fits in `max_tokens`."""
     texts = [e.text.strip() for e in elements]
     kept = [(e, t) for e, t in zip(elements, texts) if t]
     counts = count_tokens([t for _, t in kept])
@@ -98,7 +90,7 @@ def chunk_elements(
     reserve = dict(zip(paths, count_tokens([" > ".join(path) + "\n\n" for path in paths])))
     separator = count_tokens(["\n\n"])[0]
     fitted = [c for g in groups for c in _fit(g, max_tokens - reserve.get(g.path, 0), separator, count_tokens)]
-    sizes = _summed_sizes(fitted, count_tokens) if counts_add_up else [None] * len(fitted)
+    sizes: list[int | None] = [None] * len(fitted)
     # Token counts of joined texts can differ a little from the sums of their parts':
     # whatever came out too long is cut again, with a budget smaller by its excess.
     for attempt in range(MAX_REFITS + 1):
@@ -120,16 +112,6 @@ def chunk_elements(
                 refitted.extend((part, None) for part in _fit(group, budget, separator, count_tokens))
         fitted, sizes = [g for g, _ in refitted], [n for _, n in refitted]
     return _finish(fitted, sizes, document_key, metadata or {})
-
-
-def _summed_sizes(groups: list[_Group], count_tokens: CountTokens) -> list[int | None]:
-    """Each group's size as the sum of its heading's and its pieces' counts; None for a group
-    holding a word cut apart, which has to be counted as a whole."""
-    headings = [_draft(g).heading for g in groups]
-    distinct = sorted(set(headings))
-    heading_tokens = dict(zip(distinct, count_tokens(distinct)))
-    return [None if any(p.cut_in_word for p in g.pieces)
-            else heading_tokens[heading] + sum(p.tokens for p in g.pieces) for g, heading in zip(groups, headings)]
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -260,9 +242,8 @@ def _split(piece: _Piece, budget: int, count_tokens: CountTokens) -> list[_Piece
     if piece.kind == "Table":
         return _split_table(piece, budget, count_tokens)
     parts = _split_text(piece.text, piece.tokens, budget, count_tokens)
-    return [replace(piece, text=part.text, tokens=part.tokens, glue=piece.glue if i == 0 else "",
-                    cut_in_word=part.cut_in_word)
-            for i, part in enumerate(_pack_parts(parts, budget))]
+    return [replace(piece, text=text, tokens=tokens, glue=piece.glue if i == 0 else "")
+            for i, (text, tokens) in enumerate(_pack_parts(parts, budget))]
 
 
 def _split_table(piece: _Piece, budget: int, count_tokens: CountTokens) -> list[_Piece]:
@@ -276,24 +257,18 @@ def _split_table(piece: _Piece, budget: int, count_tokens: CountTokens) -> list[
     parts = []
     for row, tokens in zip(rows, row_tokens):
         parts.extend(_split_text(row + "\n", tokens, room, count_tokens))
-    return [replace(piece, text=(header + "\n" if header else "") + part.text.rstrip("\n"),
-                    tokens=header_tokens + part.tokens, cut_in_word=part.cut_in_word)
-            for part in _pack_parts(parts, room)]
-
-
-class _Part(NamedTuple):
-    text: str
-    tokens: int
-    cut_in_word: bool = False
+    return [replace(piece, text=(header + "\n" if header else "") + text.rstrip("\n"),
+                    tokens=header_tokens + tokens)
+            for text, tokens in _pack_parts(parts, room)]
 
 
 def _split_text(text: str, tokens: int, budget: int, count_tokens: CountTokens,
-                level: int = 0) -> list[_Part]:
+                level: int = 0) -> list[tuple[str, int]]:
     """`text` cut at the coarsest boundaries that make every part fit, with each part's size."""
     if tokens <= budget:
-        return [_Part(text, tokens)]
-    if level == len(_BOUNDARIES):  # characters, the last resort
-        return [_Part(c, n, cut_in_word=True) for c, n in zip(text, count_tokens(list(text)))]
+        return [(text, tokens)]
+    if level == len(_BOUNDARIES):
+        return list(zip(text, count_tokens(list(text))))  # characters, the last resort
     cuts = [m.end() for m in _BOUNDARIES[level].finditer(text) if 0 < m.end() < len(text)]
     if not cuts:
         return _split_text(text, tokens, budget, count_tokens, level + 1)
@@ -304,26 +279,21 @@ def _split_text(text: str, tokens: int, budget: int, count_tokens: CountTokens,
     return out
 
 
-def _pack_parts(parts: list[_Part], budget: int) -> list[_Part]:
+def _pack_parts(parts: list[tuple[str, int]], budget: int) -> list[tuple[str, int]]:
     """Consecutive parts joined as far as the budget allows, in balanced runs."""
-    total = sum(part.tokens for part in parts)
+    total = sum(tokens for _, tokens in parts)
     target = min(budget, math.ceil(total / math.ceil(total / budget)) if total else budget)
-    packed: list[_Part] = []
-    run: list[_Part] = []
-    used = 0
-    for part in parts:
-        if run and (used + part.tokens > budget or used >= target):
-            packed.append(_joined(run))
-            run, used = [], 0
-        run.append(part)
-        used += part.tokens
-    if run:
-        packed.append(_joined(run))
+    packed: list[tuple[str, int]] = []
+    text, used = "", 0
+    for part, tokens in parts:
+        if text and (used + tokens > budget or used >= target):
+            packed.append((text, used))
+            text, used = "", 0
+        text += part
+        used += tokens
+    if text:
+        packed.append((text, used))
     return packed
-
-
-def _joined(parts: list[_Part]) -> _Part:
-    return _Part("".join(p.text for p in parts), sum(p.tokens for p in parts), any(p.cut_in_word for p in parts))
 
 
 # --- chunks ---------------------------------------------------------------------------------

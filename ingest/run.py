@@ -350,7 +350,7 @@ class _Run:
                 pii_counts = models.masker.mask_document(parsed) if models.masker else {}
             with self.timed("chunk"):
                 chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
-                                        {"source": key, **parsed.metadata}, models.embedder.counts_add_up)
+                                        {"source": key, **parsed.metadata})
         except ParseError as exc:
             log.warning("%s: %s", key, exc)
             self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), str(exc))

@@ -31,7 +31,7 @@ KEYWORD_WEIGHT = 0.1
 # In hybrid searches, the keyword leg scans for the query's rarer words while their estimated
 # matches stay within this many chunks (ranking costs about 1.5 microseconds a chunk); see hybrid.py.
 KEYWORD_SCAN_BUDGET = 2000
-# Unfiltered search statements kept for reuse, by shape (see search()).
+# Search statements kept for reuse, by shape (see search()).
 MAX_STATEMENTS = 256
 # pgvector's largest useful ef_search; a filter letting fewer chunks through than this
 # many candidates' worth is searched exactly instead (on servers without iterative scans).

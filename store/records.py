@@ -25,16 +25,12 @@ class Chunk:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def heading(self) -> str:
-        """The section path the model reads before the text, less a last title the text opens with."""
-        if not self.section_path or self.text.startswith(self.section_path[-1]):
-            return " > ".join(self.section_path[:-1])
-        return " > ".join(self.section_path)
-
-    @property
     def embedding_text(self) -> str:
         """What the model reads: the section path gives a chunk the context its text lacks."""
-        heading = self.heading
+        if not self.section_path or self.text.startswith(self.section_path[-1]):
+            heading = " > ".join(self.section_path[:-1])
+        else:
+            heading = " > ".join(self.section_path)
         return f"{heading}\n\n{self.text}" if heading else self.text
 
 

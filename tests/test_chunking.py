@@ -91,10 +91,10 @@ def test_no_chunk_exceeds_the_budget_even_with_headings_as_long_as_paragraphs(em
     assert "Sentence 199 of the body text." in chunks[-1].text
 
 
-def test_sizes_summed_from_the_parts_are_the_counts_of_the_whole_texts(embedder):
-    # MiniLM's WordPiece cuts at every space and punctuation mark, so ingest sums the counts
-    # of a chunk's parts; a word cut between its characters is counted again, whole.
-    assert embedder.counts_add_up
+
+def test_chunk_token_counts_are_the_tokenizers_own(embedder):
+    # count_tokens sums remembered word counts (MiniLM's WordPiece); what a chunk records must
+    # still be what the tokenizer makes of its whole text, words cut between characters included.
     rows = ["Item | Price"] + [f"Item{i} | {i}.50" for i in range(80)]
     elements = [
         title("Contract 合同", 0), para(" ".join(f"Clause {i}: the buyer pays, the seller delivers." for i in range(90))),
@@ -103,7 +103,6 @@ def test_sizes_summed_from_the_parts_are_the_counts_of_the_whole_texts(embedder)
         Table("\n".join(rows), metadata=ElementMetadata(page_number=2)),
     ]
     for budget in (40, 100, 254):
-        summed = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget, counts_add_up=True)
-        counted = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget, counts_add_up=False)
-        assert summed == counted
-        assert [c.token_count for c in summed] == embedder.count_tokens([c.embedding_text for c in summed])
+        chunks = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget)
+        whole = [len(embedder.tokenizer(c.embedding_text, add_special_tokens=False)["input_ids"]) for c in chunks]
+        assert [c.token_count for c in chunks] == whole and max(whole) <= budget
