@@ -107,6 +107,63 @@ def test_a_table_is_one_element_and_stays_in_one_chunk(tmp_path, embedder):
     assert len(holding) == 1 and tables[0].text in holding[0].text and "Table" in holding[0].element_types
 
 
+def test_ruled_tables_are_found_however_their_rules_are_drawn(tmp_path):
+    import pymupdf
+
+    rows = [("Item", "Limit"), ("Hotel", "150"), ("Taxi", "40")]
+    xs, ys = (72, 222, 372), (100, 130, 160, 190)
+
+    def grid_lines(shape):
+        for y in ys:
+            shape.draw_line((xs[0], y), (xs[-1], y))
+        for x in xs:
+            shape.draw_line((x, ys[0]), (x, ys[-1]))
+
+    def one_path_each(page):  # every rule its own path
+        for y in ys:
+            page.draw_line((xs[0], y), (xs[-1], y))
+        for x in xs:
+            page.draw_line((x, ys[0]), (x, ys[-1]))
+
+    def one_path(page):  # the whole grid one path
+        shape = page.new_shape()
+        grid_lines(shape)
+        shape.finish(width=0.5)
+        shape.commit()
+
+    def cell_boxes(page):  # a rectangle around each cell
+        for top, bottom in zip(ys, ys[1:]):
+            for left, right in zip(xs, xs[1:]):
+                page.draw_rect(pymupdf.Rect(left, top, right, bottom), width=0.5)
+
+    def serpentine(page):  # the rows' rules and the sides in one stroke, then the middle rule
+        corners = [(xs[0], ys[0])]
+        for y0, y1 in zip(ys, ys[1:]):
+            x = xs[-1] if corners[-1][0] == xs[0] else xs[0]
+            corners += [(x, y0), (x, y1)]
+        corners.append((xs[-1] if corners[-1][0] == xs[0] else xs[0], ys[-1]))
+        page.draw_polyline(corners, width=0.5)
+        page.draw_line((xs[1], ys[0]), (xs[1], ys[-1]))
+
+    path = tmp_path / "tables.pdf"
+    with pymupdf.open() as doc:
+        for draw in (one_path_each, one_path, cell_boxes, serpentine):
+            page = doc.new_page()
+            draw(page)
+            for row, top in zip(rows, ys):
+                for cell, left in zip(row, xs):
+                    page.insert_text((left + 6, top + 20), cell)
+        page = doc.new_page()  # a thick bar and two rules over text: no table
+        page.draw_line((72, 60), (520, 60), width=6)
+        page.draw_line((72, 90), (520, 90))
+        page.draw_line((72, 700), (520, 700))
+        page.insert_text((72, 120), "Item Limit Hotel 150")
+        doc.save(path)
+    tables = [e for e in parse(path, PDF).elements if e.category == "Table"]
+    assert [t.metadata.page_number for t in tables] == [1, 2, 3, 4]
+    assert all(t.text.splitlines() == ["Item | Limit", "Hotel | 150", "Taxi | 40"] for t in tables)
+
+
 def test_running_header_footer_page_numbers_and_watermark_appear_in_no_chunk(tmp_path, embedder):
     path = write_pdf(tmp_path / "policy.pdf", "Expense Policy", SECTIONS, page_break_before=["Claims", "Cars"],
                      header="ACME Corporation internal", footer="Expense policy v2", watermark="DRAFT COPY")

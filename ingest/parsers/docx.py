@@ -20,10 +20,10 @@ import docx
 from docx.opc.exceptions import PackageNotFoundError
 from docx.oxml.ns import qn
 from lxml import etree
-from unstructured.documents.elements import Element, ElementMetadata, ListItem, NarrativeText, Title
+from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
 from . import ParseError, ParsedDocument, ParseOptions
-from .elements import cell_text, table
+from .elements import cell_text, element_metadata, table
 from .office import refuse_encrypted
 
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
@@ -139,7 +139,7 @@ class _BodyReader:
         text = str(gathered).strip()
         if not text:
             return None
-        metadata = ElementMetadata(page_number=gathered.page)
+        metadata = element_metadata(page_number=gathered.page)
         chain = self.style_chain(properties)
         depth = _heading_depth(properties, chain)
         if depth is not None:
@@ -257,8 +257,8 @@ def _headings_from_type(elements: list[Element], looks: dict[int, tuple[float, b
         return elements  # no clear body type to stand out from
     styles = sorted({looks[id(e)] for e in headings}, key=lambda look: (-look[0], not look[1]))
     depth_of = {look: depth for depth, look in enumerate(styles)}
-    return [Title(e.text, metadata=ElementMetadata(page_number=e.metadata.page_number,
-                                                   category_depth=depth_of[looks[id(e)]]))
+    return [Title(e.text, metadata=element_metadata(page_number=e.metadata.page_number,
+                                                    category_depth=depth_of[looks[id(e)]]))
             if heading(e) else e for e in elements]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 
 from unstructured.documents.elements import ElementMetadata, Table
 
@@ -11,6 +12,7 @@ from unstructured.documents.elements import ElementMetadata, Table
 _NO_SPACE_RANGES = (("\u2e80", "\u2fdf"), ("\u3000", "\u30ff"), ("\u3400", "\u4dbf"),
                     ("\u4e00", "\u9fff"), ("\uf900", "\ufaff"), ("\uff00", "\uffef"))
 _HYPHENS = "-\u2010\u00ad"  # ASCII hyphen, Unicode hyphen, soft hyphen
+_METADATA_FIELDS = frozenset(inspect.signature(ElementMetadata.__init__).parameters) - {"self", "filename"}
 
 
 def _no_space(char: str) -> bool:
@@ -21,8 +23,19 @@ def table(rows: list[list[str]], page_number: int | None) -> Table:
     """A Table element: cells joined by ' | ', one row per line, the first row its header."""
     return Table(
         "\n".join(" | ".join(row) for row in rows),
-        metadata=ElementMetadata(page_number=page_number, text_as_html=rows_to_html(rows)),
+        metadata=element_metadata(page_number=page_number, text_as_html=rows_to_html(rows)),
     )
+
+
+def element_metadata(**fields) -> ElementMetadata:
+    """ElementMetadata holding these fields. Its own __init__ sets all of its 45 fields one by
+    one through a Python __setattr__, which came to a sixth of the time spent parsing a PDF;
+    this stores the fields given, as that __setattr__ would (None means absent)."""
+    if not fields.keys() <= _METADATA_FIELDS:
+        raise TypeError(f"not ElementMetadata fields: {sorted(fields.keys() - _METADATA_FIELDS)}")
+    metadata = ElementMetadata.__new__(ElementMetadata)
+    metadata.__dict__.update((name, value) for name, value in fields.items() if value is not None)
+    return metadata
 
 
 def reduce_metadata(metadata: ElementMetadata) -> tuple:

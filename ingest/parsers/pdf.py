@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-import pymupdf
-from unstructured.documents.elements import (
-    Element, ElementMetadata, ListItem, NarrativeText, Title,
-)
+# PyMuPDF 2 loads its layout analyser, ONNX models that pgkb does not use, on import when it
+# is installed: 0.3 s and 55 MB in each parser process. Marked missing, it is skipped.
+sys.modules.setdefault("pymupdf.layout", None)
+import pymupdf  # noqa: E402
+from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
 from . import ParseError, ParsedDocument, ParseOptions, pdf_tables
-from .elements import join_lines, table
+from .elements import element_metadata, join_lines, table
 from .layout import Box, reading_order
 
 # Ligatures (ﬁ, ﬂ) come out as their letters, so words match what users type; image blocks
@@ -221,7 +223,7 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
 
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space) -> list[_Table]:
-    outlines = [block["bbox"] for block in content["blocks"] if block["type"] == 3]
+    outlines = [(block["bbox"], block["isrect"]) for block in content["blocks"] if block["type"] == 3]
     if not pdf_tables.outlines_may_hold_table(outlines):
         return []  # not even the outlines of the page's drawings could make a grid
     horizontal, vertical = pdf_tables.rules(page.get_cdrawings())
@@ -429,6 +431,7 @@ def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan
     by_number = {page.number: page for page in pages}
     indexes: dict[int, dict[str, list[_Paragraph]]] = {}
     destinations = None
+    matrices: dict[int, pymupdf.Matrix] = {}  # loading a page for each entry that points there is slow
     for index in entries:
         level, title, number = toc[index]
         depth = min(level - 1, MAX_HEADING_DEPTH)
@@ -443,7 +446,9 @@ def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan
                 continue
         if destinations is None:
             destinations = [entry[3] for entry in doc.get_toc(simple=False)]
-        y = _destination_y(doc[number - 1], destinations[index])
+        if number not in matrices:
+            matrices[number] = doc[number - 1].transformation_matrix
+        y = _destination_y(matrices[number], destinations[index])
         plan.added.setdefault(number, []).append((y, title.strip(), depth))
     return plan if len(plan.depths) >= len(entries) / 2 else None
 
@@ -476,11 +481,11 @@ def _take_heading(page: _Page, index: dict[str, list[_Paragraph]], key: str,
     return None
 
 
-def _destination_y(page: pymupdf.Page, destination: dict) -> float:
+def _destination_y(page_matrix: pymupdf.Matrix, destination: dict) -> float:
     point = destination.get("to") if isinstance(destination, dict) else None
     if not isinstance(point, pymupdf.Point):
         return 0.0
-    return (point * page.transformation_matrix).y
+    return (point * page_matrix).y
 
 
 def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
@@ -530,7 +535,7 @@ def _page_elements(page: _Page, headings: _HeadingPlan) -> list[Element]:
     units: list[_Paragraph | _Table] = [*page.paragraphs, *page.tables]
     ordered = [units[i] for i in reading_order([u.box for u in units])]
     added = sorted(headings.added.get(page.number, []))
-    meta = lambda **more: ElementMetadata(page_number=page.number, **more)  # noqa: E731
+    meta = lambda **more: element_metadata(page_number=page.number, **more)  # noqa: E731
     elements: list[Element] = []
     for unit in ordered:
         while added and added[0][0] <= unit.box[1] + 1:

@@ -57,20 +57,24 @@ def rules(drawings: list[dict]) -> tuple[list[_Rule], list[_Rule]]:
     return _merged(horizontal), _merged(vertical)
 
 
-def outlines_may_hold_table(boxes: list[Box]) -> bool:
-    """Whether the bounding boxes of the page's drawn paths (a box for each path, which the
-    text extraction gives at no cost) could make a grid: enough to rule out a table, not to
-    read one. Counts the rules they could be, as rules() would find them."""
+def outlines_may_hold_table(outlines: list[tuple[Box, bool]]) -> bool:
+    """Whether the page's drawn paths could make a grid, judged from their outlines (which the
+    text extraction gives at no cost): enough to rule out a table, not to read one. Each
+    outline is a subpath's bounding box and whether the subpath is a rectangle (a straight
+    line being a thin one), which makes at most two rules each way; a subpath of another
+    shape (a curve, a polyline) could make any number."""
     horizontal = vertical = 0
-    for x0, y0, x1, y1 in boxes:
+    any_number = False
+    for (x0, y0, x1, y1), is_rect in outlines:
         width, height = x1 - x0, y1 - y0
-        if height <= SNAP or width <= SNAP:  # a line
+        if height <= SNAP or width <= SNAP:  # a line, or lines along one line
             horizontal += height <= SNAP and width >= MIN_RULE
             vertical += width <= SNAP and height >= MIN_RULE
-        else:  # a box: two sides of each
+        else:  # a box: two sides each way
             horizontal += 2 * (width >= MIN_RULE)
             vertical += 2 * (height >= MIN_RULE)
-    return _enough_rules(horizontal, vertical)
+            any_number = any_number or not is_rect
+    return horizontal + vertical <= MAX_RULES and (any_number or _enough_rules(horizontal, vertical))
 
 
 def _add(horizontal: list[_Rule], vertical: list[_Rule], x0: float, y0: float, x1: float, y1: float) -> None:
@@ -97,8 +101,9 @@ def may_hold_table(horizontal: list[_Rule], vertical: list[_Rule]) -> bool:
 
 
 def _enough_rules(horizontal: int, vertical: int) -> bool:
-    """A grid needs two rules each way; a page with thousands is a drawing."""
-    return horizontal >= 2 and vertical >= 2 and horizontal + vertical <= MAX_RULES
+    """A table of two rows and two columns needs three rules each way (see _table); a page
+    with thousands is a drawing."""
+    return horizontal >= 3 and vertical >= 3 and horizontal + vertical <= MAX_RULES
 
 
 def find_tables(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -> list[RuledTable]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from unstructured.documents.elements import Element, ElementMetadata, ListItem, NarrativeText, Title
+from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
 from . import ParseError, ParsedDocument, ParseOptions
-from .elements import join_lines
+from .elements import element_metadata, join_lines
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -31,12 +31,12 @@ def parse_text(path: Path, options: ParseOptions) -> ParsedDocument:
         if not paragraph:
             return
         if fence is not None:
-            elements.append(NarrativeText("\n".join(paragraph), metadata=ElementMetadata()))
+            elements.append(NarrativeText("\n".join(paragraph), metadata=element_metadata()))
         elif _LIST_ITEM.match(paragraph[0]):
             elements.append(ListItem(join_lines([_LIST_ITEM.sub("", paragraph[0]), *paragraph[1:]]),
-                                     metadata=ElementMetadata()))
+                                     metadata=element_metadata()))
         else:
-            elements.append(NarrativeText(join_lines(paragraph), metadata=ElementMetadata()))
+            elements.append(NarrativeText(join_lines(paragraph), metadata=element_metadata()))
         paragraph.clear()
 
     for line in content.splitlines():
@@ -54,7 +54,7 @@ def parse_text(path: Path, options: ParseOptions) -> ParsedDocument:
             paragraph.append(line)
         elif heading:
             flush()
-            elements.append(Title(heading.group(2), metadata=ElementMetadata(
+            elements.append(Title(heading.group(2), metadata=element_metadata(
                 category_depth=len(heading.group(1)) - 1)))
         elif not line.strip() or _LIST_ITEM.match(line):
             flush()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
-from unstructured.documents.elements import Element, ElementMetadata, NarrativeText, Title
+from unstructured.documents.elements import Element, NarrativeText, Title
 
 from . import ParseError, ParsedDocument, ParseOptions
-from .elements import cell_text, table
+from .elements import cell_text, element_metadata, table
 from .office import refuse_encrypted
 
 
@@ -44,9 +44,9 @@ def _sheet(sheet) -> list[Element]:
     rows = [row for row in rows if row]
     if not rows:
         return []
-    elements: list[Element] = [Title(sheet.title, metadata=ElementMetadata(category_depth=0))]
+    elements: list[Element] = [Title(sheet.title, metadata=element_metadata(category_depth=0))]
     header = next((i for i, row in enumerate(rows) if sum(1 for cell in row if cell) >= 2), len(rows))
-    elements += [NarrativeText(" ".join(cell for cell in row if cell), metadata=ElementMetadata())
+    elements += [NarrativeText(" ".join(cell for cell in row if cell), metadata=element_metadata())
                  for row in rows[:header]]
     body = rows[header:]
     if body:
