@@ -139,7 +139,10 @@ def _scope(collection: Collection, conditions: list[ColumnElement]) -> list[Colu
 
 
 def _chunks_and_documents():
-    return chunks.join(documents, documents.c.id == chunks.c.document_id)
+    # Every chunk has its document (document_id is a NOT NULL foreign key), so an outer join
+    # gives the rows an inner one would; and PostgreSQL drops an outer join that nothing reads,
+    # so a leg with no filter on the documents' columns never visits them.
+    return chunks.outerjoin(documents, documents.c.id == chunks.c.document_id)
 
 
 def _query_terms(keyword_query: KeywordQuery, scan_budget: int | None) -> CTE:
@@ -180,7 +183,7 @@ ALTERNATIVE_CHOICE = text("""
         WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'tsv'
           AND NOT inherited AND most_common_elems IS NOT NULL
     ),
-    estimates AS (
+    estimates AS MATERIALIZED (
         SELECT term.i, (
             SELECT min(coalesce(
                        s.shares[coalesce(array_position(s.lexemes, lexeme), cardinality(s.lexemes) + 1)]
