@@ -12,7 +12,8 @@ Sections come from the Title elements (category_depth gives their nesting), and:
   boundaries, then between words, then between characters, never inside one. A table
   larger than the budget splits at row boundaries and repeats its header row in each piece.
 - Sizes are counted by the embedding model's own tokenizer on the text the model reads (the
-  section path, then the chunk text: Chunk.embedding_text), and no chunk exceeds `max_tokens`.
+  section path, then the chunk text: Chunk.embedding_text; the text alone when
+  `embed_headings` is off), and no chunk exceeds `max_tokens`.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ class _Group:
 
 def chunk_elements(
     elements: Sequence[Element], document_key: str, count_tokens: CountTokens,
-    max_tokens: int, metadata: dict | None = None,
+    max_tokens: int, metadata: dict | None = None, *, embed_headings: bool = True,
 ) -> list[Chunk]:
-    """Cut a document's elements into chunks whose embedding text fits in `max_tokens`."""
+    """Cut a document's elements into chunks whose embedding text fits in `max_tokens`;
+    `embed_headings`: whether that text begins with the chunk's section path."""
     texts = [e.text.strip() for e in elements]
     kept = [(e, t) for e, t in zip(elements, texts) if t]
     counts = count_tokens([t for _, t in kept])
     groups = _section_groups([(e, t, n) for (e, t), n in zip(kept, counts)], max_tokens, count_tokens)
     groups = _merge_small_siblings(groups, max_tokens)
-    paths = sorted({g.path for g in groups if g.path})
+    paths = sorted({g.path for g in groups if g.path}) if embed_headings else []
     reserve = dict(zip(paths, count_tokens([" > ".join(path) + "\n\n" for path in paths])))
     separator = count_tokens(["\n\n"])[0]
     fitted = [c for g in groups for c in _fit(g, max_tokens - reserve.get(g.path, 0), separator, count_tokens)]
@@ -95,7 +97,8 @@ def chunk_elements(
     # whatever came out too long is cut again, with a budget smaller by its excess.
     for attempt in range(MAX_REFITS + 1):
         unknown = [i for i, n in enumerate(sizes) if n is None]
-        for i, n in zip(unknown, count_tokens([_draft(fitted[i]).embedding_text for i in unknown])):
+        for i, n in zip(unknown, count_tokens([_draft(fitted[i], embeds_heading=embed_headings).embedding_text
+                                               for i in unknown])):
             sizes[i] = n
         if all(n <= max_tokens for n in sizes):
             break
@@ -111,7 +114,7 @@ def chunk_elements(
                 budget = max_tokens - reserve.get(group.path, 0) - 2 * (n - max_tokens)
                 refitted.extend((part, None) for part in _fit(group, budget, separator, count_tokens))
         fitted, sizes = [g for g, _ in refitted], [n for _, n in refitted]
-    return _finish(fitted, sizes, document_key, metadata or {})
+    return _finish(fitted, sizes, document_key, metadata or {}, embed_headings)
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -298,7 +301,8 @@ def _pack_parts(parts: list[tuple[str, int]], budget: int) -> list[tuple[str, in
 
 # --- chunks ---------------------------------------------------------------------------------
 
-def _draft(group: _Group, document_key: str = "", ordinal: int = 0, metadata: dict | None = None) -> Chunk:
+def _draft(group: _Group, document_key: str = "", ordinal: int = 0, metadata: dict | None = None,
+           embeds_heading: bool = True) -> Chunk:
     """The chunk a group becomes, before its tokens are counted."""
     pages = [p.page for p in group.pieces if p.page is not None]
     return Chunk(
@@ -307,14 +311,15 @@ def _draft(group: _Group, document_key: str = "", ordinal: int = 0, metadata: di
         section_path=group.path,
         page_start=min(pages) if pages else None, page_end=max(pages) if pages else None,
         element_types=tuple(dict.fromkeys(p.kind for p in group.pieces)),
-        token_count=0, content_hash="", metadata=metadata or {},
+        token_count=0, content_hash="", metadata=metadata or {}, embeds_heading=embeds_heading,
     )
 
 
-def _finish(groups: list[_Group], sizes: list[int], document_key: str, metadata: dict) -> list[Chunk]:
+def _finish(groups: list[_Group], sizes: list[int], document_key: str, metadata: dict,
+            embed_headings: bool) -> list[Chunk]:
     chunks = []
     for group, size in zip(groups, sizes):
-        draft = _draft(group, document_key, len(chunks), metadata)
+        draft = _draft(group, document_key, len(chunks), metadata, embed_headings)
         if draft.text:
             chunks.append(replace(draft, token_count=size,
                                   content_hash=hashlib.sha256(draft.embedding_text.encode()).hexdigest()))

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="metadata for every document of this run, for search filters (repeatable); "
                            "see also pgkb.toml and FILE.meta.json in the README")
     parser.add_argument("--chunk-tokens", type=int, help="target chunk size in model tokens (PGKB_CHUNK_TOKENS)")
+    parser.add_argument("--no-embed-headings", action="store_true",
+                        help="embed each chunk's text alone, not its section path first (PGKB_EMBED_HEADINGS=0)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per embedding batch (PGKB_BATCH_TOKENS)")
     parser.add_argument("--workers", type=int, help="files parsed at once (PGKB_WORKERS; default: CPU cores, at most 4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (PGKB_DEVICE)")
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     try:
         settings = Settings.from_arguments(args, chunk_tokens=args.chunk_tokens,
+                                           embed_headings=False if args.no_embed_headings else None,
                                            batch_tokens=args.batch_tokens, workers=args.workers, device=args.device,
                                            dims=args.dims, query_instruction=args.query_instruction,
                                            embed_url=args.embed_url,

@@ -246,9 +246,12 @@ class _Run:
         self.user_metadata = UserMetadata(self.root, tags)
         self.force = force
         self.on_file = on_file
+        self.embed_headings = settings.embed_headings
         # The options that shape a document's chunks; a change means every file is cut again.
         options = {"version": PIPELINE_VERSION, "chunk_tokens": settings.chunk_tokens,
                    "pii": policy.describe() if policy else "off", "ocr": settings.ocr_languages}
+        if not settings.embed_headings:  # absent when on, so collections ingested before stay unchanged
+            options["embed_headings"] = False
         self.fingerprint = _digest(options)
         # A file that failed is tried again when it changes, or when these do: the limits, or
         # whether passwords are given (their values are never stored, even hashed).
@@ -350,7 +353,7 @@ class _Run:
                 pii_counts = models.masker.mask_document(parsed) if models.masker else {}
             with self.timed("chunk"):
                 chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
-                                        {"source": key, **parsed.metadata})
+                                        {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
             log.warning("%s: %s", key, exc)
             self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), str(exc))

@@ -23,10 +23,13 @@ class Chunk:
     token_count: int
     content_hash: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    embeds_heading: bool = True  # whether the model reads the section path too (Settings.embed_headings)
 
     @property
     def embedding_text(self) -> str:
         """What the model reads: the section path gives a chunk the context its text lacks."""
+        if not self.embeds_heading:
+            return self.text
         if not self.section_path or self.text.startswith(self.section_path[-1]):
             heading = " > ".join(self.section_path[:-1])
         else:

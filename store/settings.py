@@ -37,6 +37,8 @@ class Settings:
     batch_tokens: int = _env("PGKB_BATCH_TOKENS", 16384)
     # Target chunk size in the embedding model's tokens, capped by what the model reads.
     chunk_tokens: int = _env("PGKB_CHUNK_TOKENS", 400)
+    # Whether the model reads a chunk's section path before its text (stored text is the same).
+    embed_headings: bool = _env("PGKB_EMBED_HEADINGS", True)
     # Vector size for models trained for shorter (Matryoshka) vectors, e.g. Qwen3-Embedding's
     # 32 up to its full size; 0: the model's full size.
     dims: int = _env("PGKB_DIMS", 0)

@@ -106,3 +106,17 @@ def test_chunk_token_counts_are_the_tokenizers_own(embedder):
         chunks = chunk_elements(elements, "s.pdf", embedder.count_tokens, budget)
         whole = [len(embedder.tokenizer(c.embedding_text, add_special_tokens=False)["input_ids"]) for c in chunks]
         assert [c.token_count for c in chunks] == whole and max(whole) <= budget
+
+
+def test_the_section_path_is_embedded_unless_turned_off(embedder):
+    elements = [title("Travel Policy", 0), title("Claims", 1),
+                para(" ".join(f"Receipt rule {i} applies to every journey abroad." for i in range(40)))]
+    with_path = chunk_elements(elements, "t.pdf", embedder.count_tokens, 100)
+    alone = chunk_elements(elements, "t.pdf", embedder.count_tokens, 100, embed_headings=False)
+    assert all(c.embedding_text.startswith("Travel Policy > Claims\n\n") for c in with_path[1:])
+    assert all(c.embedding_text == c.text and c.section_path == ("Travel Policy", "Claims") for c in alone)
+    # Each counted as the model reads it: the path's tokens no longer in the count.
+    assert [c.token_count for c in alone] == embedder.count_tokens([c.text for c in alone])
+    assert sum(c.token_count for c in alone) < sum(c.token_count for c in with_path)
+    assert max(c.token_count for c in alone) <= 100
+    assert {c.content_hash for c in alone}.isdisjoint(c.content_hash for c in with_path)

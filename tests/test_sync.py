@@ -148,6 +148,25 @@ def test_force_and_new_chunking_options_ingest_unchanged_files_again(folder, set
     assert ingest(folder, smaller, embedder=embedder).count("unchanged") == 3
 
 
+def test_embedding_texts_without_their_headings_embeds_every_chunk_again(folder, settings, embedder):
+    counting = CountingEmbedder(embedder)
+    ingest(folder, settings, embedder=counting)
+    assert any(t.startswith("Travel Policy > ") for t in counting.embedded)  # the default: path first
+    before = stored(settings)
+
+    counting.embedded.clear()
+    plain = settings.__class__(**{**settings.__dict__, "embed_headings": False})
+    report = ingest(folder, plain, embedder=counting)
+    assert set(outcomes(report).values()) == {"updated"}
+    after = stored(settings)
+    # Embedded again as their text alone: the chunks under a path. guide.md's chunks begin with
+    # their one heading, so the model reads them the same either way, and their vectors stay.
+    assert set(counting.embedded) == {t for key, document in after.items() if key != "guide.md"
+                                      for _, t in document["chunks"]}
+    texts = {key: [t for _, t in document["chunks"]] for key, document in after.items()}
+    assert texts == {key: [t for _, t in document["chunks"]] for key, document in before.items()}  # stored: the same
+
+
 def test_a_file_that_failed_is_tried_again_only_once_it_changes(folder, settings, embedder):
     (folder / "notes.pdf").write_bytes(b"%PDF-1.7\n" + b"not really a PDF " * 100)
     first = ingest(folder, settings, embedder=embedder)
