@@ -53,8 +53,10 @@ def start(folder, data_dir, collection: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ingest", str(folder), "--quiet", "--workers", "1"], cwd=ROOT,
         # float32: vectors then agree to the fifth decimal whatever batches the texts fell in.
+        # Batches of 512 tokens: documents are embedded and written a few at a time, so a kill
+        # or a Ctrl-C finds the run between them (the default's first batch holds this corpus).
         env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": collection,
-             "PGKB_PRECISION": "float32"},
+             "PGKB_PRECISION": "float32", "PGKB_BATCH_TOKENS": "512"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
 
