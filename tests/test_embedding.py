@@ -193,6 +193,20 @@ def test_vectors_come_back_in_input_order_across_batches_and_windows(qwen3, monk
     np.testing.assert_allclose(qwen3.embed_documents(texts), alone, atol=1e-5)
 
 
+def test_batches_end_where_texts_get_much_shorter(embedder, monkeypatch):
+    # Twenty texts of 60 words, twenty of 30 and ten short ones of 1 to 10, shuffled. A budget
+    # that holds them all in one batch still pads no text to twice its length; the short ones,
+    # together far below the budget, stay in one batch rather than one each.
+    texts = [" ".join(["word"] * n) for n in [60] * 20 + [30] * 20 + list(range(1, 11))]
+    texts = [texts[i] for i in np.random.default_rng(7).permutation(len(texts))]
+    monkeypatch.setattr(embedder, "batch_tokens", 4096)
+    batches = list(embedder._batches(texts))
+    assert [(len(b.rows), b.input_ids.shape[1]) for b in batches] == [(20, 62), (20, 32), (10, 12)]
+    assert sorted(np.concatenate([b.rows for b in batches]).tolist()) == list(range(len(texts)))
+    alone = np.stack([embedder.embed_documents([t])[0] for t in texts])
+    np.testing.assert_allclose(embedder.embed_documents(texts), alone, atol=1e-5)
+
+
 def test_queries_get_the_instruction_and_documents_do_not(qwen3, qwen3_dir):
     query = "when is the claim approved"
     prefix = f"Instruct: {QWEN3_TASK}\nQuery:"
