@@ -1,12 +1,12 @@
 """Local embedding with transformers.
 
 Throughput comes from four things: texts are sorted by token length and cut into batches
-by a token budget (padding included) and where their lengths drop, so little compute is spent
-on padding whatever the mix of lengths; the next window of texts is tokenised in a background thread while the
-model works on the current one; on CUDA the model runs in bf16 with SDPA attention and
-nothing reads results back between batches, so the GPU never waits for Python; on CPU the
-linear layers run through oneDNN (see `use_onednn_linear`). Running out of memory halves
-the batch and retries.
+by a token budget (padding included) and where their lengths drop, so little compute is
+spent on padding whatever the mix of lengths; the next window of texts is tokenised in a
+background thread while the model works on the current one; on CUDA the model runs in bf16
+with SDPA attention and nothing reads results back between batches, so the GPU never waits
+for Python; on CPU the linear layers run through oneDNN (see `use_onednn_linear`). Running
+out of memory halves the batch and retries.
 """
 
 from __future__ import annotations
