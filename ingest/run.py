@@ -34,7 +34,7 @@ from embedding import Embedder, load_embedder, resolve_model_dir
 from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
 
 from .chunking import chunk_elements
-from .heap import release_freed_memory
+from .heap import map_large_blocks_apart, release_freed_memory
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
@@ -147,6 +147,7 @@ def ingest(
     if prune and not root.is_dir():
         raise UsageError(f"--prune needs a folder (the whole of what the collection mirrors), not the file {root}")
     started = time.perf_counter()
+    map_large_blocks_apart()  # before the model's first batch
     # Settings are checked now; the masker and the model load when a file first needs them,
     # so a run that finds every file unchanged never loads them.
     policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
