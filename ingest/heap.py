@@ -14,11 +14,11 @@ import ctypes
 _M_MMAP_THRESHOLD = -3
 # glibc raises that size as mapped blocks are freed, up to 32 MiB, after which the model's
 # batch-sized buffers come from the heap, between small blocks that live on (vectors waiting
-# to be written...), and the heap cannot shrink. Fixed at 4 MiB, the main process of a run
-# over 16 files copied 1, 4 and 16 times peaked at 626 / 624 / 625 MiB (669 / 737 / 769
-# MiB with glibc's default) for about 1% of the model's speed; at 128 KiB every batch's
-# buffers are mapped afresh, and the model loses 15%.
-LARGE_BLOCK_BYTES = 4 << 20
+# to be written...), and the heap cannot shrink. Fixed at 16 MiB, a run over 16 files copied
+# 1, 4 and 8 times peaked at 866 / 930 / 956 MiB (process tree; 916 / 1,001 / 1,003 MiB with
+# glibc's default) at the same speed. Lower costs speed: at 4 MiB the main process stayed
+# flat, but the test corpus ingested 10% slower, every batch's buffers mapped afresh.
+LARGE_BLOCK_BYTES = 16 << 20
 
 
 def _load_glibc():
