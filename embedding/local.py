@@ -5,13 +5,12 @@ by a token budget (padding included) and where their lengths drop, so little com
 spent on padding whatever the mix of lengths; the next window of texts is tokenised in a
 background thread while the model works on the current one; on CUDA the model runs in bf16
 with SDPA attention and nothing reads results back between batches, so the GPU never waits
-for Python; on CPU the linear layers run through oneDNN (see `use_onednn_linear`). Running
-out of memory halves the batch and retries.
+for Python; on CPU, oneDNN computes the linear layers and attention runs in cache-sized
+slices (see cpu.py). Running out of memory halves the batch and retries.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections import deque
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator, TypeVar
 
 import numpy as np
 
+from . import cpu
 from .base import Embedder
 from .profiles import ModelProfile
 from .space import EmbeddingSpace
@@ -74,61 +74,14 @@ def load_model(model_dir: Path, device: str, precision: str = "auto"):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     transformers_logging.disable_progress_bar()  # a per-load weights bar is noise in a CLI
     if precision == "auto":
-        native_bf16 = device.startswith("cuda") or (device == "cpu" and cpu_has_native_bf16())
+        native_bf16 = device.startswith("cuda") or (device == "cpu" and cpu.cpu_has_native_bf16())
         precision = "bfloat16" if native_bf16 else "float32"
     dtype = getattr(torch, precision)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype, attn_implementation="sdpa")
     model = model.to(device).eval()
     if device == "cpu":
-        use_onednn_linear(model)
+        cpu.speed_up(model)
     return model
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN
-    emulates it, slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: stay with float32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-@functools.cache
-def onednn_linear_class():
-    """nn.Linear computed by oneDNN's matmul (the op PyTorch's own compiler uses on CPU).
-
-    MKL, behind torch's default CPU matmul, takes its generic code path on AMD processors;
-    oneDNN uses the widest vector unit of any x86 CPU: 2.2x MKL's speed on an AMD EPYC.
-    """
-    import torch
-
-    class OneDNNLinear(torch.nn.Linear):
-        def forward(self, x):
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
-
-    return OneDNNLinear
-
-
-def use_onednn_linear(model) -> bool:
-    """Switch the nn.Linear layers of `model` to oneDNN's matmul, where this torch has
-    the op and it gives the same numbers; returns whether it did."""
-    import torch
-
-    linear = onednn_linear_class()
-    try:
-        probe, x = torch.nn.Linear(16, 8), torch.randn(3, 5, 16)
-        with torch.inference_mode():
-            same = torch.allclose(linear.forward(probe, x), probe(x), atol=1e-5)
-    except (AttributeError, RuntimeError, NotImplementedError):  # a torch built without oneDNN
-        same = False
-    if not same:
-        log.info("oneDNN matmul unavailable; using torch's default CPU matmul")
-        return False
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.dtype in (torch.float32, torch.bfloat16):
-            module.__class__ = linear  # same parameters and state dict; only forward changes
-    return True
 
 
 def load_tokenizer(model_dir: Path, profile: ModelProfile):

@@ -269,11 +269,6 @@ def test_a_profile_file_declares_a_new_models_rules(tmp_path):
         load_embedder(str(folder), device="cpu", precision="float32")
 
 
-def test_the_cpu_backend_runs_its_linear_layers_through_onednn(embedder):
-    linear = local.onednn_linear_class()
-    assert any(isinstance(m, linear) for m in embedder.model.modules())
-
-
 def test_search_embeds_queries_in_the_collections_space(qwen3_dir, settings, tmp_path):
     from dataclasses import replace
 

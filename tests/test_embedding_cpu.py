@@ -1,0 +1,75 @@
+"""embedding/cpu.py: each CPU speed-up computes what it replaces, on small randomly
+initialised BERT models and on SDPA's own output."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.nn.functional import scaled_dot_product_attention as sdpa
+from transformers import BertConfig, BertModel
+
+from embedding import cpu
+
+ENCODER = SimpleNamespace(is_causal=False)  # what sliced_attention reads of a layer
+
+
+def padded_batch(lengths, tokens=7, heads=2, width=8, seed=0):
+    """query, key, value [texts, heads, tokens, width] and SDPA's boolean mask for texts of
+    `lengths` real tokens, padded on the right."""
+    generator = torch.Generator().manual_seed(seed)
+    query, key, value = (torch.randn(len(lengths), heads, tokens, width, generator=generator) for _ in range(3))
+    real = torch.arange(tokens)[None, :] < torch.tensor(lengths)[:, None]
+    return query, key, value, real[:, None, None, :].expand(len(lengths), 1, tokens, tokens)
+
+
+@pytest.mark.parametrize("slice_bytes", [1, cpu.SLICE_SCORE_BYTES])  # one text per slice, or all at once
+def test_sliced_attention_is_sdpa_with_padding_and_with_scores_beyond_exp(monkeypatch, slice_bytes):
+    monkeypatch.setattr(cpu, "SLICE_SCORE_BYTES", slice_bytes)
+    query, key, value, mask = padded_batch([7, 5, 2])
+    query[1] *= 40  # the middle text's scores reach hundreds: exp would overflow, so the softmax
+    scores = torch.matmul(query, key.transpose(-1, -2)) * 8 ** -0.5
+    assert scores[1].abs().max() > 100 > 10 > scores[[0, 2]].abs().max()
+    for attention_mask in (mask, None):
+        got, weights = cpu.sliced_attention(ENCODER, query, key, value, attention_mask, scaling=8 ** -0.5)
+        expected = sdpa(query, key, value, attn_mask=attention_mask).transpose(1, 2)
+        assert weights is None and got.shape == expected.shape == (3, 7, 2, 8)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_other_masks_and_causal_attention_are_left_to_sdpa():
+    query, key, value, _ = padded_batch([7, 7])
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()[None, None].expand(2, 1, 7, 7)
+    assert cpu._real_keys(causal, key) is None  # not padding: SDPA computes it
+    got, _ = cpu.sliced_attention(ENCODER, query, key, value, causal, scaling=0.5)
+    torch.testing.assert_close(got, sdpa(query, key, value, attn_mask=causal, scale=0.5).transpose(1, 2))
+    decoder = SimpleNamespace(is_causal=True)
+    got, _ = cpu.sliced_attention(decoder, query, key, value, None, scaling=0.5)
+    torch.testing.assert_close(got, sdpa(query, key, value, is_causal=True, scale=0.5).transpose(1, 2))
+
+
+def small_bert(hidden_act="gelu"):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, hidden_act=hidden_act, attn_implementation="sdpa")
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+@pytest.mark.parametrize("hidden_act, fused", [("gelu", 2), ("gelu_new", 0)])  # tanh GELU: not fused
+def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused):
+    model = small_bert(hidden_act)
+    input_ids = torch.randint(1, 100, (3, 9), generator=torch.Generator().manual_seed(1))
+    attention_mask = (torch.arange(9)[None, :] < torch.tensor([[9], [6], [1]])).long()
+    with torch.inference_mode():
+        before = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        cpu.speed_up(model)
+        after = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    assert model.config._attn_implementation == cpu.SLICED_ATTENTION
+    assert sum(type(m) is cpu.onednn_linear_class("gelu") for m in model.modules()) == fused
+    assert all(type(m) is not torch.nn.Linear for m in model.modules())  # all through oneDNN
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_the_default_model_runs_sped_up_on_cpu(embedder):
+    assert embedder.model.config._attn_implementation == cpu.SLICED_ATTENTION
+    fused = cpu.onednn_linear_class("gelu")
+    assert sum(type(m) is fused for m in embedder.model.modules()) == embedder.model.config.num_hidden_layers
