@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch.nn.functional import scaled_dot_product_attention as sdpa
+import transformers
 from transformers import BertConfig, BertModel
 
 from embedding import cpu
@@ -67,6 +68,31 @@ def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused)
     assert sum(type(m) is cpu.onednn_linear_class("gelu") for m in model.modules()) == fused
     assert all(type(m) is not torch.nn.Linear for m in model.modules())  # all through oneDNN
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+SMALL = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+OTHER_FAMILIES = {  # embedding models are built on these too (multilingual-e5, gte-modernbert, Qwen3-Embedding)
+    "XLMRoberta": dict(SMALL, pad_token_id=1),
+    "DistilBert": dict(vocab_size=100, dim=64, n_layers=2, n_heads=4, hidden_dim=128),
+    "ModernBert": dict(SMALL, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0, eos_token_id=2,
+                       bos_token_id=1, cls_token_id=1, sep_token_id=2),  # local attention: SDPA computes it
+    "Qwen3": dict(SMALL, num_key_value_heads=2, head_dim=16),           # causal: SDPA computes it
+}
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_other_model_families_sped_up_compute_the_same_hidden_states(family):
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{family}Config")(**OTHER_FAMILIES[family], attn_implementation="sdpa")
+    model = getattr(transformers, f"{family}Model")(config).eval()
+    input_ids = torch.randint(3, 100, (3, 12), generator=torch.Generator().manual_seed(1))
+    attention_mask = (torch.arange(12)[None, :] < torch.tensor([[12], [7], [2]])).long()
+    with torch.inference_mode():
+        before = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        cpu.speed_up(model)
+        after = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    real = attention_mask.bool()  # padded positions' states are never read
+    torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=1e-5)
 
 
 def test_the_default_model_runs_sped_up_on_cpu(embedder):
