@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.nn.functional import scaled_dot_product_attention as sdpa
 import transformers
-from transformers import BertConfig, BertModel
 
 from embedding import cpu
 
@@ -48,28 +47,6 @@ def test_other_masks_and_causal_attention_are_left_to_sdpa():
     torch.testing.assert_close(got, sdpa(query, key, value, is_causal=True, scale=0.5).transpose(1, 2))
 
 
-def small_bert(hidden_act="gelu"):
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, hidden_act=hidden_act, attn_implementation="sdpa")
-    return BertModel(config, add_pooling_layer=False).eval()
-
-
-@pytest.mark.parametrize("hidden_act, fused", [("gelu", 2), ("gelu_new", 0)])  # tanh GELU: not fused
-def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused):
-    model = small_bert(hidden_act)
-    input_ids = torch.randint(1, 100, (3, 9), generator=torch.Generator().manual_seed(1))
-    attention_mask = (torch.arange(9)[None, :] < torch.tensor([[9], [6], [1]])).long()
-    with torch.inference_mode():
-        before = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        cpu.speed_up(model)
-        after = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    assert model.config._attn_implementation == cpu.SLICED_ATTENTION
-    assert sum(type(m) is cpu.onednn_linear_class("gelu") for m in model.modules()) == fused
-    assert all(type(m) is not torch.nn.Linear for m in model.modules())  # all through oneDNN
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
-
-
 SMALL = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 OTHER_FAMILIES = {  # embedding models are built on these too (multilingual-e5, gte-modernbert, Qwen3-Embedding)
     "XLMRoberta": dict(SMALL, pad_token_id=1),
@@ -80,19 +57,37 @@ OTHER_FAMILIES = {  # embedding models are built on these too (multilingual-e5, 
 }
 
 
-@pytest.mark.parametrize("family", OTHER_FAMILIES)
-def test_other_model_families_sped_up_compute_the_same_hidden_states(family):
+def small_model(family: str, **config):
     torch.manual_seed(0)
-    config = getattr(transformers, f"{family}Config")(**OTHER_FAMILIES[family], attn_implementation="sdpa")
-    model = getattr(transformers, f"{family}Model")(config).eval()
+    config = getattr(transformers, f"{family}Config")(**config, attn_implementation="sdpa")
+    return getattr(transformers, f"{family}Model")(config).eval()
+
+
+def assert_speed_up_keeps_hidden_states(model):
+    """Three texts of 12, 7 and 2 tokens, padded: the same states before and after speed_up
+    (padded positions' states are never read)."""
     input_ids = torch.randint(3, 100, (3, 12), generator=torch.Generator().manual_seed(1))
     attention_mask = (torch.arange(12)[None, :] < torch.tensor([[12], [7], [2]])).long()
     with torch.inference_mode():
         before = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         cpu.speed_up(model)
         after = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    real = attention_mask.bool()  # padded positions' states are never read
+    real = attention_mask.bool()
     torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hidden_act, fused", [("gelu", 2), ("gelu_new", 0)])  # tanh GELU: not fused
+def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused):
+    model = small_model("Bert", **SMALL, hidden_act=hidden_act)
+    assert_speed_up_keeps_hidden_states(model)
+    assert model.config._attn_implementation == cpu.SLICED_ATTENTION
+    assert sum(type(m) is cpu.onednn_linear_class("gelu") for m in model.modules()) == fused
+    assert all(type(m) is not torch.nn.Linear for m in model.modules())  # all through oneDNN
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_other_model_families_sped_up_compute_the_same_hidden_states(family):
+    assert_speed_up_keeps_hidden_states(small_model(family, **OTHER_FAMILIES[family]))
 
 
 def test_the_default_model_runs_sped_up_on_cpu(embedder):
