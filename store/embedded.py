@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,8 @@ import psutil
 from .errors import StoreError
 
 log = logging.getLogger(__name__)
+
+SERVER_USER = "pgserver"  # pgserver's name for the user it runs PostgreSQL as under root
 
 
 def embedded_database_url(data_dir: Path) -> str:
@@ -29,18 +33,46 @@ def embedded_database_url(data_dir: Path) -> str:
     pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with PostgresServer._lock:
+        _ensure_server_user()
         _forget_dead_processes(pgdata)
     log.debug("embedded PostgreSQL in %s", pgdata)
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise StoreError(
-            f"the embedded PostgreSQL could not start in {pgdata} ({type(exc).__name__}); "
+            f"the embedded PostgreSQL could not start in {pgdata} ({type(exc).__name__}: {exc}); "
             f"its log is {pgdata / 'log'}; or set DATABASE_URL to use another server"
         ) from exc
     _size_to_machine(server, pgdata)
     # pgserver gives a libpq URI over a Unix socket; SQLAlchemy wants its driver named.
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _ensure_server_user() -> None:
+    """Create the system user the embedded server runs as under root, if it is missing.
+
+    PostgreSQL refuses to run as root, so as root pgserver runs it as a user "pgserver", which
+    it creates with the `useradd` found on PATH. A root shell with a bare PATH (cron's is
+    /usr/bin:/bin) has no /usr/sbin, where `useradd` lives: look there too.
+    """
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        pwd.getpwnam(SERVER_USER)
+        return
+    except KeyError:
+        pass
+    why = f"running as root, the embedded PostgreSQL runs as a system user {SERVER_USER!r}"
+    useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
+    if useradd is None:
+        raise StoreError(f"{why}, and `useradd` was not found to create it: create that user, run pgkb "
+                         "as another user, or set DATABASE_URL to use another server")
+    created = subprocess.run([useradd, "-s", "/bin/bash", SERVER_USER], capture_output=True, text=True)
+    if created.returncode != 0:
+        raise StoreError(f"{why}, and `useradd` could not create it: {created.stderr.strip()}")
+    log.info("created the system user %r for the embedded PostgreSQL (running as root)", SERVER_USER)
 
 
 def server_memory_settings(total_memory: int) -> dict[str, str]:
