@@ -76,8 +76,14 @@ def assert_speed_up_keeps_hidden_states(model):
     torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=1e-5)
 
 
+@pytest.fixture
+def sliced_attention_wins(monkeypatch):
+    """Whichever attention is faster on this CPU, the sliced one is chosen."""
+    monkeypatch.setattr(cpu, "sliced_attention_is_faster", lambda heads, width, dtype: True)
+
+
 @pytest.mark.parametrize("hidden_act, fused", [("gelu", 2), ("gelu_new", 0)])  # tanh GELU: not fused
-def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused):
+def test_a_bert_model_sped_up_computes_the_same_hidden_states(sliced_attention_wins, hidden_act, fused):
     model = small_model("Bert", **SMALL, hidden_act=hidden_act)
     assert_speed_up_keeps_hidden_states(model)
     assert model.config._attn_implementation == cpu.SLICED_ATTENTION
@@ -86,11 +92,22 @@ def test_a_bert_model_sped_up_computes_the_same_hidden_states(hidden_act, fused)
 
 
 @pytest.mark.parametrize("family", OTHER_FAMILIES)
-def test_other_model_families_sped_up_compute_the_same_hidden_states(family):
+def test_other_model_families_sped_up_compute_the_same_hidden_states(sliced_attention_wins, family):
     assert_speed_up_keeps_hidden_states(small_model(family, **OTHER_FAMILIES[family]))
 
 
+def test_where_sdpa_is_faster_the_model_keeps_it(monkeypatch):
+    monkeypatch.setattr(cpu, "sliced_attention_is_faster", lambda heads, width, dtype: False)
+    model = small_model("Bert", **SMALL)
+    assert_speed_up_keeps_hidden_states(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert sum(type(m) is cpu.onednn_linear_class("gelu") for m in model.modules()) == 2
+
+
 def test_the_default_model_runs_sped_up_on_cpu(embedder):
-    assert embedder.model.config._attn_implementation == cpu.SLICED_ATTENTION
+    config = embedder.model.config
+    width = config.hidden_size // config.num_attention_heads
+    faster = cpu.sliced_attention_is_faster(config.num_attention_heads, width, embedder.model.dtype)  # as timed at load
+    assert config._attn_implementation == (cpu.SLICED_ATTENTION if faster else "sdpa")
     fused = cpu.onednn_linear_class("gelu")
     assert sum(type(m) is fused for m in embedder.model.modules()) == embedder.model.config.num_hidden_layers
