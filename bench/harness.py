@@ -48,6 +48,7 @@ EMBED_BAND_CHUNKS = 120
 QUICK_FILES = 4
 QUICK_SCALES = "1,2"
 QUICK_QUERIES = 40
+QUICK_CHUNKS = 2_000  # search latency's collection (its own --quick has 10,000, a user's first look)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _retrieval_quality(plan: Plan) -> list:
 
 
 def _search_latency(plan: Plan) -> list:
-    return [*(["--quick", "--queries", QUICK_QUERIES] if plan.quick else []),
+    return [*(["--quick", "--queries", QUICK_QUERIES, "--chunks", QUICK_CHUNKS] if plan.quick else []),
             "--corpus", plan.inputs.beir / "corpus.jsonl",
             "--data-dir", plan.work / "search-latency", "--peer-venv", plan.venv("langchain-postgres"),
             "--out", plan.out("search_latency")]
