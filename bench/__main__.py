@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nbench: {name} skipped: {absent}", flush=True)
         else:
             to_run.append(name)
-    installed = time.perf_counter()
+    install_started = time.perf_counter()
     peer_failures = _ensure_peers(plan, {BENCHMARKS[name].peer for name in to_run} - {None}, context["peers"])
-    installed = time.perf_counter() - installed
+    install_seconds = time.perf_counter() - install_started
     for name in to_run:
         benchmark = BENCHMARKS[name]
         if benchmark.peer in peer_failures:
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         runs[name] = run_benchmark(benchmark, plan, work / "logs")
     context["total_seconds"] = time.perf_counter() - started
-    installs = any(peer["install_seconds"] for peer in context["peers"].values())
-    context["peer_install_seconds"] = installed if installs else 0  # wall time: they ran at once
+    installed_any = any(peer["install_seconds"] for peer in context["peers"].values())
+    context["peer_install_seconds"] = install_seconds if installed_any else 0  # wall time: they ran at once
 
     summary = report.build(results, page, runs, context)
     _print_summary(summary, runs, page, context)

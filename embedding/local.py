@@ -6,7 +6,7 @@ spent on padding whatever the mix of lengths; the next window of texts is tokeni
 background thread while the model works on the current one; on CUDA the model runs in bf16
 with SDPA attention and nothing reads results back between batches, so the GPU never waits
 for Python; on CPU, oneDNN computes the linear layers and attention runs in cache-sized
-slices (see cpu.py). Running out of memory halves the batch and retries.
+slices where that is faster (see cpu.py). Running out of memory halves the batch and retries.
 """
 
 from __future__ import annotations
