@@ -13,6 +13,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .profiles import ModelProfile
+from .query_cache import QueryCache
 from .space import EmbeddingSpace
 
 # Words whose token counts are remembered, at most (see Embedder._count_by_words).
@@ -39,14 +40,25 @@ class Embedder(ABC):
         self._counter = _counting_copy(tokenizer)
         self.counts_add_up = self._counter is not None and _cuts_at_every_space_and_punctuation(self._counter)
         self._word_tokens: dict[str, int] = {}
+        self.query_cache = QueryCache()
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Queries carry the space's instruction; documents never do."""
-        prefix = self.space.query_instruction or ""
-        return self._embed([prefix + t for t in texts])
+        """Queries carry the space's instruction; documents never do. A query embedded
+        recently in this space comes from the query cache, without a model call."""
+        space = self.space
+        vectors = {text: self.query_cache.get(space, text) for text in texts}
+        missing = [text for text, vector in vectors.items() if vector is None]
+        if missing:
+            prefix = space.query_instruction or ""
+            for text, vector in zip(missing, self._embed([prefix + t for t in missing])):
+                self.query_cache.put(space, text, vector)
+                vectors[text] = vector
+        if not texts:
+            return np.zeros((0, space.dims), dtype=np.float32)
+        return np.stack([vectors[text] for text in texts])  # a new array: the cache's stay as they are
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of text in each, special tokens excluded, never truncated."""
