@@ -11,6 +11,8 @@ each with a trait and a detail, in a handful of sentences. The same entities mak
 - a BEIR set: one corpus entry per entity; queries asking for a kind of entity in a region
   known for a trait (grade 2: those entities; grade 1: the same kind in the same region), or
   naming an entity (grade 2: it);
+- a Chinese BEIR set made the same way from Chinese entities, with a train split beside the
+  test one (queries-train.jsonl, qrels/train.tsv), laid out like ../shared's CMRC 2018 set;
 - a PII sample in presidio-synth's format: English sentences holding e-mail addresses, US
   phone numbers, Luhn-valid card numbers, checksummed IBANs, IPv4 addresses and SSNs.
 These are smoke-run inputs: figures measured on them say the harness works, not how good or
@@ -64,7 +66,55 @@ KINDS = {
                           "The company moved to a new office in {later} and employs about {length} people.",
                           "{name} Systems publishes the source of some of its {trait}."]),
 }
+CHINESE_REGIONS = ["青岚", "白沙湾", "北原", "盐湖", "松岭", "东野"]
+CHINESE_SYLLABLES = ["安", "宁", "清", "远", "明", "泉", "华", "林", "云", "石", "岳", "平", "川", "霖", "嘉"]
+CHINESE_KINDS = {
+    "城镇": (["毛纺厂", "盐沼", "钟楼", "苹果园", "玻璃作坊"], ["灯笼", "鲱鱼", "鸣钟", "风筝"],
+             ["{name}是{region}的一座集镇，建于{year}年。",
+              "这座城镇以{trait}闻名，每年都有一场{detail}节。",
+              "{later}年的洪水过后，旧港口得到重建，不久铁路也通到了这里。",
+              "{name}的居民大多从事农业、贸易或与{trait}有关的工作。"]),
+    "作曲家": (["合唱交响曲", "弦乐四重奏", "民歌改编", "管风琴前奏曲", "喜歌剧"],
+               ["灯塔看守人", "盐业贸易", "冬日旅程", "消失的河流"],
+               ["{name}是一位作曲家，{year}年生于{region}。",
+                "人们记得{name}的{trait}，以及一部关于{detail}的歌剧。",
+                "在首都求学之后，{name}于{later}年回到家乡的音乐学校任教。",
+                "这些{trait}的录音直到作曲家去世多年后才首次发行。"]),
+    "河流": (["鳟鱼垂钓", "水磨", "石桥", "春汛", "芦苇荡"], ["水獭", "驳船", "冰上集市", "柳条篮"],
+             ["{name}河是{region}的一条河流，长约{length}公里。",
+              "这条河以{trait}著称，两岸以{detail}闻名。",
+              "{year}年，一条运河把{name}河与大海连接起来。",
+              "自{later}年起，{name}河上游河谷成为自然保护区。"]),
+    "足球俱乐部": (["青训学院", "木制看台", "杯赛奇迹", "德比大战", "绿色球衣"],
+                   ["一座旧煤矿", "一家啤酒厂", "一座铁路工厂", "一支渔船队"],
+                   ["{name}足球俱乐部来自{region}，成立于{year}年。",
+                    "俱乐部以{trait}闻名，最初由{detail}的工人创办。",
+                    "它在{later}年赢得地区联赛冠军，主场是{name}路球场。",
+                    "{name}的球迷至今还在唱关于{trait}的歌。"]),
+    "软件公司": (["数据库工具", "会计软件", "地图服务", "编译器", "游戏"], ["气象数据", "航运物流", "学校课表", "图书馆目录"],
+                 ["{name}系统是一家位于{region}的软件公司，成立于{year}年。",
+                  "公司以{trait}和一款用于{detail}的产品闻名。",
+                  "公司于{later}年迁入新办公室，员工约{length}人。",
+                  "{name}系统公开了部分{trait}的源代码。"]),
+}
 EMAIL_DOMAINS = ["example.org", "mail.example.com", "corp.example.net"]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """One language's words for the generated entities and the queries about them."""
+
+    regions: list[str]
+    syllables: list[str]  # a name is two or three of them
+    kinds: dict[str, tuple[list[str], list[str], list[str]]]  # kind: (traits, details, sentence templates)
+    kind_query: str       # asks for a kind of entity in a region known for a trait
+    name_query: str       # asks about one entity by its name
+    separator: str        # between sentences
+
+
+ENGLISH = Wording(REGIONS, SYLLABLES, KINDS, "{kind} in {region} known for {trait}", "{name} {kind}", " ")
+CHINESE = Wording(CHINESE_REGIONS, CHINESE_SYLLABLES, CHINESE_KINDS, "{region}有哪些以{trait}闻名的{kind}？",
+                  "{name}是哪里的{kind}？", "")
 
 
 @dataclass(frozen=True)
@@ -83,38 +133,42 @@ class Inputs:
 
     documents: Path
     beir: Path
+    chinese_beir: Path
     pii_synth: Path
 
 
 def write_inputs(folder: Path, documents: int = 6, entities: int = 400, queries: int = 40, pii_samples: int = 150,
+                 chinese_entities: int = 150, chinese_queries: int = 30, chinese_train_queries: int = 60,
                  seed: int = 9) -> Inputs:
-    """All three inputs under `folder` (replaced if there)."""
+    """All four inputs under `folder` (replaced if there)."""
     shutil.rmtree(folder, ignore_errors=True)
     rng = random.Random(seed)
-    made = make_entities(entities, rng)
-    inputs = Inputs(folder / "documents", folder / "beir", folder / "pii-synth.json")
+    made = make_entities(entities, rng, ENGLISH)
+    inputs = Inputs(folder / "documents", folder / "beir", folder / "beir-chinese", folder / "pii-synth.json")
     write_documents(inputs.documents, made, documents, rng)
-    write_beir(inputs.beir, made, queries, rng)
+    write_beir(inputs.beir, made, ENGLISH, queries, rng)
     write_pii_sample(inputs.pii_synth, pii_samples, rng)
+    write_beir(inputs.chinese_beir, make_entities(chinese_entities, rng, CHINESE), CHINESE, chinese_queries, rng,
+               train=chinese_train_queries)
     return inputs
 
 
-def make_entities(count: int, rng: random.Random) -> list[Entity]:
+def make_entities(count: int, rng: random.Random, wording: Wording) -> list[Entity]:
     entities, names = [], set()
     while len(entities) < count:
-        name = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+        name = "".join(rng.choice(wording.syllables) for _ in range(rng.randint(2, 3))).capitalize()
         if name in names:
             continue
         names.add(name)
-        kind = rng.choice(list(KINDS))
-        traits, details, templates = KINDS[kind]
-        fields = {"name": name, "region": rng.choice(REGIONS), "trait": rng.choice(traits),
+        kind = rng.choice(list(wording.kinds))
+        traits, details, templates = wording.kinds[kind]
+        fields = {"name": name, "region": rng.choice(wording.regions), "trait": rng.choice(traits),
                   "detail": rng.choice(details), "year": rng.randint(1650, 1950), "later": rng.randint(1951, 2020),
                   "length": rng.randint(20, 400)}
         sentences = [template.format(**fields) for template in templates[:2]]
         sentences += rng.sample([template.format(**fields) for template in templates[2:]], rng.randint(1, 2))
         entities.append(Entity(f"entity-{len(entities):04d}", name, kind, fields["region"], fields["trait"],
-                               " ".join(sentences)))
+                               wording.separator.join(sentences)))
     return entities
 
 
@@ -141,24 +195,39 @@ def write_documents(folder: Path, entities: list[Entity], count: int, rng: rando
             shutil.copyfile(example, folder / example.name)
 
 
-def write_beir(folder: Path, entities: list[Entity], count: int, rng: random.Random) -> None:
+def write_beir(folder: Path, entities: list[Entity], wording: Wording, count: int, rng: random.Random,
+               train: int = 0) -> None:
+    """The corpus, `count` test queries (queries.jsonl, qrels/test.tsv) and, where `train`,
+    that many other queries as a train split (queries-train.jsonl, qrels/train.tsv)."""
     (folder / "qrels").mkdir(parents=True)
     with (folder / "corpus.jsonl").open("w") as corpus:
         for entity in entities:
-            corpus.write(json.dumps({"_id": entity.key, "title": entity.name, "text": entity.text}) + "\n")
+            corpus.write(json.dumps({"_id": entity.key, "title": entity.name, "text": entity.text},
+                                    ensure_ascii=False) + "\n")
+    asked = rng.sample(entities, count + train)
+    write_queries(folder, "test", "queries.jsonl", entities, asked[:count], wording)
+    if train:
+        write_queries(folder, "train", "queries-train.jsonl", entities, asked[count:], wording)
+
+
+def write_queries(folder: Path, split: str, file: str, entities: list[Entity], asked: list[Entity],
+                  wording: Wording) -> None:
+    """One query per entity in `asked`: every other one names it, the rest ask for its kind in
+    its region known for its trait."""
     queries, qrels = [], []
-    for number, entity in enumerate(rng.sample(entities, count)):
-        query_id = f"q{number:03d}"
+    for number, entity in enumerate(asked):
+        query_id = f"{split}-q{number:03d}"
+        fields = {"name": entity.name, "kind": entity.kind, "region": entity.region, "trait": entity.trait}
         if number % 2:
-            queries.append({"_id": query_id, "text": f"{entity.name} {entity.kind}"})
+            queries.append({"_id": query_id, "text": wording.name_query.format(**fields)})
             qrels.append((query_id, entity.key, 2))
             continue
-        queries.append({"_id": query_id, "text": f"{entity.kind} in {entity.region} known for {entity.trait}"})
+        queries.append({"_id": query_id, "text": wording.kind_query.format(**fields)})
         for other in entities:
             if other.kind == entity.kind and other.region == entity.region:
                 qrels.append((query_id, other.key, 2 if other.trait == entity.trait else 1))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (folder / "qrels" / "test.tsv").write_text(
+    (folder / file).write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries))
+    (folder / "qrels" / f"{split}.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels))
 
 
