@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, help="the documents folder (default: ../shared/corpus; "
                                                     "--quick: generated documents)")
     parser.add_argument("--eval", type=Path, default=SHARED / "eval",
-                        help="folder with retrieval/dbpedia (BEIR) and pii/presidio-synth-v2.json "
-                             "(default ../shared/eval; generated stand-ins where missing)")
+                        help="folder with retrieval/dbpedia and retrieval/cmrc2018 (BEIR) and "
+                             "pii/presidio-synth-v2.json (default ../shared/eval; generated stand-ins where missing)")
     parser.add_argument("--gpu", action="store_true", help="add the GPU embedding benchmark")
     parser.add_argument("--repeats", type=int, help="rounds of every benchmark that repeats (default: each its own)")
     parser.add_argument("--results", type=Path, help=f"results folder (default {DEFAULT_RESULTS.relative_to(ROOT)}; "
@@ -116,7 +116,7 @@ def _selected(parser: argparse.ArgumentParser, only: list[str] | None, gpu: bool
 
 
 def _inputs(args: argparse.Namespace, work: Path) -> Inputs:
-    """The documents, BEIR set and PII sample of this run: given, shared, or generated (quick)."""
+    """The documents, BEIR sets and PII sample of this run: given, shared, or generated (quick)."""
     generated = None
 
     def fixtures():
@@ -125,7 +125,8 @@ def _inputs(args: argparse.Namespace, work: Path) -> Inputs:
             generated = write_inputs(work / "inputs")
         return generated
 
-    beir, synth = args.eval / "retrieval" / "dbpedia", args.eval / "pii" / "presidio-synth-v2.json"
+    beir, chinese_beir = args.eval / "retrieval" / "dbpedia", args.eval / "retrieval" / "cmrc2018"
+    synth = args.eval / "pii" / "presidio-synth-v2.json"
     if args.corpus:
         documents, origin = args.corpus.resolve(), "given (--corpus)"
     elif args.quick:
@@ -137,11 +138,16 @@ def _inputs(args: argparse.Namespace, work: Path) -> Inputs:
     use_shared = not args.quick and (beir / "corpus.jsonl").is_file()
     beir_origin = str(beir) if use_shared else "generated (bench/fixtures.py)"
     beir = beir if use_shared else fixtures().beir
+    chinese_shared = not args.quick and (chinese_beir / "corpus.jsonl").is_file()
+    chinese_origin = str(chinese_beir) if chinese_shared else "generated (bench/fixtures.py)"
+    chinese_beir = chinese_beir if chinese_shared else fixtures().chinese_beir
     synth_shared = not args.quick and synth.is_file()
     synth_origin = str(synth) if synth_shared else "generated (bench/fixtures.py)"
     synth = synth if synth_shared else fixtures().pii_synth
-    return Inputs(documents, beir, synth, {"documents": f"{documents}: {origin}", "retrieval set": beir_origin,
-                                           "PII sample": synth_origin})
+    return Inputs(documents, beir, chinese_beir, synth, {"documents": f"{documents}: {origin}",
+                                                         "retrieval set": beir_origin,
+                                                         "Chinese retrieval set": chinese_origin,
+                                                         "PII sample": synth_origin})
 
 
 def _ensure_peers(plan: Plan, keys: set[str], peers: dict) -> dict[str, Exception]:

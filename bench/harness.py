@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import ingest_e2e, parsing, search_latency
-from bench.peers import make_venv
+from bench.peers import bm25, make_venv
 from bench.peers.langchain_ingest import PACKAGES as LANGCHAIN_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,7 @@ PEERS = {
     "langchain-postgres": Peer("langchain-postgres",
                                lambda venv: make_venv(venv, list(search_latency.PEER_REQUIREMENTS)),
                                ("langchain-postgres", "langchain-core", "psycopg", "SQLAlchemy", "pgvector")),
+    "bm25": Peer("bm25", bm25.setup, bm25.PACKAGES),
 }
 
 
@@ -75,6 +76,7 @@ PEERS = {
 class Inputs:
     documents: Path    # a folder of PDFs and DOCX (and what else ingest reads)
     beir: Path         # a BEIR-format set: corpus.jsonl, queries.jsonl, qrels/test.tsv
+    chinese_beir: Path  # a Chinese one, with a train split too (queries-train.jsonl, qrels/train.tsv)
     pii_synth: Path    # presidio-synth's JSON layout
     description: dict  # where each came from, for the page
 
@@ -143,8 +145,8 @@ def _ingest_e2e(plan: Plan) -> list:
 
 
 def _retrieval_quality(plan: Plan) -> list:
-    return ["--beir", plan.inputs.beir, "--data-dir", plan.work / "retrieval-quality", "--json",
-            plan.out("retrieval_quality")]
+    return ["--set", plan.inputs.beir, "--set", plan.inputs.chinese_beir, "--data-dir", plan.work / "retrieval-quality",
+            "--peer-venv", plan.venv("bm25"), "--json", plan.out("retrieval_quality")]
 
 
 def _search_latency(plan: Plan) -> list:
@@ -160,7 +162,8 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("embed_cpu", 5, "Embedding on CPU", None, _embed_cpu),
     Benchmark("embed_gpu", 5, "Embedding on GPU", None, _embed_gpu, gpu=True),
     Benchmark("ingest_e2e", 6, "End-to-end ingest", "langchain", _ingest_e2e),
-    Benchmark("retrieval_quality", 7, "Retrieval quality", None, _retrieval_quality),
+    Benchmark("retrieval_quality", 20, "Retrieval quality against plain BM25 and exact dense search", "bm25",
+              _retrieval_quality),
     Benchmark("search_latency", 7, "Search latency, HNSW recall, bulk load", "langchain-postgres", _search_latency),
 ]}
 

@@ -39,7 +39,7 @@ def test_quick_run_measures_every_figure_side_by_side(tmp_path):
     for key in ("cpu", "cores", "ram_gib", "os", "python", "torch", "postgresql", "pgvector"):
         assert machine[key], key
     assert summary["pgkb_versions"]["torch"] and summary["pgkb_versions"]["matplotlib"]
-    for peer in ("unstructured", "langchain", "langchain-postgres"):
+    for peer in ("unstructured", "langchain", "langchain-postgres", "bm25"):
         assert all(summary["peers"][peer]["versions"].values()), summary["peers"][peer]
 
     for name, benchmark in BENCHMARKS.items():
