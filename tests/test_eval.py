@@ -5,9 +5,11 @@ import json
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
+from embedding.query_cache import QueryCache
 from ingest import ingest
 from retrieval import KnowledgeBase
 from retrieval.evaluation import (
@@ -274,6 +276,21 @@ def test_the_health_check_scores_both_legs_well_on_a_sound_collection(kb):
     for mode, scores in result.modes.items():
         assert scores.queries == 16
         assert scores.mrr > 0.6 and scores.recall_at_10 > 0.8, (mode, scores)
+
+
+def test_the_health_check_shows_a_wrong_model(kb, monkeypatch):
+    """Queries embedded by another model than the chunks were: the vector leg falls to about
+    chance (a random ranking of 12 chunks has an MRR near 0.26), the keyword leg stays."""
+    rng = np.random.default_rng(0)
+
+    def another_model(texts):
+        vectors = rng.normal(size=(len(texts), kb.embedder.space.dims)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    monkeypatch.setattr(kb.embedder, "_embed", another_model)
+    monkeypatch.setattr(kb.embedder, "query_cache", QueryCache())  # the module's other tests keep theirs
+    result = health_check(kb, queries=16, seed=1, modes=["vector", "keyword"])
+    assert result.modes["vector"].mrr < 0.5 < result.modes["keyword"].mrr
 
 
 def test_sentences_split_in_english_and_chinese():
