@@ -297,6 +297,7 @@ def search_latency(d: Lookup) -> list[Figure]:
     latency = d("latency") or {}
     default = next((key for key in latency if key.endswith("(default)")), None)
     rows = d("rows", "chunks")
+    languages = ", ".join(f"{count} {language}" for language, count in (d("queries_by_language") or {}).items())
     figures = []
     for condition in ("no filter", "1% filter"):
         for percentile, target in (("p50", 20), ("p95", 50)):
@@ -304,8 +305,8 @@ def search_latency(d: Lookup) -> list[Figure]:
                 "search_latency", 7, f"Hybrid search latency {percentile}, {condition}", "ms", None,
                 higher_is_better=False, target=Target("max", target),
                 pgkb=d("latency", default, condition, "end_to_end_ms", percentile) if default else None,
-                note=f"{rows:,} chunks; search as pgkb runs it, torch threads {default} (other settings below)"
-                if rows and default else ""))
+                note=f"{rows:,} chunks; {languages or 'English'} queries; search as pgkb runs it, torch threads "
+                     f"{default} (other settings below)" if rows and default else ""))
     for condition in ("no filter", "1% filter"):
         figures.append(Figure("search_latency", 7, f"HNSW leg recall@10 against an exact scan, {condition}", "score",
                               None, target=Target("min", 0.98),

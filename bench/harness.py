@@ -152,6 +152,7 @@ def _retrieval_quality(plan: Plan) -> list:
 def _search_latency(plan: Plan) -> list:
     return [*(["--quick", "--queries", QUICK_QUERIES, "--chunks", QUICK_CHUNKS] if plan.quick else []),
             "--corpus", plan.inputs.beir / "corpus.jsonl",
+            "--chinese-corpus", plan.inputs.chinese_beir / "corpus.jsonl",
             "--data-dir", plan.work / "search-latency", "--peer-venv", plan.venv("langchain-postgres"),
             "--out", plan.out("search_latency")]
 

@@ -342,6 +342,9 @@ def _latency_table(data: dict) -> list[str]:
                 lines.append(f"| {setting} | {condition} | {parts['end_to_end_ms']['p50']:.1f} | "
                              f"{parts['end_to_end_ms']['p95']:.1f} | {parts['embedding_ms']['p50']:.1f} | "
                              f"{parts['without_embedding_ms']['p50']:.1f} |")
+            for language, values in parts.get("end_to_end_ms_by_language", {}).items():
+                lines.append(f"| {setting} | {condition}, {language} queries | {values['p50']:.1f} | "
+                             f"{values['p95']:.1f} | | |")
     server = data.get("server", {})
     return [f"PostgreSQL {server.get('postgresql', '?')}, pgvector {server.get('pgvector', '?')}, "
             f"shared_buffers {server.get('shared_buffers', '?')}.", "", *lines]

@@ -4,13 +4,20 @@
     python -m bench.search_latency --quick          # 10,000 chunks, a smoke run
 
 The rows: documents of 100 chunks (1,000 of them at 100,000 chunks), each tagged
-{"department": "d00".."d99"}, so a department filter lets 1% of the chunks through. Chunk
-texts are real prose: a piece of one to three sentences of a DBpedia abstract (--corpus)
-followed by a piece of another, so that 100,000 texts differ although the corpus is small.
-Embedding 100,000 texts on a CPU takes too long, so only the abstracts are embedded with the
+{"department": "d00".."d99"}, so a department filter lets 1% of the chunks through. Half the
+documents, drawn at random, are English, the other half Chinese. Chunk texts are real prose:
+a piece of one to three sentences of a DBpedia abstract (--corpus), or of a CMRC 2018
+paragraph of Chinese Wikipedia (--chinese-corpus), followed by a piece of another of the same
+language, so that 100,000 texts differ although the corpora are small. Embedding 100,000
+texts on a CPU takes too long, so only the abstracts and paragraphs are embedded with the
 real model (a few thousand, cached in the data directory), and a chunk's vector is the
-normalised mixture of its two abstracts' vectors, in proportion to their words, plus a little
-noise: clustered like real data, and near the text it stands for.
+normalised mixture of its two sources' vectors, in proportion to their characters, plus a
+little noise: clustered like real data, and near the text it stands for.
+
+The queries, half English and half Chinese, taken in turn: the English set's own queries
+(queries.jsonl beside --corpus) and the Chinese set's training questions (queries-train.jsonl
+beside --chinese-corpus, so its test questions stay unseen), then sentences of the corpora cut
+to a query's length.
 
 What it measures, in one run on one PostgreSQL server (the embedded one; or DATABASE_URL's,
 where the user may create databases):
@@ -26,7 +33,9 @@ where the user may create databases):
    pgkb's time is split by statement (COPY, the staged INSERT that adds the tsvector, commits...).
 2. Latency of `KnowledgeBase.search(q, k=10)` (hybrid) without and with the 1% filter, after
    a warm-up with five times as many other queries (a serving system's caches are warm),
-   split into the query's embedding (timed inside the call) and the rest.
+   split into the query's embedding (timed inside the call) and the rest, for all queries and
+   per language. Every timed search embeds its query afresh: the query cache is emptied
+   before each, or a query's second search (with the filter) would skip the model.
 3. Recall@10 of the vector leg (mode="vector") against an exact scan (exact=True), without
    and with the filter: as `search` runs it (exact=None, and exact=False), its statement as
    planned, and its statement forced onto the HNSW index at the largest ef_search.
@@ -61,14 +70,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "eval" / "retrieval" / "dbpedia" / "corpus.jsonl"
+DEFAULT_CHINESE_CORPUS = ROOT.parent / "shared" / "eval" / "retrieval" / "cmrc2018" / "corpus.jsonl"
 DEFAULT_OUT = ROOT / "bench" / "results" / "search_latency.json"
 PEER_REQUIREMENTS = ("langchain-postgres", "psycopg[binary]")
 PEER_PACKAGES = ("langchain-postgres", "langchain-core", "psycopg", "SQLAlchemy", "pgvector", "torch")
 DEPARTMENTS = 100          # a department filter lets 1 / DEPARTMENTS of the chunks through
+CHINESE_SHARE = 0.5        # of the documents, and of the queries
 NOISE = 0.01               # standard deviation, per dimension, of the noise in a mixed vector
 K = 10
-# The warm-up: five times as many queries as are timed, other sentences (the caches of a
-# server that has been answering for a while).
+# The warm-up: five times as many queries as are timed, other ones (the caches of a server
+# that has been answering for a while).
 WARMUP_SEED, WARMUP_FACTOR = 99, 5
 FORCED_EF_SEARCH = 1000    # pgvector's largest ef_search
 SCRATCH_DATABASES = {"pgkb": "bench_load_pgkb", "langchain-postgres": "bench_load_langchain"}
@@ -77,10 +88,40 @@ SCRATCH_DATABASES = {"pgkb": "bench_load_pgkb", "langchain-postgres": "bench_loa
 # -- the rows ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Language:
+    name: str
+    sentence_end: str     # a regular expression: where one sentence ends and the next begins
+    separator: str        # what joins two sentences, or two pieces
+    query_length: int     # a query cut from a sentence keeps this many words (Chinese: characters)
+
+    def cut(self, sentence: str) -> str:
+        """The start of a sentence, as long as a query."""
+        words = sentence.split() if self.separator else list(sentence)
+        return self.separator.join(words[:self.query_length])
+
+
+ENGLISH = Language("English", r"(?<=[.!?])\s+", " ", 12)
+CHINESE = Language("Chinese", r"(?<=[。！？])", "", 16)  # Chinese sentences end without a space
+
+
+@dataclass(frozen=True)
 class Abstract:
+    """A DBpedia abstract or a CMRC 2018 paragraph: what chunk texts are cut from."""
+
     title: str
     text: str
     sentences: tuple[str, ...]
+    language: Language
+
+    @property
+    def embedding_text(self) -> str:
+        return "\n\n".join(part for part in (self.title, self.text) if part)
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    language: str
 
 
 @dataclass
@@ -88,7 +129,7 @@ class Rows:
     """What both contenders load: `per_document` consecutive rows make one document."""
 
     texts: list[str]
-    titles: list[str]          # the abstract a chunk's text starts in: its section heading
+    titles: list[str]          # of the abstract a chunk's text starts in: its section heading (or "")
     vectors: np.ndarray        # float32 [n, dims], L2-normalised
     per_document: int
 
@@ -103,14 +144,15 @@ class Rows:
         return {"department": f"d{document % DEPARTMENTS:02d}"}
 
 
-def read_abstracts(path: Path, limit: int) -> list[Abstract]:
+def read_abstracts(path: Path, limit: int | None, language: Language) -> list[Abstract]:
+    """The first `limit` entries of a BEIR corpus (all of them: None) that hold a sentence."""
     abstracts = []
-    with path.open() as lines:
+    with path.open(encoding="utf-8") as lines:
         for line in lines:
             entry = json.loads(line)
-            sentences = tuple(s for s in re.split(r"(?<=[.!?])\s+", entry["text"].strip()) if s)
+            sentences = tuple(s.strip() for s in re.split(language.sentence_end, entry["text"].strip()) if s.strip())
             if sentences:
-                abstracts.append(Abstract(entry.get("title", ""), entry["text"], sentences))
+                abstracts.append(Abstract(entry.get("title", ""), entry["text"], sentences, language))
             if len(abstracts) == limit:
                 break
     return abstracts
@@ -120,63 +162,92 @@ def abstract_vectors(abstracts: list[Abstract], embedder, cache_dir: Path) -> np
     """The abstracts embedded with the real model; cached, so every run mixes the same vectors."""
     digest = hashlib.sha256(embedder.space.model.encode())
     for abstract in abstracts:
-        digest.update(f"{abstract.title}\n\n{abstract.text}".encode())
+        digest.update(abstract.embedding_text.encode())
     cache = cache_dir / f"abstract-vectors-{digest.hexdigest()[:16]}.npy"
     if cache.exists():
         return np.load(cache)
     started = time.perf_counter()
-    vectors = embedder.embed_documents([f"{a.title}\n\n{a.text}" for a in abstracts])
+    vectors = embedder.embed_documents([abstract.embedding_text for abstract in abstracts])
     print(f"embedded {len(abstracts)} abstracts in {time.perf_counter() - started:.0f} s", flush=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(cache, vectors)
     return vectors
 
 
-def sentence_pieces(abstracts: list[Abstract]) -> list[tuple[int, str]]:
-    """Every run of one to three consecutive sentences of each abstract, with its abstract."""
-    pieces = []
+def sentence_pieces(abstracts: list[Abstract]) -> dict[str, list[tuple[int, str]]]:
+    """Every run of one to three consecutive sentences of each abstract, with its abstract's
+    index, by language."""
+    pieces = defaultdict(list)
     for index, abstract in enumerate(abstracts):
         for size in (1, 2, 3):
             for start in range(len(abstract.sentences) - size + 1):
-                pieces.append((index, " ".join(abstract.sentences[start:start + size])))
+                text = abstract.language.separator.join(abstract.sentences[start:start + size])
+                pieces[abstract.language.name].append((index, text))
     return pieces
 
 
 def make_rows(abstracts: list[Abstract], vectors: np.ndarray, count: int, per_document: int,
               seed: int = 0) -> Rows:
-    """`count` texts, each a piece of one abstract then a piece of another, and their vectors:
-    the two abstracts' real vectors mixed by the pieces' shares of words, plus noise."""
+    """`count` texts, each a piece of one abstract then a piece of another of the same language
+    (its document's: CHINESE_SHARE of the documents are Chinese), and their vectors: the two
+    abstracts' real vectors mixed by the pieces' shares of characters, plus noise."""
     rng = random.Random(seed)
     pieces = sentence_pieces(abstracts)
-    rng.shuffle(pieces)
+    for language_pieces in pieces.values():
+        rng.shuffle(language_pieces)
+    documents = count // per_document
+    chinese = set(rng.sample(range(documents), round(documents * CHINESE_SHARE)))
+    used = dict.fromkeys(pieces, 0)  # each language's pieces start a text in turn
     texts, titles = [], []
     mixed = np.empty((count, vectors.shape[1]), dtype=np.float32)
     for row in range(count):
-        first, first_text = pieces[row % len(pieces)]
-        second, second_text = pieces[rng.randrange(len(pieces))]
+        language = CHINESE if row // per_document in chinese else ENGLISH
+        pool = pieces[language.name]
+        first, first_text = pool[used[language.name] % len(pool)]
+        used[language.name] += 1
+        second, second_text = pool[rng.randrange(len(pool))]
         while second == first:
-            second, second_text = pieces[rng.randrange(len(pieces))]
-        texts.append(f"{first_text} {second_text}")
+            second, second_text = pool[rng.randrange(len(pool))]
+        texts.append(language.separator.join((first_text, second_text)))
         titles.append(abstracts[first].title)
-        share = len(first_text.split()) / (len(first_text.split()) + len(second_text.split()))
+        share = len(first_text) / (len(first_text) + len(second_text))
         mixed[row] = share * vectors[first] + (1 - share) * vectors[second]
     mixed += np.random.default_rng(seed).normal(0, NOISE, mixed.shape).astype(np.float32)
     mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
     return Rows(texts, titles, mixed, per_document)
 
 
-def make_queries(corpus: Path, abstracts: list[Abstract], count: int, seed: int = 1,
-                 set_queries: bool = True) -> list[str]:
-    """The BEIR set's own queries (queries.jsonl beside the corpus; unless not `set_queries`),
-    then corpus sentences cut to at most 12 words, `count` in all."""
+def asked_questions(queries_file: Path) -> list[str]:
+    """The questions of a BEIR queries file, if there is one."""
+    if not queries_file.exists():
+        return []
+    return [json.loads(line)["text"] for line in queries_file.open(encoding="utf-8") if line.strip()]
+
+
+def make_queries(asked: list[str], abstracts: list[Abstract], count: int, seed: int) -> list[str]:
+    """The `asked` questions, then the abstracts' sentences cut to a query's length: `count` in all."""
     rng = random.Random(seed)
-    queries_file = corpus.parent / "queries.jsonl"
-    queries = ([json.loads(line)["text"] for line in queries_file.open()]
-               if set_queries and queries_file.exists() else [])
+    queries = asked[:count]
     while len(queries) < count:
-        sentence = rng.choice(rng.choice(abstracts).sentences)
-        queries.append(" ".join(sentence.split()[:12]))
-    return queries[:count]
+        abstract = rng.choice(abstracts)
+        queries.append(abstract.language.cut(rng.choice(abstract.sentences)))
+    return queries
+
+
+def timed_and_warmup_queries(asked: list[str], abstracts: list[Abstract],
+                             count: int) -> tuple[list[Query], list[str]]:
+    """`count` queries to time and WARMUP_FACTOR times as many others to warm up with, all in
+    the abstracts' language: the asked questions in a shuffled order (the timed ones first, none
+    of them again in the warm-up), then sentences cut to a query's length."""
+    asked = random.Random(1).sample(asked, len(asked))
+    language = abstracts[0].language.name
+    return ([Query(text, language) for text in make_queries(asked, abstracts, count, seed=1)],
+            make_queries(asked[count:], abstracts, WARMUP_FACTOR * count, seed=WARMUP_SEED))
+
+
+def in_turn(first: list, second: list) -> list:
+    """One of each list in turn, then the rest of the longer one."""
+    return [item for pair in itertools.zip_longest(first, second) for item in pair if item is not None]
 
 
 # -- loading with pgkb ---------------------------------------------------------------------
@@ -205,7 +276,8 @@ def pgkb_records(rows: Rows, document: int):
         media_type="text/plain", title=rows.titles[members[0]], metadata=metadata,
     )
     chunks = [
-        Chunk(document_key=key, ordinal=ordinal, text=rows.texts[row], section_path=(rows.titles[row],),
+        Chunk(document_key=key, ordinal=ordinal, text=rows.texts[row],
+              section_path=(rows.titles[row],) if rows.titles[row] else (),  # CMRC paragraphs have no title
               page_start=None, page_end=None, element_types=("NarrativeText",),
               token_count=len(rows.texts[row].split()),  # words: the load does not depend on it
               content_hash=hashlib.sha256(rows.texts[row].encode()).hexdigest(), metadata=metadata)
@@ -500,10 +572,11 @@ class TimedEmbedder:
         return getattr(self.embedder, name)
 
 
-def measure_latency(kb, queries: list[str], filters: list[dict], warmup: list[str]) -> dict:
+def measure_latency(kb, queries: list[Query], filters: list[dict], warmup: list[str]) -> dict:
     """Milliseconds of `kb.search(q, k=10)` per query, without and with its department filter,
     and of the query's embedding inside it (the rest is SQL and the Python around it), after
-    the `warmup` queries (other ones) have brought the server's caches to a steady state."""
+    the `warmup` queries (other ones) have brought the server's caches to a steady state;
+    for all queries, and per language. Each search embeds its query (see the module's docstring)."""
     import torch
 
     for query, where in zip(warmup, itertools.cycle(filters)):
@@ -518,8 +591,9 @@ def measure_latency(kb, queries: list[str], filters: list[dict], warmup: list[st
     try:
         for query, where in zip(queries, filters):
             for name, condition in (("no filter", None), ("1% filter", where)):
+                kb.embedder.query_cache.clear()
                 started = time.perf_counter()
-                hits = kb.search(query, k=K, filters=condition)
+                hits = kb.search(query.text, k=K, filters=condition)
                 total_ms[name].append((time.perf_counter() - started) * 1000)
                 embedding_ms[name].append(timed.last_ms)
                 if condition:
@@ -531,11 +605,15 @@ def measure_latency(kb, queries: list[str], filters: list[dict], warmup: list[st
     result = {"queries": len(queries), "torch_threads": torch.get_num_threads(),
               "load_average_before": before, "load_average_after": os.getloadavg(),
               "filtered_searches_with_k_matching_hits": complete_and_matching}
+    languages = dict.fromkeys(query.language for query in queries)
     for name, values in total_ms.items():
         result[name] = {
             "end_to_end_ms": percentiles(values),
             "embedding_ms": percentiles(embedding_ms[name]),
             "without_embedding_ms": percentiles([t - e for t, e in zip(values, embedding_ms[name])]),
+            "end_to_end_ms_by_language": {
+                language: percentiles([v for v, query in zip(values, queries) if query.language == language])
+                for language in languages},
         }
     return result
 
@@ -580,7 +658,7 @@ def vector_leg(kb, query: str, where: dict | None, ef_search: int, force_index: 
     return ids, hnsw_index_name(kb.collection.id) in (plan if isinstance(plan, str) else json.dumps(plan))
 
 
-def measure_recall(kb, queries: list[str], filters: list[dict]) -> dict:
+def measure_recall(kb, queries: list[Query], filters: list[dict]) -> dict:
     """Recall@10 of the vector leg against an exact scan: as `search` runs it (exact=None, the
     default, and exact=False), the statement as planned at search's ef_search, and the
     statement forced onto the HNSW index at the largest ef_search."""
@@ -589,18 +667,18 @@ def measure_recall(kb, queries: list[str], filters: list[dict]) -> dict:
 
     result = {}
     for name, wheres in (("no filter", [None] * len(queries)), ("1% filter", filters)):
-        truth = [{h.chunk_id for h in kb.search(q, k=K, filters=w, mode="vector", exact=True)}
+        truth = [{h.chunk_id for h in kb.search(q.text, k=K, filters=w, mode="vector", exact=True)}
                  for q, w in zip(queries, wheres)]
         figures = {}
         for exact in (None, False):
             with counted_searches(kb) as calls:
-                found = [{h.chunk_id for h in kb.search(q, k=K, filters=w, mode="vector", exact=exact)}
+                found = [{h.chunk_id for h in kb.search(q.text, k=K, filters=w, mode="vector", exact=exact)}
                          for q, w in zip(queries, wheres)]
             figures[f"search, exact={exact}"] = {"recall": recall(found, truth),
                                                  "exact_retries": len(calls) - len(queries)}
         for label, ef_search, force in (("statement as planned, ef_search=100", 100, False),
                                         (f"forced onto HNSW, ef_search={FORCED_EF_SEARCH}", FORCED_EF_SEARCH, True)):
-            legs = [vector_leg(kb, q, w, ef_search, force) for q, w in zip(queries, wheres)]
+            legs = [vector_leg(kb, q.text, w, ef_search, force) for q, w in zip(queries, wheres)]
             found = [ids for ids, _ in legs]
             figures[label] = {"recall": recall(found, truth), "mean_hits": float(np.mean([len(f) for f in found])),
                               "plans_on_hnsw": sum(on_index for _, on_index in legs)}
@@ -652,6 +730,11 @@ def print_report(report: dict) -> None:
                   f"{embedding['p95']:7.1f}   {rest['p50']:8.1f} {rest['p95']:7.1f}   "
                   f"{latency['load_average_before'][0]:.1f} -> {latency['load_average_after'][0]:.1f}")
     for setting, latency in report["latency"].items():
+        for name in ("no filter", "1% filter"):
+            by_language = ", ".join(f"{language} {values['p50']:.1f} / {values['p95']:.1f}" for language, values
+                                    in latency[name]["end_to_end_ms_by_language"].items())
+            print(f"{setting}, {name}, p50 / p95 by the query's language: {by_language}")
+    for setting, latency in report["latency"].items():
         print(f"filtered searches returning {K} hits, all in the department ({setting}): "
               f"{latency['filtered_searches_with_k_matching_hits']}/{latency['queries']}")
     print(f"\nrecall@{K} of the vector leg against an exact scan ({report['queries']} queries; target >= 0.98)")
@@ -700,12 +783,17 @@ def load_summary(results: list[LoadResult]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 chunks, 1,000 abstracts, 100 queries")
+    parser.add_argument("--quick", action="store_true",
+                        help="10,000 chunks, 1,000 abstracts, 250 Chinese paragraphs, 100 queries")
     parser.add_argument("--chunks", type=int, help="chunks to load and search (default 100,000)")
     parser.add_argument("--per-document", type=int, default=100, help="chunks per document")
-    parser.add_argument("--abstracts", type=int, help="abstracts embedded with the model (default 5,000)")
-    parser.add_argument("--queries", type=int, help="queries timed (default 200)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="a BEIR corpus.jsonl")
+    parser.add_argument("--abstracts", type=int, help="English abstracts embedded with the model (default 5,000)")
+    parser.add_argument("--chinese-paragraphs", type=int,
+                        help="Chinese paragraphs embedded with the model (default: all of --chinese-corpus)")
+    parser.add_argument("--queries", type=int, help="queries timed, half of them Chinese (default 200)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="a BEIR corpus.jsonl of English texts")
+    parser.add_argument("--chinese-corpus", type=Path, default=DEFAULT_CHINESE_CORPUS,
+                        help="a BEIR corpus.jsonl of Chinese texts")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/pgkb-search-bench"),
                         help="the embedded server's data folder, kept for later runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the figures go, as JSON")
@@ -720,11 +808,13 @@ def main() -> int:
     if args.peer_load:
         peer_main(args.peer_load, args.peer_url, args.peer_hnsw)
         return 0
-    if not args.corpus.is_file():
-        print(f"no corpus at {args.corpus}: give a BEIR corpus.jsonl with --corpus", file=sys.stderr)
-        return 2
+    for corpus, option in ((args.corpus, "--corpus"), (args.chinese_corpus, "--chinese-corpus")):
+        if not corpus.is_file():
+            print(f"no corpus at {corpus}: give a BEIR corpus.jsonl with {option}", file=sys.stderr)
+            return 2
     chunks = args.chunks or (10_000 if args.quick else 100_000)
     abstract_count = args.abstracts or (1_000 if args.quick else 5_000)
+    paragraph_count = args.chinese_paragraphs or (250 if args.quick else None)
     query_count = args.queries or (100 if args.quick else 200)
 
     sys.path.insert(0, str(ROOT))
@@ -735,10 +825,16 @@ def main() -> int:
 
     settings = Settings.from_env(data_dir=args.data_dir, collection=f"bench-{chunks}")
     embedder = load_embedder(settings.model, device=settings.device, batch_tokens=settings.batch_tokens)
-    abstracts = read_abstracts(args.corpus, abstract_count)
+    english = read_abstracts(args.corpus, abstract_count, ENGLISH)
+    chinese = read_abstracts(args.chinese_corpus, paragraph_count, CHINESE)
+    abstracts = english + chinese
     rows = make_rows(abstracts, abstract_vectors(abstracts, embedder, args.data_dir), chunks, args.per_document)
-    queries = make_queries(args.corpus, abstracts, query_count)
-    warmup = make_queries(args.corpus, abstracts, WARMUP_FACTOR * query_count, seed=WARMUP_SEED, set_queries=False)
+    chinese_queries = round(query_count * CHINESE_SHARE)
+    english_timed, english_warmup = timed_and_warmup_queries(
+        asked_questions(args.corpus.parent / "queries.jsonl"), english, query_count - chinese_queries)
+    chinese_timed, chinese_warmup = timed_and_warmup_queries(
+        asked_questions(args.chinese_corpus.parent / "queries-train.jsonl"), chinese, chinese_queries)
+    queries, warmup = in_turn(english_timed, chinese_timed), in_turn(english_warmup, chinese_warmup)
     departments, present = random.Random(2), min(DEPARTMENTS, rows.documents)
     filters = [{"metadata.department": f"d{departments.randrange(present):02d}"} for _ in queries]  # one each
     space = embedder.space.to_dict()
@@ -753,15 +849,17 @@ def main() -> int:
         "rows": {"chunks": chunks, "documents": rows.documents, "per_document": rows.per_document,
                  "dims": int(rows.vectors.shape[1]), "model": embedder.space.model,
                  "filter_share": 1 / present,
-                 "texts": f"pieces of {len(abstracts)} abstracts of {args.corpus}",
-                 "vectors": (f"{len(abstracts)} abstracts embedded with the model; each chunk's vector a "
-                             f"normalised mixture of its two abstracts' vectors plus noise (sd {NOISE})")},
+                 "texts": (f"pieces of {len(english)} abstracts of {args.corpus} and of {len(chinese)} paragraphs "
+                           f"of {args.chinese_corpus}; {CHINESE_SHARE:.0%} of the documents Chinese"),
+                 "vectors": (f"{len(abstracts)} abstracts and paragraphs embedded with the model; each chunk's "
+                             f"vector a normalised mixture of its two sources' vectors plus noise (sd {NOISE})")},
     }
     if not args.no_load_comparison:
         versions = ensure_peer_env(args.peer_venv)
         results = compare_loads(resolve_url(settings), space, rows, args.peer_venv / "bin" / "python")
         report["load"] = {**load_summary(results), "peer_versions": versions}
     report["queries"] = len(queries)
+    report["queries_by_language"] = {"English": len(english_timed), "Chinese": len(chinese_timed)}
     with KnowledgeBase(settings) as kb:
         # As pgkb runs: the process keeps torch's threads, queries are embedded on one.
         report["latency"] = {"pgkb (default)": measure_latency(kb, queries, filters, warmup)}
