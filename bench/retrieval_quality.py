@@ -8,8 +8,9 @@ A set is a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv, and where 
 own queries, queries-SPLIT.jsonl), given by its path or by its name under ../shared/eval/retrieval.
 Each set's corpus is chunked with pgkb's own chunker, embedded with the default model and
 written with pgkb's store into a collection of its own (once per data directory: later runs
-reuse it, writing only the documents it lacks). Then every judged query of the split is
-answered, in the same run, by:
+reuse it, writing only the documents it lacks or holds with other text; a change to the
+chunker or to how the store indexes text needs a fresh --data-dir). Then every judged query
+of the split is answered, in the same run, by:
 - pgkb: `KnowledgeBase.search(query, k=100, mode=..., group_by="document")` in each mode
   (vector, keyword, hybrid), so a document is ranked by its best chunk. Vector search is
   exact here, as in the published reference figures; `--hnsw` uses the index.
