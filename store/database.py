@@ -207,8 +207,11 @@ class Store:
             conn.execute(text("SET LOCAL synchronous_commit = off"))
             # Concurrent writers of the same key queue on the row lock this takes.
             document_id = conn.execute(upsert.returning(documents.c.id)).scalar_one()
+            _stage_chunks(conn, collection.id, document_id, doc_chunks, vectors)
+            # From the first change to its chunks until the commit, the transaction holds its
+            # collection's statistics lock (the chunks' triggers take it): staging went first.
             conn.execute(chunks.delete().where(chunks.c.document_id == document_id))
-            _copy_chunks(conn, collection.id, document_id, doc_chunks, vectors)
+            _insert_staged_chunks(conn)
         return document_id
 
     def document_states(self, collection: Collection) -> dict[str, DocumentState]:
@@ -360,12 +363,12 @@ _TSVECTOR = (
 )
 
 
-def _copy_chunks(
+def _stage_chunks(
     conn: Connection, collection_id: int, document_id: int,
     doc_chunks: Iterable[Chunk], vectors: np.ndarray,
 ) -> None:
-    """Binary COPY into a per-connection staging table, then one INSERT that adds the tsvector."""
-    columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+    """Binary COPY of the chunks, with their text analysed for full-text search, into a
+    per-connection staging table."""
     staged = ", ".join(name for name, _ in _COPY_COLUMNS + _ANALYSED_COLUMNS)
     cursor = conn.connection.driver_connection.cursor()
     cursor.execute(_STAGE_DDL)
@@ -379,4 +382,10 @@ def _copy_chunks(
                 chunk.content_hash, Jsonb(chunk.metadata), np.asarray(vector, dtype=np.float32),
                 title.latin, title.cjk, body.latin, body.cjk,
             ))
-    cursor.execute(f"INSERT INTO chunks ({columns}, tsv) SELECT {columns}, {_TSVECTOR} FROM pgkb_chunk_stage")
+
+
+def _insert_staged_chunks(conn: Connection) -> None:
+    """One INSERT of the staged chunks that adds the tsvector."""
+    columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+    conn.connection.driver_connection.execute(
+        f"INSERT INTO chunks ({columns}, tsv) SELECT {columns}, {_TSVECTOR} FROM pgkb_chunk_stage")

@@ -2,7 +2,7 @@
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger, Column, DateTime, ForeignKey, Integer, MetaData, Table, Text,
+    BigInteger, Column, Computed, DateTime, ForeignKey, Integer, MetaData, Table, Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 
@@ -56,6 +56,22 @@ chunks = Table(
     Column("metadata", JSONB, nullable=False),
     Column("embedding", Vector(), nullable=False),
     Column("tsv", TSVECTOR),
+    Column("term_count", Integer, Computed("pgkb_term_count(tsv)")),  # tsv's words, with repeats: BM25's length
+)
+
+# Kept by triggers on chunks, in the chunks' own transaction (migration 0005): what BM25 needs.
+collection_statistics = Table(
+    "collection_statistics", metadata,
+    Column("collection_id", ForeignKey("collections.id"), primary_key=True),
+    Column("chunk_count", BigInteger, nullable=False),
+    Column("term_count", BigInteger, nullable=False),
+)
+
+term_statistics = Table(
+    "term_statistics", metadata,
+    Column("collection_id", ForeignKey("collections.id"), primary_key=True),
+    Column("lexeme", Text, primary_key=True),
+    Column("chunk_count", Integer, nullable=False),  # how many of the collection's chunks hold it
 )
 
 ingest_runs = Table(
@@ -82,4 +98,4 @@ def hit_metadata():
     return chunks.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
 
 
-__all__ = ["metadata", "collections", "documents", "chunks", "ingest_runs", "document_metadata", "hit_metadata"]
+__all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs", "document_metadata", "hit_metadata"]

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, text
 
 from store import Settings, resolve_url
 from tests.conftest import ROOT
+from tests.term_statistics import assert_statistics_exact
 
 
 def test_two_processes_ingesting_into_a_fresh_data_dir_at_once_both_succeed(docs, tmp_path):
@@ -31,6 +32,8 @@ def test_two_processes_ingesting_into_a_fresh_data_dir_at_once_both_succeed(docs
             "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1) d"
         )).scalar()
         collections = conn.execute(text("SELECT count(*) FROM collections")).scalar()
-    engine.dispose()
     assert documents == ["handbook.docx", "policy.pdf"]
     assert duplicates == 0 and collections == 1
+    # Both runs counted their words into the one collection's BM25 statistics.
+    assert_statistics_exact(engine, "together")
+    engine.dispose()

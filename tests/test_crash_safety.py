@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from store import Settings, resolve_url
 from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT
 from tests.documents import write_docx, write_pdf
+from tests.term_statistics import assert_statistics_exact
 
 TOPICS = ["parking", "lockers", "canteen", "security badges", "printing", "meeting rooms", "visitors", "recycling"]
 
@@ -126,6 +127,7 @@ def test_killing_a_run_at_any_point_then_rerunning_gives_the_clean_result(corpus
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=30)
         assert_each_document_whole(snapshot(engine, "crash_killed"), clean)
+        assert_statistics_exact(engine, "crash_killed")
 
     rerun = start(corpus, data_dir, "crash_killed")
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
@@ -163,3 +165,4 @@ def test_two_runs_of_the_same_folder_at_once_end_as_one_run(corpus, data_dir, en
         assert run.returncode == 0, err
         assert "error" not in err.lower() and "deadlock" not in err.lower()
     assert_same(snapshot(engine, "crash_together"), clean)
+    assert_statistics_exact(engine, "crash_together")
