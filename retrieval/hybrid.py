@@ -1,20 +1,28 @@
 """The search statement: a vector leg and a keyword leg, fused in one SQL query.
 
-    WITH query_terms AS (the tsquery, one tsquery per query term, and the tsquery scanned for:
-                         the query's rarer alternatives, judged by the planner's statistics)
-         vector_leg  AS (top N chunks by cosine distance, on the collection's HNSW index)
-         keyword_leg AS (top N chunks by ts_rank among those the GIN index finds)
-         candidates  AS (the union, each chunk once, with both scores and both ranks)
+    WITH query_lexemes AS (the query's words as the index holds them, each with its BM25 IDF
+                           from the collection's statistics: store.tables.term_statistics)
+         query_terms   AS (the tsquery a chunk must match, and the one the keyword leg scans
+                           for: the query's rarer words, by their exact chunk counts)
+         vector_leg    AS (top N chunks by cosine distance, on the collection's HNSW index)
+         keyword_leg   AS (top N chunks by BM25 among those the GIN index finds)
+         candidates    AS (the union, each chunk once, with both legs' scores and ranks)
     SELECT ... ORDER BY fused score LIMIT k
 
 Filters are applied inside both legs, so each leg ranks only chunks that may be returned.
 
+BM25 (Lucene's variant): a chunk's score is the sum over the query's words it holds of
+    idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / average length))
+with idf = ln(1 + (chunks - df + 0.5) / (df + 0.5)), tf the word's occurrences in the chunk
+(its section path included) and lengths in indexed words (chunks.term_count).
+
 Two fusions:
-- "score" (the default): w_vector * cosine similarity + w_keyword * coverage², where coverage is
-  the share of the query's terms the chunk contains. Both are absolute scores, comparable
-  across queries; a chunk with every query term gains w_keyword (0.1 by default) of cosine.
-  Unlike rank fusion, a weak leg cannot push its noise to the top: its best hit counts only as
-  much as it actually matches.
+- "score" (the default): each leg's scores standardised over the candidates (z-scores:
+  how far a chunk stands out from the rest in that leg), each weighted by its leg's weight
+  and its leg's confidence in this query (its best z-score, squared), then added. A leg
+  whose best hit stands far out (BM25 on a question that reuses a paragraph's words) leads;
+  a leg whose scores are flat (an English model on Chinese text) barely moves the order.
+  The rule has no parameter fitted to any query set (see the README's search quality).
 - "rrf": weighted reciprocal rank fusion, w / (60 + rank) summed over the legs.
 """
 
@@ -23,21 +31,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    ARRAY, Boolean, ColumnElement, Float, Select, bindparam, case, cast, column, func, literal,
-    literal_column, null, select, text, true, union_all,
+    ColumnElement, Float, Select, bindparam, case, cast, func, literal, literal_column, null, select,
+    true, union_all,
 )
-from sqlalchemy.dialects.postgresql import TSQUERY, array
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 from sqlalchemy.sql.selectable import CTE
 
 from store import Collection, indexed_embedding
-from store.fulltext import KeywordQuery, Term
-from store.tables import chunks, documents, hit_metadata
+from store.fulltext import KeywordQuery
+from store.tables import chunks, collection_statistics, documents, hit_metadata, term_statistics
 
 RRF_K = 60
-# ts_rank normalisation 1: divide by 1 + log(length), so long chunks do not win by size.
-TS_RANK_NORMALIZATION = 1
 HEADLINE_OPTIONS = "MaxFragments=2, MaxWords=25, MinWords=8, FragmentDelimiter= … "
 FUSIONS = ("score", "rrf")
 
@@ -48,6 +54,20 @@ class LegWeights:
     keyword: float = 1.0
 
 
+@dataclass(frozen=True)
+class BM25:
+    """BM25's parameters (Settings.bm25_k1, bm25_b)."""
+
+    k1: float = 1.2
+    b: float = 0.75
+
+    def __post_init__(self):
+        if not self.k1 >= 0:
+            raise ValueError(f"BM25's k1 (PGKB_BM25_K1) must be 0 or more, not {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ValueError(f"BM25's b (PGKB_BM25_B) must be between 0 and 1, not {self.b}")
+
+
 def search_statement(
     collection: Collection, *, query_vector: list[float] | None, keyword_query: KeywordQuery | None,
     conditions: list[ColumnElement], k: int, candidates: int, weights: LegWeights,
@@ -55,23 +75,22 @@ def search_statement(
 ) -> Select:
     """One SELECT returning the k best chunks with their fused score and each leg's rank/score.
 
-    keyword_scan_budget: scan only for the query's rarer alternatives (see _query_terms); for
-    hybrid searches, where the vector leg fills the k hits whatever the keyword leg finds."""
+    keyword_scan_budget: scan only for the query's rarer words (see _query_lexemes)."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
     has_keywords = keyword_query is not None and not keyword_query.empty
     if query_vector is None and not has_keywords:
         raise ValueError("a search needs a query vector or keyword terms")
-    terms = _query_terms(keyword_query, keyword_scan_budget) if has_keywords else None
+    lexemes = _query_lexemes(collection, keyword_scan_budget) if has_keywords else None
+    terms = _query_terms(collection, keyword_query, lexemes) if has_keywords else None
     if query_vector is not None:
         query_vector = bindparam("query_vector", query_vector, type_=indexed_embedding(collection).type)
     legs = []
     if query_vector is not None:
         legs.append(_vector_leg(collection, query_vector, conditions, candidates))
     if terms is not None:
-        legs.append(_keyword_leg(collection, terms, conditions, candidates))
-    scored = _score_candidates(collection, legs, terms, query_vector)
-    ranked = _rank(scored)
+        legs.append(_keyword_leg(collection, lexemes, terms, conditions, candidates))
+    ranked = _rank(_score_candidates(collection, legs, lexemes, terms, query_vector))
     vector_weight = bindparam("vector_weight", weights.vector, type_=Float)
     keyword_weight = bindparam("keyword_weight", weights.keyword, type_=Float)
 
@@ -80,11 +99,12 @@ def search_statement(
                      ((vector_weight, ranked.c.vector_rank), (keyword_weight, ranked.c.keyword_rank))),
                     start=literal(0.0))
     else:
-        vector_part = ranked.c.vector_score if query_vector is not None else literal(0.0)
-        fused = vector_weight * vector_part + keyword_weight * ranked.c.coverage * ranked.c.coverage
+        fused = sum((w * _confidence(z) * func.coalesce(z, 0.0) for w, z in
+                     ((vector_weight, ranked.c.vector_z), (keyword_weight, ranked.c.keyword_z))),
+                    start=literal(0.0))
     snippet = (
         case((ranked.c.keyword_rank.is_not(None),
-              func.ts_headline("english", chunks.c.text, terms.c.query, HEADLINE_OPTIONS)), else_=null())
+              func.ts_headline("english", chunks.c.text, terms.c.matched, HEADLINE_OPTIONS)), else_=null())
         if terms is not None else null()
     )
     from_clause = ranked.join(chunks, chunks.c.id == ranked.c.chunk_id).join(
@@ -97,7 +117,7 @@ def search_statement(
         fused.label("score"), ranked.c.vector_rank, ranked.c.vector_score, ranked.c.keyword_rank,
         ranked.c.keyword_score, snippet.label("snippet"), ranked.c.vector_found,
     ).select_from(from_clause)
-    # Ties (a keyword-only search, equal coverage) fall back to each leg's own order.
+    # Ties (equal scores) fall back to each leg's own order.
     order = (literal_column("score").desc(), ranked.c.keyword_score.desc().nulls_last(),
              ranked.c.vector_score.desc().nulls_last(), chunks.c.id)
     if group_by_document:
@@ -113,29 +133,34 @@ def statement_shape(collection: Collection, *, has_vector: bool, keyword_query: 
                     keyword_scan_budget: int | None, filters: str = "") -> tuple:
     """What decides a search statement's SQL (filters: retrieval.filters.Filters.shape): two
     searches of the same shape run one statement (built once) with their own parameters."""
-    terms = (tuple((t.function, t.config) for t in group) for group in (
-        keyword_query.required, keyword_query.optional, keyword_query.excluded)) if keyword_query else ()
-    return (collection.id, has_vector, tuple(terms), k, candidates, fusion, group_by_document,
+    terms = tuple(tuple((t.function, t.config) for t in group) for group in (
+        keyword_query.required, keyword_query.excluded)) if keyword_query else None
+    return (collection.id, has_vector, terms, k, candidates, fusion, group_by_document,
             keyword_scan_budget is None, filters)
 
 
 def search_parameters(*, query_vector: list[float] | None, keyword_query: KeywordQuery | None,
-                      weights: LegWeights, keyword_scan_budget: int | None) -> dict:
+                      weights: LegWeights, keyword_scan_budget: int | None, bm25: BM25) -> dict:
     """The values of a search statement's named parameters."""
     values = {"vector_weight": weights.vector, "keyword_weight": weights.keyword}
     if query_vector is not None:
         values["query_vector"] = query_vector
     if keyword_query is not None:
-        values.update({f"term_{i}": t.text for i, t in enumerate(keyword_query.terms)})
-        values.update(configs=[t.config for t in keyword_query.optional],
-                      texts=[t.text for t in keyword_query.optional], scan_budget=keyword_scan_budget)
+        terms = keyword_query.required + keyword_query.excluded
+        values.update({f"term_{i}": t.text for i, t in enumerate(terms)})
+        values.update(latin=keyword_query.latin, cjk=keyword_query.cjk, scan_budget=keyword_scan_budget,
+                      k1=bm25.k1, b=bm25.b)
     return values
 
 
 def _scope(collection: Collection, conditions: list[ColumnElement]) -> list[ColumnElement]:
+    return [chunks.c.collection_id == _collection_id(collection), *conditions]
+
+
+def _collection_id(collection: Collection) -> ColumnElement:
     # The collection id as a literal (an int, so safe): the partial HNSW index's predicate must
     # be provable at plan time.
-    return [chunks.c.collection_id == literal_column(str(int(collection.id))), *conditions]
+    return literal_column(str(int(collection.id)))
 
 
 def _chunks_and_documents():
@@ -145,68 +170,92 @@ def _chunks_and_documents():
     return chunks.outerjoin(documents, documents.c.id == chunks.c.document_id)
 
 
-def _query_terms(keyword_query: KeywordQuery, scan_budget: int | None) -> CTE:
-    """The whole tsquery; one tsquery per term, for coverage (stop words give empty ones); and
-    the tsquery the keyword leg scans for, which keeps only the rarer alternatives.
+def _query_lexemes(collection: Collection, scan_budget: int | None) -> CTE:
+    """Each of the query's words the collection holds, as its lexeme, with its chunk count
+    (df), its BM25 IDF, and whether the keyword leg scans for it.
 
-    The keyword leg ranks every chunk its tsquery matches, so a question of twelve words, a few
-    of them common ("film", "john"), would rank a fifth of the collection. It scans for the
-    alternatives in order of rarity while their estimated matches stay within `scan_budget`,
-    and always for the rarest; the common ones still count in every candidate's rank and
-    coverage. (A chunk holding only common words of the query is a weak keyword match anyway.)
-    """
-    named = iter(range(len(keyword_query.terms)))  # every text a named parameter (search_parameters)
-    required, alternatives, excluded = ([t.tsquery(bindparam(f"term_{next(named)}", t.text)) for t in terms]
-                                        for terms in (keyword_query.required, keyword_query.optional,
-                                                      keyword_query.excluded))
-    query = KeywordQuery.combine(required, alternatives, excluded)
-    columns = [query.label("query"), array(required + alternatives, type_=TSQUERY).label("terms")]
-    if len(alternatives) < 2 or scan_budget is None:
-        return select(*columns, query.label("scanned")).cte("query_terms")
-    choice = _rare_alternatives(keyword_query.optional, scan_budget)
-    rare = [case((choice.c.chosen[i], a), else_=EMPTY_TSQUERY) for i, a in enumerate(alternatives, 1)]
-    scanned = KeywordQuery.combine(required, rare, excluded)
-    return select(*columns, scanned.label("scanned")).select_from(choice).cte("query_terms")
-
-
-# One row: chosen[i] is true for the i-th alternative the keyword leg scans for. Estimates
-# come from the planner's statistics on chunks.tsv (the most common lexemes with the share of
-# chunks holding each, then the smallest and largest share): a lexeme missing from them is
-# rarer than the least common; a term of several words matches at most what its rarest does;
-# a term of stop words has no lexeme and no estimate, and is not scanned for (it matches
-# nothing). With no statistics yet (a new collection) every alternative counts as rare.
-ALTERNATIVE_CHOICE = text("""
-    WITH lexeme_statistics AS (
-        SELECT most_common_elems::text::text[] AS lexemes, most_common_elem_freqs AS shares,
-               (SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) AS chunk_count
-        FROM pg_stats
-        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'tsv'
-          AND NOT inherited AND most_common_elems IS NOT NULL
-    ),
-    estimates AS MATERIALIZED (
-        SELECT term.i, (
-            SELECT min(coalesce(
-                       s.shares[coalesce(array_position(s.lexemes, lexeme), cardinality(s.lexemes) + 1)]
-                       * s.chunk_count, 0))
-            FROM unnest(tsvector_to_array(to_tsvector(term.config::regconfig, term.text))) AS lexeme
-                 LEFT JOIN lexeme_statistics s ON true
-        ) AS matches
-        FROM unnest(CAST(:configs AS text[]), CAST(:texts AS text[])) WITH ORDINALITY AS term(config, text, i)
+    The keyword leg ranks every chunk it scans for, so a question with a few common words
+    ("film", 的, 是) would rank a large share of the collection. It scans for the words in
+    order of rarity while their chunk counts add up to at most `scan_budget`, and always for
+    the rarest; the common ones still count in every candidate's score. (A chunk holding only
+    common words of the query scores little anyway.) Words the collection lacks match nothing
+    and are dropped here."""
+    words = (func.to_tsvector(literal_column("'english'::regconfig"), bindparam("latin"))
+             .op("||")(func.to_tsvector(literal_column("'simple'::regconfig"), bindparam("cjk"))))
+    query = func.unnest(func.tsvector_to_array(words)).table_valued("lexeme").render_derived("query")
+    df = term_statistics.c.chunk_count
+    idf = func.ln(1 + (collection_statistics.c.chunk_count - df + 0.5) / (df + 0.5))
+    rarity = dict(order_by=(df, query.c.lexeme))
+    scanned = (literal(True) if scan_budget is None else
+               (func.sum(df).over(**rarity) <= bindparam("scan_budget")) | (func.row_number().over(**rarity) == 1))
+    statistics = query.join(
+        term_statistics, (term_statistics.c.collection_id == _collection_id(collection))
+        & (term_statistics.c.lexeme == query.c.lexeme),
+    ).join(collection_statistics, collection_statistics.c.collection_id == _collection_id(collection))
+    return (
+        select(query.c.lexeme, df.label("df"), idf.label("idf"), scanned.label("scanned"))
+        .select_from(statistics).cte("query_lexemes").prefix_with("MATERIALIZED")
     )
-    SELECT array_agg(chosen ORDER BY i) AS chosen FROM (
-        SELECT i, matches IS NOT NULL AND (  -- rarest first; nulls sort last
-                      sum(matches) OVER (ORDER BY matches, i) <= :scan_budget
-                   OR row_number() OVER (ORDER BY matches, i) = 1) AS chosen
-        FROM estimates
-    ) AS ranked
-""").columns(column("chosen", ARRAY(Boolean)))
-EMPTY_TSQUERY = literal_column("''::tsquery")
 
 
-def _rare_alternatives(optional: tuple[Term, ...], scan_budget: int) -> CTE:
-    return ALTERNATIVE_CHOICE.bindparams(
-        configs=[t.config for t in optional], texts=[t.text for t in optional], scan_budget=scan_budget,
-    ).cte("alternative_choice")
+# A lexeme as the tsquery of that one word, exactly: quoted, as tsquery input reads it, with
+# its quotes and backslashes doubled (tsquery input does no analysis of its own).
+LEXEME_AS_TSQUERY = r"'''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || ''''"
+
+
+def _query_terms(collection: Collection, keyword_query: KeywordQuery, lexemes: CTE) -> CTE:
+    """One row: the query's lexemes (an array, for BM25); `matched`, the tsquery of the chunks
+    the keyword query matches (any of its words, every required phrase, no excluded one);
+    `scanned`, the tsquery the keyword leg looks up in the GIN index (the rarer words only);
+    and the collection's average chunk length."""
+    named = iter(range(len(keyword_query.required) + len(keyword_query.excluded)))
+    required, excluded = ([t.tsquery(bindparam(f"term_{next(named)}", t.text)) for t in terms]
+                          for terms in (keyword_query.required, keyword_query.excluded))
+    exclusions = [func.tsquery_not(t) for t in excluded]
+
+    def any_word(scanned_only: bool) -> ColumnElement:
+        words = func.string_agg(literal_column(LEXEME_AS_TSQUERY), literal(" | "))
+        return cast(words.filter(lexemes.c.scanned) if scanned_only else words, TSQUERY)
+
+    if required:  # the phrases decide which chunks match; the words rank them
+        matched = scanned = _combine(func.tsquery_and, required + exclusions)
+    else:
+        matched, scanned = (_combine(func.tsquery_and, [any_word(scanned_only), *exclusions])
+                            for scanned_only in (False, True))
+    average_length = (
+        select(collection_statistics.c.term_count / cast(collection_statistics.c.chunk_count, Float))
+        .where(collection_statistics.c.collection_id == _collection_id(collection)).scalar_subquery()
+    )
+    return select(
+        func.coalesce(func.array_agg(lexemes.c.lexeme), literal_column("'{}'::text[]")).label("lexemes"),
+        matched.label("matched"), scanned.label("scanned"), average_length.label("average_length"),
+    ).select_from(lexemes).cte("query_terms").prefix_with("MATERIALIZED")
+
+
+def _combine(operator, parts: list[ColumnElement]) -> ColumnElement:
+    """Fold with a tsquery operator function (tsquery_and: &&)."""
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = operator(combined, part)
+    return combined
+
+
+def _bm25(lexemes: CTE, terms: CTE) -> ColumnElement:
+    """The chunk's BM25 score for the query (None when it holds none of the query's words).
+
+    Only the query's words are unnested from the chunk's tsvector: setweight marks them
+    (weight D: the index writes A and B) and ts_filter keeps what it marked, both in C."""
+    k1, b = bindparam("k1", type_=Float), bindparam("b", type_=Float)
+    marked = func.ts_filter(func.setweight(chunks.c.tsv, literal_column("'D'::\"char\""), terms.c.lexemes),
+                            literal_column("'{d}'::\"char\"[]"))
+    held = func.unnest(marked).table_valued("lexeme", "positions", "weights").render_derived("held")
+    tf = func.cardinality(held.c.positions)
+    length_norm = 1 - b + b * chunks.c.term_count / terms.c.average_length
+    return (
+        select(func.sum(lexemes.c.idf * tf * (k1 + 1) / (tf + k1 * length_norm)))
+        .select_from(held.join(lexemes, lexemes.c.lexeme == held.c.lexeme))
+        .scalar_subquery()
+    )
 
 
 def _vector_leg(collection: Collection, query_vector: list[float], conditions, candidates: int) -> CTE:
@@ -222,22 +271,22 @@ def _vector_leg(collection: Collection, query_vector: list[float], conditions, c
     )
 
 
-def _keyword_leg(collection: Collection, terms: CTE, conditions, candidates: int) -> CTE:
-    rank = func.ts_rank(chunks.c.tsv, terms.c.query, TS_RANK_NORMALIZATION)
+def _keyword_leg(collection: Collection, lexemes: CTE, terms: CTE, conditions, candidates: int) -> CTE:
     return (
         select(chunks.c.id.label("chunk_id"), literal(False).label("from_vector"),
                literal(True).label("from_keyword"))
         .select_from(_chunks_and_documents().join(terms, true()))
         .where(*_scope(collection, conditions), chunks.c.tsv.op("@@")(terms.c.scanned))
-        .order_by(rank.desc(), chunks.c.id)
+        .order_by(_bm25(lexemes, terms).desc(), chunks.c.id)
         .limit(candidates)
         .cte("keyword_leg")
     )
 
 
-def _score_candidates(collection: Collection, legs: list[CTE], terms: CTE | None,
+def _score_candidates(collection: Collection, legs: list[CTE], lexemes: CTE | None, terms: CTE | None,
                       query_vector: list[float] | None):
-    """Each candidate once, with its cosine similarity, ts_rank and query-term coverage."""
+    """Each candidate once, with its cosine similarity and its BM25 score: each leg scores
+    every candidate, whichever leg found it."""
     union = union_all(*[select(leg.c.chunk_id, leg.c.from_vector, leg.c.from_keyword) for leg in legs]).subquery()
     members = (
         select(union.c.chunk_id, func.bool_or(union.c.from_vector).label("from_vector"),
@@ -249,17 +298,10 @@ def _score_candidates(collection: Collection, legs: list[CTE], terms: CTE | None
         else cast(null(), Float)
     )
     if terms is not None:
-        matches = chunks.c.tsv.op("@@")(terms.c.query)
-        keyword_score = case((matches, func.ts_rank(chunks.c.tsv, terms.c.query, TS_RANK_NORMALIZATION)))
-        term = func.unnest(terms.c.terms).table_valued("t").render_derived()
-        coverage = (
-            select(func.coalesce(func.avg(case((chunks.c.tsv.op("@@")(term.c.t), 1.0), else_=0.0)), 0.0))
-            .where(func.numnode(term.c.t) > 0)
-            .scalar_subquery()
-        )
+        keyword_score = case((chunks.c.tsv.op("@@")(terms.c.matched), _bm25(lexemes, terms)))
         source = members.join(chunks, chunks.c.id == members.c.chunk_id).join(terms, true())
     else:
-        keyword_score, coverage = cast(null(), Float), literal(0.0)
+        keyword_score = cast(null(), Float)
         source = members.join(chunks, chunks.c.id == members.c.chunk_id)
     vector_found = (
         select(func.count()).select_from(legs[0]).scalar_subquery() if query_vector is not None else null()
@@ -267,22 +309,38 @@ def _score_candidates(collection: Collection, legs: list[CTE], terms: CTE | None
     return select(
         members.c.chunk_id, members.c.from_vector, members.c.from_keyword,
         similarity.label("vector_score"), keyword_score.label("keyword_score"),
-        coverage.label("coverage"),
         # How many candidates the vector leg found: fewer than asked means the filter starved it.
         vector_found.label("vector_found"),
     ).select_from(source).subquery("scored")
 
 
 def _rank(scored):
-    """Each leg's rank among its own members: vector by similarity; keyword by coverage, then ts_rank."""
-    def leg_rank(member, *order):
-        return case((member, func.rank().over(partition_by=member, order_by=order)))
+    """Each leg's rank among the candidates it scores (vector: every candidate, by similarity;
+    keyword: those the keyword query matches, by BM25), and each leg's z-score over them all."""
+    def leg_rank(score):
+        member = score.is_not(None)
+        return case((member, func.rank().over(partition_by=member, order_by=score.desc())))
+
+    def z_score(score):
+        # A leg with no spread (one candidate, or all equal) standardises to 0.
+        value = func.coalesce(score, 0.0)
+        return (value - func.avg(value).over()) / func.nullif(func.stddev_pop(value).over(), 0.0)
 
     return select(
         scored,
-        leg_rank(scored.c.from_vector, scored.c.vector_score.desc()).label("vector_rank"),
-        leg_rank(scored.c.from_keyword, scored.c.coverage.desc(), scored.c.keyword_score.desc()).label("keyword_rank"),
+        leg_rank(scored.c.vector_score).label("vector_rank"),
+        leg_rank(scored.c.keyword_score).label("keyword_rank"),
+        z_score(scored.c.vector_score).label("vector_z"), z_score(scored.c.keyword_score).label("keyword_z"),
     ).subquery("ranked")
+
+
+def _confidence(z_score) -> ColumnElement:
+    """How far a leg's best candidate stands out from the rest, squared: a leg that singles one
+    chunk out (BM25 on a question that reuses a paragraph's words) speaks loudly; a leg whose
+    scores are flat (an English model on Chinese text) barely moves the order. A window over
+    every candidate: the same for each row."""
+    best = func.greatest(func.max(func.coalesce(z_score, 0.0)).over(), 0.0)
+    return best * best
 
 
 class Explain(Executable, ClauseElement):

@@ -18,7 +18,7 @@ from store.fulltext import parse_query
 
 from .filters import compile_filters
 from .hybrid import (
-    Explain, LegWeights, estimate_statement, search_parameters, search_statement, statement_shape,
+    BM25, Explain, LegWeights, estimate_statement, search_parameters, search_statement, statement_shape,
 )
 
 Mode = Literal["hybrid", "vector", "keyword"]
@@ -26,10 +26,8 @@ MODES = ("hybrid", "vector", "keyword")
 
 # Each leg ranks this many candidates for fusion (more when hits are grouped by document).
 CANDIDATES = 100
-# Score fusion: what a chunk holding every query term gains, in units of cosine similarity.
-KEYWORD_WEIGHT = 0.1
-# In hybrid searches, the keyword leg scans for the query's rarer words while their estimated
-# matches stay within this many chunks (ranking costs about 1.5 microseconds a chunk); see hybrid.py.
+# The keyword leg scans for the query's rarer words while the chunks holding them add up to
+# at most this many (each is scored by BM25); see hybrid._query_lexemes.
 KEYWORD_SCAN_BUDGET = 2000
 # Search statements kept for reuse, by shape (see search()).
 MAX_STATEMENTS = 256
@@ -86,6 +84,7 @@ class KnowledgeBase:
         # Queries are embedded into the collection's own space: its model, dims and instruction.
         self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
                                                 **self.settings.embedder_options())
+        self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
         self._statements: dict[tuple, object] = {}  # search statements by shape (hybrid.statement_shape)
         self._size_estimate: tuple[float, float] | None = None  # (chunks, time.monotonic() when asked)
 
@@ -113,11 +112,12 @@ class KnowledgeBase:
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
         weights = weights or self.default_weights(query, fusion)
-        scan_budget = self.keyword_scan_budget if mode == "hybrid" else None
+        scan_budget = self.keyword_scan_budget
         shape = dict(k=k, candidates=candidates, fusion=fusion, group_by_document=group_by == "document",
                      keyword_scan_budget=scan_budget)
         parameters = {**search_parameters(query_vector=query_vector, keyword_query=keyword_query,
-                                          weights=weights, keyword_scan_budget=scan_budget), **compiled.values}
+                                          weights=weights, keyword_scan_budget=scan_budget, bm25=self.bm25),
+                      **compiled.values}
         # Building the statement costs more than PostgreSQL's planning of it: one statement per
         # shape (filters' included) serves every query, each with its own parameters.
         key = None if compiled.shape is None else statement_shape(
@@ -135,14 +135,11 @@ class KnowledgeBase:
         if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):
             # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
             rows, _ = self._execute(statement, parameters, True, conditions, candidates, True)
-        cjk_words = [w for t in keyword_query.optional + keyword_query.required if t.config == "simple"
-                     for w in t.text.split()] if keyword_query else []
-        return [_hit(row, mode, cjk_words) for row in rows]
+        return [_hit(row, mode, keyword_query.highlighted_words if keyword_query else []) for row in rows]
 
     def default_weights(self, query: str, fusion: str) -> LegWeights:
         """The vector leg weighs what share of the query the model can read; see search()."""
-        return LegWeights(vector=self.embedder.known_share(query),
-                          keyword=KEYWORD_WEIGHT if fusion == "score" else 1.0)
+        return LegWeights(vector=self.embedder.known_share(query), keyword=1.0)
 
     def _execute(self, statement, parameters: dict, has_vector_leg: bool, conditions: list, candidates: int,
                  exact: bool | None) -> tuple[list, bool]:

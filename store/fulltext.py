@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,6 +36,7 @@ class AnalysedText:
 
 def analyse(text: str) -> AnalysedText:
     """Split `text` for indexing; CJK runs are cut finely and as whole words (search mode)."""
+    text = normalize(text)
     runs = _CJK_RUN.findall(text)
     if not runs:
         return AnalysedText(text, "")
@@ -44,13 +45,16 @@ def analyse(text: str) -> AnalysedText:
     return AnalysedText(_CJK_RUN.sub(" ", text), " ".join(words))
 
 
-def query_words(run: str) -> list[str]:
-    """The finest words of a CJK query run: the ones the index holds for any segmentation."""
-    jieba = _jieba()
-    words = [w for w in dict.fromkeys(jieba.cut_for_search(run)) if _WORD.search(w)]
-    finest = [w for w in words if not any(o != w and o in w for o in words)]
-    # Single characters (的, 了, 是...) are mostly function words; keep them only if alone.
-    return [w for w in finest if len(w) > 1] or finest
+def normalize(text: str) -> str:
+    """Full-width letters, digits and punctuation (Ｂ，１２％) as their ordinary forms, so that
+    a query typed on a Chinese keyboard matches the text and back."""
+    return unicodedata.normalize("NFKC", text)
+
+
+def cjk_words(run: str) -> list[str]:
+    """A CJK query run as jieba's words (accurate mode); the index holds each of them, since
+    search mode adds finer words to the same cut."""
+    return [w for w in _jieba().lcut(run) if _WORD.search(w)]
 
 
 @dataclass(frozen=True)
@@ -67,81 +71,71 @@ class Term:
 
 @dataclass(frozen=True)
 class KeywordQuery:
-    """A parsed query: phrases that must appear, alternatives ranked by how many match, exclusions."""
+    """A parsed query: the words BM25 ranks by, phrases that must appear, exclusions.
 
+    `latin` and `cjk` hold every ranked word (phrases' words too), for
+    to_tsvector('english', latin) and to_tsvector('simple', cjk): the query's lexemes are
+    analysed exactly as the chunks' were.
+    """
+
+    latin: str = ""
+    cjk: str = ""
     required: tuple[Term, ...] = ()
-    optional: tuple[Term, ...] = ()
     excluded: tuple[Term, ...] = ()
 
     @property
-    def terms(self) -> tuple[Term, ...]:
-        """Required, then optional, then excluded terms."""
-        return self.required + self.optional + self.excluded
+    def empty(self) -> bool:
+        return not (self.latin or self.cjk or self.required)
 
     @property
-    def empty(self) -> bool:
-        return not (self.required or self.optional)
-
-    def tsquery(self) -> ColumnElement:
-        """(required AND ...) AND (optional OR ...) AND NOT excluded, as one tsquery expression."""
-        return self.combine(*([t.tsquery() for t in terms] for terms in (self.required, self.optional, self.excluded)))
-
-    @staticmethod
-    def combine(required: list[ColumnElement], optional: list[ColumnElement],
-                excluded: list[ColumnElement]) -> ColumnElement:
-        """The query from its terms' tsqueries (a search builds each once and uses it twice)."""
-        parts = list(required)
-        if optional:
-            parts.append(_combine(func.tsquery_or, optional))
-        parts += [func.tsquery_not(t) for t in excluded]
-        return _combine(func.tsquery_and, parts)
-
-
-def _combine(operator, parts: list[ColumnElement]) -> ColumnElement:
-    """Fold with a tsquery operator function (tsquery_and / tsquery_or: && and ||)."""
-    combined = parts[0]
-    for part in parts[1:]:
-        combined = operator(combined, part)
-    return combined
+    def highlighted_words(self) -> list[str]:
+        """The Chinese words a snippet marks (PostgreSQL's headline marks the English ones);
+        single characters, mostly function words, are left unmarked."""
+        return [w for w in self.cjk.split() if len(w) > 1]
 
 
 def parse_query(query: str) -> KeywordQuery:
     """A websearch-style query, analysed as the index is.
 
-    "quoted phrases" must appear, -word excludes, bare words are alternatives ranked by how
-    many match (so a natural-language question still finds the best partial matches), and a
-    CJK run must match all its words (it is one word to its writer).
+    Bare words, English or Chinese, are a bag of words ranked by BM25: a chunk need not hold
+    all of them, and common ones (the, 的, 什么) weigh little by their rarity in the
+    collection. "Quoted phrases" must appear; -word and -"phrase" exclude.
     """
-    required, optional, excluded = [], [], []
-    for token in _tokens(query):
-        negative = token.startswith("-") and len(token) > 1
-        token = token[1:] if negative else token
-        if token.lower() == "or":
-            continue
+    latin, cjk, required, excluded = [], [], [], []
+    for text, quoted, negative in _tokens(normalize(query)):
         terms = []
-        for run in _CJK_RUN.findall(token):
-            words = query_words(run)
+        for run in _CJK_RUN.findall(text):
+            words = cjk_words(run)
             if words:
+                if not negative:
+                    cjk += words
                 terms.append(Term("plainto_tsquery", "simple", " ".join(words)))
-        latin = " ".join(_CJK_RUN.sub(" ", token).split())
-        if latin:
-            terms.append(Term("phraseto_tsquery" if " " in latin else "plainto_tsquery", "english", latin))
+        rest = " ".join(_CJK_RUN.sub(" ", text).split())
+        if rest:
+            if not negative:
+                latin.append(rest)
+            terms.append(Term("phraseto_tsquery" if quoted else "plainto_tsquery", "english", rest))
         if negative:
             excluded += terms
-        elif " " in token:
+        elif quoted:
             required += terms
-        else:
-            optional += terms
-    return KeywordQuery(tuple(required), tuple(optional), tuple(excluded))
+    return KeywordQuery(" ".join(latin), " ".join(cjk), tuple(required), tuple(excluded))
 
 
-def _tokens(query: str) -> list[str]:
-    """Split on spaces, keeping "quoted phrases" (and -"quoted") together."""
-    lexer = shlex.shlex(query, posix=True)
-    lexer.whitespace_split = True
-    lexer.quotes = '"'
-    lexer.escape = ""
-    try:
-        return list(lexer)
-    except ValueError:  # an unbalanced quote: read it as plain words
-        return query.replace('"', " ").split()
+# "a phrase", -"a phrase", -word or word; an unbalanced quote is read as a plain character.
+_TOKEN = re.compile(r'(-?)"([^"]*)"|(\S+)')
+
+
+def _tokens(query: str) -> list[tuple[str, bool, bool]]:
+    """(text, quoted, negative) for each word or "quoted phrase" of the query."""
+    tokens = []
+    for match in _TOKEN.finditer(query):
+        if match.group(3) is not None:
+            word = match.group(3).replace('"', " ").strip()
+            negative = word.startswith("-") and len(word) > 1
+            word = word[1:] if negative else word
+            if word and word.lower() != "or":
+                tokens.append((word, False, negative))
+        elif match.group(2).strip():
+            tokens.append((match.group(2).strip(), True, bool(match.group(1))))
+    return tokens

@@ -74,6 +74,10 @@ class Settings:
     pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY")
     # spaCy NER models by language (or "none"), used when installed: names, places, organisations.
     pii_spacy_models: str = _env("PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm")
+    # BM25 keyword ranking: k1, how soon a word's repeats in a chunk stop adding to its score;
+    # b, how much a long chunk's length discounts its matches (0: not at all, to 1: fully).
+    bm25_k1: float = _env("PGKB_BM25_K1", 1.2)
+    bm25_b: float = _env("PGKB_BM25_B", 0.75)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
