@@ -314,7 +314,9 @@ RETRIEVAL_METRICS = (("ndcg_at_10", "nDCG@10"), ("recall_at_100", "recall@100"),
 
 
 def _retrieval_table(data: dict) -> list[str]:
-    sets = data.get("sets") or {}
+    sets = data.get("sets")
+    if not sets:  # an older results file, of one set and without the peers
+        return []
     lines = ["Peers: plain BM25 (bm25s, Lucene variant, k1 1.5, b 0.75, over the reference figures' tokens: "
              "bench/peers/bm25.py) and exact dense search (numpy cosine over the collection's own chunk vectors, "
              "a document ranked by its best chunk, in pgkb's process).", "",
