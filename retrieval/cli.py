@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     parser.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid")
     parser.add_argument("--fusion", choices=FUSIONS, default="score",
-                        help="hybrid fusion: score (similarity + term coverage, default) or rrf")
+                        help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; default) or rrf")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="keep hits whose KEY equals VALUE (source, section, page, metadata.NAME...)")
     parser.add_argument("--where", metavar="JSON", help='filters in the filter language, e.g. \'{"page": {"gte": 3}}\'')

@@ -51,10 +51,10 @@ class Hit:
     page_end: int | None
     section_path: tuple[str, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
-    vector_rank: int | None = None      # rank in the vector leg (1 is nearest), None if absent
+    vector_rank: int | None = None      # rank among the candidates by similarity (1 is nearest)
     vector_score: float | None = None   # cosine similarity
-    keyword_rank: int | None = None     # rank in the keyword leg, None if no term matched
-    keyword_score: float | None = None  # ts_rank
+    keyword_rank: int | None = None     # rank among the candidates holding a query word, by BM25
+    keyword_score: float | None = None  # BM25; None if no query word matched
     snippet: str | None = None          # the matching passages, terms in <b>...</b>
 
     @property
@@ -95,10 +95,10 @@ class KnowledgeBase:
         """The k best chunks for `query`.
 
         mode: "hybrid" fuses both legs; "vector" or "keyword" runs one.
-        fusion: "score" (similarity + query-term coverage) or "rrf" (reciprocal rank, k=60).
+        fusion: "score" (each leg's z-scores weighted by its confidence; see hybrid.py) or
+            "rrf" (reciprocal rank, k=60).
         weights: per leg; by default the vector leg counts as much as the model knows the
-            query's tokens (an English model on Chinese text counts for little) and the keyword
-            leg KEYWORD_WEIGHT (score fusion) or 1 (rrf).
+            query's tokens (an English model on Chinese text counts for little), the keyword leg 1.
         exact: True for an exact vector scan, False for the HNSW index; None decides from the filter.
         group_by: "document" returns the best chunk of each of the k best documents.
         """
