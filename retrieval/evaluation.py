@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import random
 import re
@@ -25,6 +26,8 @@ import numpy as np
 from sqlalchemy import select
 
 from store.tables import chunks
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .search import KnowledgeBase
@@ -285,15 +288,26 @@ def load_beir(folder: Path, split: str = "test") -> list[Judged]:
         if len(fields) != 3:
             raise JudgmentsError(f"{where}: expected query-id, corpus-id and score separated by tabs")
         query_id, doc_id, grade = (f.strip() for f in fields)
+        if query_id in queries and queries[query_id] is None:
+            continue
         if query_id not in queries:
             raise JudgmentsError(f"{where}: query-id {query_id!r} is in no queries file")
         qrels[query_id][doc_id] = _grade(where, grade)
     return [Judged(q, queries[q], dict(r)) for q, r in qrels.items()]
 
 
-def _beir_queries(path: Path) -> dict[str, str]:
-    return {_required(path, line, fields, "_id"): _required(path, line, fields, "text")
-            for line, fields in _json_lines(path)}
+def _beir_queries(path: Path) -> dict[str, str | None]:
+    """Query texts by id; None for a query whose text is empty (published sets have a few),
+    which is left out with a warning, and its judgments with it."""
+    queries: dict[str, str | None] = {}
+    for line, fields in _json_lines(path):
+        query_id = _required(path, line, fields, "_id")
+        if "text" in fields and not _value(fields, "text"):
+            log.warning("%s:%d: query %r has no text; left out", path, line, query_id)
+            queries[query_id] = None
+        else:
+            queries[query_id] = _required(path, line, fields, "text")
+    return queries
 
 
 def _csv_answers(path: Path) -> Iterator[_Answer]:

@@ -13,7 +13,7 @@ from embedding.query_cache import QueryCache
 from ingest import ingest
 from retrieval import KnowledgeBase
 from retrieval.evaluation import (
-    DISTINCTIVE_HEADING_CHUNKS, Judged, JudgmentsError, collection_queries, evaluate, health_check,
+    DISTINCTIVE_HEADING_CHUNKS, Judged, JudgmentsError, collection_queries, evaluate, health_check, load_beir,
     load_judgments, ndcg_at, recall_at, reciprocal_rank, split_sentences,
 )
 from store import Settings
@@ -338,3 +338,12 @@ def test_pgkb_eval_usage_errors_exit_2_with_one_line(collection, tmp_path):
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     missing = run_cli("pgkb", "eval", "--health", "--collection", "never-made", env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_beir_query_without_text_is_left_out_with_its_judgments(tmp_path, caplog):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "holiday"}\n{"_id": "q2", "text": ""}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta.md\t1\nq2\tb.md\t1\n")
+    judged = load_beir(tmp_path)
+    assert [(j.query_id, j.query, j.relevant) for j in judged] == [("q1", "holiday", {"a.md": 1})]
+    assert "queries.jsonl:2: query 'q2' has no text; left out" in caplog.text
