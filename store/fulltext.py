@@ -45,10 +45,20 @@ def analyse(text: str) -> AnalysedText:
     return AnalysedText(_CJK_RUN.sub(" ", text), " ".join(words))
 
 
+@lru_cache(maxsize=1)
+def _to_simplified():
+    import opencc
+
+    return opencc.OpenCC("t2s")  # OpenCC's bundled tables, offline
+
+
 def normalize(text: str) -> str:
-    """Full-width letters, digits and punctuation (Ｂ，１２％) as their ordinary forms, so that
-    a query typed on a Chinese keyboard matches the text and back."""
-    return unicodedata.normalize("NFKC", text)
+    """The form text is indexed and searched in: full-width letters, digits and punctuation
+    (Ｂ，１２％) as their ordinary forms (NFKC), so that a query typed on a Chinese keyboard
+    matches; and traditional Chinese characters as simplified ones (OpenCC), so that 責任
+    finds 责任 and back. Text without CJK characters is left to NFKC alone."""
+    text = unicodedata.normalize("NFKC", text)
+    return _to_simplified().convert(text) if _CJK_RUN.search(text) else text
 
 
 def cjk_words(run: str) -> list[str]:
@@ -102,13 +112,16 @@ def parse_query(query: str) -> KeywordQuery:
     collection. "Quoted phrases" must appear; -word and -"phrase" exclude.
     """
     latin, cjk, required, excluded = [], [], [], []
-    for text, quoted, negative in _tokens(normalize(query)):
+    for text, quoted, negative in _tokens(unicodedata.normalize("NFKC", query)):
         terms = []
-        for run in _CJK_RUN.findall(text):
+        for typed in _CJK_RUN.findall(text):
+            run = normalize(typed)
             words = cjk_words(run)
             if words:
                 if not negative:
-                    cjk += words
+                    # Chunks written before pgkb indexed traditional characters as simplified
+                    # hold the words as typed: those count too.
+                    cjk += words + [w for w in (cjk_words(typed) if typed != run else []) if w not in words]
                 terms.append(Term("plainto_tsquery", "simple", " ".join(words)))
         rest = " ".join(_CJK_RUN.sub(" ", text).split())
         if rest:

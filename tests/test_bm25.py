@@ -102,3 +102,12 @@ def test_full_width_text_and_mixed_queries_match(store, settings):
         assert kb.search("600元", k=1, mode="keyword")[0].document_key == "prices.txt"
         assert kb.search('"ABC型号" 价格', k=5, mode="keyword")[0].document_key == "prices.txt"
         assert kb.search('价格 -"ABC"', k=5, mode="keyword") == []
+
+
+def test_traditional_and_simplified_characters_find_each_other(store, settings):
+    collection = store.collection(settings.collection)
+    write(store, collection, "traditional.txt", ["員工應遵守資訊安全規定，違者負法律責任。"])
+    with KnowledgeBase(settings) as kb:
+        # A simplified question finds the traditional chunk, a traditional one the simplified chunk.
+        assert kb.search("员工违反信息安全规定要负什么责任", k=1, mode="keyword")[0].document_key == "traditional.txt"
+        assert kb.search("甲方未按期付款應當承擔違約責任", k=1, mode="keyword")[0].text == TEXTS["contract-zh.txt"][0]
