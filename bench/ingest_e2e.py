@@ -317,7 +317,8 @@ class Bench:
         with self.engine.connect() as conn:
             for (collection_id,) in conn.exec_driver_sql("SELECT id FROM collections").all():
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(collection_id)}")
-            conn.exec_driver_sql("TRUNCATE chunks, documents, ingest_runs, collections")
+            conn.exec_driver_sql("TRUNCATE chunks, documents, ingest_runs, collection_statistics, term_statistics, "
+                                 "collections")
             if conn.exec_driver_sql("SELECT to_regclass('langchain_pg_embedding')").scalar():
                 conn.exec_driver_sql("TRUNCATE langchain_pg_embedding, langchain_pg_collection")
             conn.exec_driver_sql("CHECKPOINT")
