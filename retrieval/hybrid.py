@@ -286,7 +286,8 @@ def _keyword_leg(collection: Collection, lexemes: CTE, terms: CTE, conditions, c
 def _score_candidates(collection: Collection, legs: list[CTE], lexemes: CTE | None, terms: CTE | None,
                       query_vector: list[float] | None):
     """Each candidate once, with its cosine similarity and its BM25 score: each leg scores
-    every candidate, whichever leg found it."""
+    every candidate, whichever leg found it. Materialized: the scores are read by the ranks,
+    the z-scores and the result, and a subquery would compute BM25 again for each."""
     union = union_all(*[select(leg.c.chunk_id, leg.c.from_vector, leg.c.from_keyword) for leg in legs]).subquery()
     members = (
         select(union.c.chunk_id, func.bool_or(union.c.from_vector).label("from_vector"),
@@ -311,7 +312,7 @@ def _score_candidates(collection: Collection, legs: list[CTE], lexemes: CTE | No
         similarity.label("vector_score"), keyword_score.label("keyword_score"),
         # How many candidates the vector leg found: fewer than asked means the filter starved it.
         vector_found.label("vector_found"),
-    ).select_from(source).subquery("scored")
+    ).select_from(source).cte("candidates").prefix_with("MATERIALIZED")
 
 
 def _rank(scored):

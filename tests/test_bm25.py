@@ -68,7 +68,8 @@ def test_bm25_scores_equal_a_computation_by_hand_through_every_kind_of_write(sto
     with psycopg.connect(url) as killed, psycopg.connect(url, autocommit=True) as admin:
         killed.execute("DELETE FROM chunks WHERE document_id = (SELECT id FROM documents WHERE key = 'contract-zh.txt' "
                        "AND collection_id = %s)", [collection.id])
-        admin.execute("SELECT pg_terminate_backend(%s)", [killed.info.backend_pid])
+        # With a timeout, pg_terminate_backend waits until the backend is gone.
+        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", [killed.info.backend_pid]).fetchone()[0]
         with pytest.raises(psycopg.OperationalError):
             killed.execute("COMMIT")
     assert_scores_match(store, settings)
