@@ -50,7 +50,8 @@ def assert_scores_match(store, settings, k1=1.2, b=0.75):
             expected = bm25_by_hand(conn, settings.collection, query, k1, b)
             hits = kb.search(query, k=100, mode="keyword")
             assert {h.chunk_id: h.score for h in hits} == pytest.approx(expected, rel=1e-9), query
-            assert [h.score for h in hits] == sorted(expected.values(), reverse=True)
+            # In BM25's order (sums in another order differ in the last bit).
+            assert [h.score for h in hits] == pytest.approx(sorted(expected.values(), reverse=True), rel=1e-9)
 
 
 def test_bm25_scores_equal_a_computation_by_hand_through_every_kind_of_write(store, settings):
