@@ -113,3 +113,17 @@ def test_traditional_and_simplified_characters_find_each_other(store, settings):
         # A simplified question finds the traditional chunk, a traditional one the simplified chunk.
         assert kb.search("员工违反信息安全规定要负什么责任", k=1, mode="keyword")[0].document_key == "traditional.txt"
         assert kb.search("甲方未按期付款應當承擔違約責任", k=1, mode="keyword")[0].text == TEXTS["contract-zh.txt"][0]
+
+
+def test_a_lexeme_of_any_characters_is_scanned_for_as_itself(store):
+    # The keyword leg turns each query lexeme into a tsquery of that word alone; quotes,
+    # backslashes and tsquery operators inside a lexeme must stay part of it.
+    from retrieval.hybrid import LEXEME_AS_TSQUERY
+
+    with store.engine.connect() as conn:
+        for lexeme in ["a\\b'c", "it's", "x:*", "a & b | !c", "\\", "''"]:
+            matches = conn.execute(text(
+                f"SELECT array_to_tsvector(ARRAY[lexeme]) @@ ({LEXEME_AS_TSQUERY})::tsquery, "
+                f"array_to_tsvector(ARRAY['other']) @@ ({LEXEME_AS_TSQUERY})::tsquery "
+                "FROM (SELECT CAST(:lexeme AS text) AS lexeme) AS word"), {"lexeme": lexeme}).one()
+            assert tuple(matches) == (True, False), lexeme
