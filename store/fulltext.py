@@ -104,6 +104,10 @@ class KeywordQuery:
         return [w for w in self.cjk.split() if len(w) > 1]
 
 
+# Quoted phrases and exclusions are each a condition of their own in the search statement.
+MAX_CONDITIONS = 32
+
+
 def parse_query(query: str) -> KeywordQuery:
     """A websearch-style query, analysed as the index is.
 
@@ -132,6 +136,10 @@ def parse_query(query: str) -> KeywordQuery:
             excluded += terms
         elif quoted:
             required += terms
+    if len(required) + len(excluded) > MAX_CONDITIONS:
+        raise ValueError(f"a query may hold at most {MAX_CONDITIONS} quoted phrases and -exclusions "
+                         f"(words without quotes count for any number); this one holds "
+                         f"{len(required) + len(excluded)}")
     return KeywordQuery(" ".join(latin), " ".join(cjk), tuple(required), tuple(excluded))
 
 
