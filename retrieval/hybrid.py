@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     ColumnElement, Float, Select, bindparam, case, cast, func, literal, literal_column, null, select,
-    true, union_all,
+    true, union,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.compiler import compiles
@@ -261,8 +261,7 @@ def _bm25(lexemes: CTE, terms: CTE) -> ColumnElement:
 def _vector_leg(collection: Collection, query_vector: list[float], conditions, candidates: int) -> CTE:
     distance = indexed_embedding(collection).cosine_distance(query_vector)
     return (
-        select(chunks.c.id.label("chunk_id"), literal(True).label("from_vector"),
-               literal(False).label("from_keyword"))
+        select(chunks.c.id.label("chunk_id"))
         .select_from(_chunks_and_documents())
         .where(*_scope(collection, conditions))
         .order_by(distance)
@@ -273,8 +272,7 @@ def _vector_leg(collection: Collection, query_vector: list[float], conditions, c
 
 def _keyword_leg(collection: Collection, lexemes: CTE, terms: CTE, conditions, candidates: int) -> CTE:
     return (
-        select(chunks.c.id.label("chunk_id"), literal(False).label("from_vector"),
-               literal(True).label("from_keyword"))
+        select(chunks.c.id.label("chunk_id"))
         .select_from(_chunks_and_documents().join(terms, true()))
         .where(*_scope(collection, conditions), chunks.c.tsv.op("@@")(terms.c.scanned))
         .order_by(_bm25(lexemes, terms).desc(), chunks.c.id)
@@ -288,12 +286,7 @@ def _score_candidates(collection: Collection, legs: list[CTE], lexemes: CTE | No
     """Each candidate once, with its cosine similarity and its BM25 score: each leg scores
     every candidate, whichever leg found it. Materialized: the scores are read by the ranks,
     the z-scores and the result, and a subquery would compute BM25 again for each."""
-    union = union_all(*[select(leg.c.chunk_id, leg.c.from_vector, leg.c.from_keyword) for leg in legs]).subquery()
-    members = (
-        select(union.c.chunk_id, func.bool_or(union.c.from_vector).label("from_vector"),
-               func.bool_or(union.c.from_keyword).label("from_keyword"))
-        .group_by(union.c.chunk_id).subquery("members")
-    )
+    members = union(*[select(leg.c.chunk_id) for leg in legs]).subquery("members")  # each chunk once
     similarity = (
         (1 - indexed_embedding(collection).cosine_distance(query_vector)) if query_vector is not None
         else cast(null(), Float)
@@ -308,8 +301,7 @@ def _score_candidates(collection: Collection, legs: list[CTE], lexemes: CTE | No
         select(func.count()).select_from(legs[0]).scalar_subquery() if query_vector is not None else null()
     )
     return select(
-        members.c.chunk_id, members.c.from_vector, members.c.from_keyword,
-        similarity.label("vector_score"), keyword_score.label("keyword_score"),
+        members.c.chunk_id, similarity.label("vector_score"), keyword_score.label("keyword_score"),
         # How many candidates the vector leg found: fewer than asked means the filter starved it.
         vector_found.label("vector_found"),
     ).select_from(source).cte("candidates").prefix_with("MATERIALIZED")
