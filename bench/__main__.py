@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     temporary_work = args.work_dir is None and args.quick
     work = Path(tempfile.mkdtemp(prefix="pgkb-bench-")) if temporary_work else (args.work_dir or DEFAULT_WORK)
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    work.chmod(0o755)  # pgserver runs PostgreSQL as its own user when started by root
+    work.chmod(0o755)  # as root, the embedded PostgreSQL runs as a user that must reach it
     results.mkdir(parents=True, exist_ok=True)
     plan = Plan(args.quick, args.repeats, _inputs(args, work), results, work, args.peers_dir.resolve())
     context = {"machine": machine_info(work), "pgkb_versions": pgkb_versions(), "inputs": plan.inputs.description,

@@ -134,7 +134,7 @@ def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_p
 
     with tempfile.TemporaryDirectory(prefix="pgkb-ingest-e2e-") as tmp:
         folder = Path(tmp)
-        folder.chmod(0o755)  # pgserver runs PostgreSQL as its own user when started by root
+        folder.chmod(0o755)  # as root, the embedded PostgreSQL runs as a user that must reach it
         corpus_1x = build_corpus(corpus, folder / "corpus-1x", 1, limit)
         if not corpus_1x:
             raise SystemExit(f"no PDF or DOCX that opens under {corpus}")
@@ -390,14 +390,12 @@ class PeakMemory(threading.Thread):
 @contextmanager
 def embedded_server(data_dir: Path):
     """pgkb's embedded PostgreSQL in `data_dir`, stopped on leaving (before the folder goes)."""
-    from store.embedded import embedded_database_url
+    from store.embedded import embedded_database_url, stop_embedded_server
 
-    url = embedded_database_url(data_dir)
-    import pgserver  # after embedded_database_url, which silences its import-time warning
     try:
-        yield url
+        yield embedded_database_url(data_dir)
     finally:
-        pgserver.get_server(data_dir / "pgdata").cleanup()  # embedded.py's layout: data_dir/pgdata
+        stop_embedded_server(data_dir)
 
 
 def _summary(side_rounds: list[Run]) -> dict:

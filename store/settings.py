@@ -26,7 +26,9 @@ def _env(name: str, default=None):
 class Settings:
     # Any PostgreSQL with pgvector; when unset, pgkb runs an embedded server in data_dir.
     database_url: str | None = _env("DATABASE_URL")
-    data_dir: Path = _env("PGKB_DATA_DIR", Path(platformdirs.user_data_dir("pgkb")))
+    # Root's home is often private, and as root the embedded server runs as another user.
+    data_dir: Path = _env("PGKB_DATA_DIR", Path("/var/lib/pgkb") if os.name == "posix" and os.geteuid() == 0
+                          else Path(platformdirs.user_data_dir("pgkb")))
     collection: str = _env("PGKB_COLLECTION", "default")
     model: str = _env("PGKB_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
     device: str = _env("PGKB_DEVICE", "auto")

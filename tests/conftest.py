@@ -51,8 +51,38 @@ def nothing_reaches_the_network(blocked_log: Path):
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pgkb-data")
+def reachable_tmp_path_factory():
+    """Makes folders the embedded server's user may pass through. As root, PostgreSQL runs as
+    another user, pytest's own temporary folders are private (0700), and pgkb rightly refuses
+    to open them; a user would choose such a folder the same way."""
+    base = Path(tempfile.mkdtemp(prefix="pgkb-tests-"))
+    base.chmod(0o755)
+    made = []
+
+    def make(name: str) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+        folder.chmod(0o755)
+        made.append(folder)
+        return folder
+
+    yield make
+    from store.embedded import stop_embedded_server
+
+    for folder in made:
+        stop_embedded_server(folder)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def data_dir(reachable_tmp_path_factory) -> Path:
+    """The data directory of the embedded server most tests share."""
+    return reachable_tmp_path_factory("pgkb-data")
+
+
+@pytest.fixture
+def new_data_dir(reachable_tmp_path_factory) -> Path:
+    """A data directory of the test's own, for a server of its own."""
+    return reachable_tmp_path_factory("pgkb-data")
 
 
 @pytest.fixture

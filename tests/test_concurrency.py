@@ -11,9 +11,9 @@ from tests.conftest import ROOT
 from tests.term_statistics import assert_statistics_exact
 
 
-def test_two_processes_ingesting_into_a_fresh_data_dir_at_once_both_succeed(docs, tmp_path):
+def test_two_processes_ingesting_into_a_fresh_data_dir_at_once_both_succeed(docs, new_data_dir):
     # A data directory no server has started in yet: both processes race to create it.
-    data_dir = tmp_path / "shared"
+    data_dir = new_data_dir
     env = {**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": "together"}
     runs = [
         subprocess.Popen([sys.executable, "-m", "ingest", str(docs / name)], cwd=ROOT, env=env,

@@ -52,10 +52,13 @@ def test_upgrade_then_alembic_downgrade_base_then_upgrade_again(settings):
 def test_the_embedded_server_is_sized_to_the_machine(settings):
     from store.embedded import server_memory_settings
 
-    Store.open(settings).close()
-    auto_conf = (settings.data_dir / "pgdata" / "postgresql.auto.conf").read_text()
-    for name, value in server_memory_settings(psutil.virtual_memory().total).items():
-        assert f"{name} = '{value}'" in auto_conf
+    store = Store.open(settings)
+    with store.engine.connect() as conn:
+        for name, value in server_memory_settings(psutil.virtual_memory().total).items():
+            running = conn.execute(text("SELECT pg_size_bytes(current_setting(:name)) = pg_size_bytes(:value)"),
+                                   {"name": name, "value": value}).scalar()
+            assert running, (name, value)
+    store.close()
     assert server_memory_settings(2 * 2**30) == {"shared_buffers": "256MB", "maintenance_work_mem": "128MB"}
     assert server_memory_settings(64 * 2**30)["shared_buffers"] == "2048MB"
     assert server_memory_settings(512 * 2**20)["shared_buffers"] == "128MB"
