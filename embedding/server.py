@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -41,6 +42,12 @@ def embeddings_url(base_url: str) -> str:
     return url + ("/embeddings" if url.endswith("/v1") else "/v1/embeddings")
 
 
+def without_credentials(url: str) -> str:
+    """`url` without a user name, password or query (where keys are sometimes put)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 class ServerEmbedder(Embedder):
     """Embeds through a server; tokens are still counted here, with the model's own tokenizer."""
 
@@ -50,6 +57,7 @@ class ServerEmbedder(Embedder):
                  timeout: float = 120.0, retries: int = 5):
         self.name = name
         self.url = embeddings_url(base_url)
+        self.shown_url = without_credentials(self.url)  # for messages and logs
         self.texts_per_request = texts_per_request
         self.concurrency = concurrency
         self.retries = retries
@@ -59,7 +67,7 @@ class ServerEmbedder(Embedder):
         self.served_dims = self._post(["dimension probe"]).shape[1]
         if model_dims is not None and self.served_dims != model_dims:
             raise EmbeddingError(
-                f"{self.url} returns {self.served_dims}-dim vectors, but {name} makes {model_dims}: "
+                f"{self.shown_url} returns {self.served_dims}-dim vectors, but {name} makes {model_dims}: "
                 "the server serves another model"
             )
         dims = profile.output_dims(dims, self.served_dims, name)
@@ -67,7 +75,7 @@ class ServerEmbedder(Embedder):
         space = EmbeddingSpace(model=name, dims=dims, pooling=profile.pooling, normalize=True,
                                query_instruction=query_prefix or None, max_tokens=profile.max_tokens)
         super().__init__(tokenizer, profile, space)
-        log.info("embedding with %s at %s (%d dims, %s)", name, self.url, dims,
+        log.info("embedding with %s at %s (%d dims, %s)", name, self.shown_url, dims,
                  "cut by the server" if self._send_dimensions else "cut here" if dims < self.served_dims else "full")
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -83,7 +91,7 @@ class ServerEmbedder(Embedder):
         expected = dims if self._send_dimensions else self.served_dims
         if vectors.shape[1] != expected:
             raise EmbeddingError(
-                f"{self.url} returned {vectors.shape[1]}-dim vectors where {self.name} gave {expected}: "
+                f"{self.shown_url} returned {vectors.shape[1]}-dim vectors where {self.name} gave {expected}: "
                 "the server now serves another model, and its vectors would not match the collection's"
             )
         vectors = vectors[:, :dims]
@@ -97,7 +105,7 @@ class ServerEmbedder(Embedder):
                 raise
             return False  # the server rejects `dimensions` for this model: cut here instead
         if returned not in (dims, self.served_dims):
-            raise EmbeddingError(f"{self.url} returned {returned} dims when asked for {dims}")
+            raise EmbeddingError(f"{self.shown_url} returned {returned} dims when asked for {dims}")
         return returned == dims
 
     def _post(self, texts: list[str], dimensions: int | None = None) -> np.ndarray:
@@ -116,22 +124,22 @@ class ServerEmbedder(Embedder):
                     return self._parse(response, len(texts))
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code != 429 and response.status_code < 500:
-                    raise ServerError(f"{self.url} refused the request ({problem})", status=response.status_code)
+                    raise ServerError(f"{self.shown_url} refused the request ({problem})", status=response.status_code)
                 retry_after = response.headers.get("retry-after")
             if attempt < self.retries:
                 delay = _backoff(attempt, retry_after)
-                log.warning("embedding server %s: %s; retrying in %.1f s", self.url, problem, delay)
+                log.warning("embedding server %s: %s; retrying in %.1f s", self.shown_url, problem, delay)
                 time.sleep(delay)
-        raise ServerError(f"{self.url} failed {self.retries + 1} times; last: {problem}")
+        raise ServerError(f"{self.shown_url} failed {self.retries + 1} times; last: {problem}")
 
     def _parse(self, response: httpx.Response, count: int) -> np.ndarray:
         try:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = np.array([item["embedding"] for item in data], dtype=np.float32)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ServerError(f"{self.url} answered with no embeddings in OpenAI's format ({exc!r})") from None
+            raise ServerError(f"{self.shown_url} answered with no embeddings in OpenAI's format ({exc!r})") from None
         if vectors.ndim != 2 or len(vectors) != count:
-            raise ServerError(f"{self.url} returned {len(vectors)} vectors for {count} texts")
+            raise ServerError(f"{self.shown_url} returned {len(vectors)} vectors for {count} texts")
         return vectors
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Iterable, Iterator, Sequence
+from urllib.parse import quote, unquote
 
 import numpy as np
 from alembic import command
@@ -45,9 +46,24 @@ def resolve_url(settings: Settings) -> str:
         url = settings.database_url
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
-        return url
+                url = "postgresql+psycopg://" + url[len(prefix):]
+        return _quote_credentials(url)
     return embedded_database_url(settings.data_dir)
+
+
+def _quote_credentials(url: str) -> str:
+    """The URL with its user name and password percent-encoded.
+
+    A password holding `@`, `:` or `/` written as is splits the URL in the wrong place, and the
+    error then names part of the password as the host. The host starts after the last `@`.
+    """
+    scheme, separator, rest = url.partition("://")
+    credentials, at, address = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, password = credentials.partition(":")
+    quoted = quote(unquote(user), safe="") + colon + quote(unquote(password), safe="")
+    return f"{scheme}{separator}{quoted}@{address}"
 
 
 class Store:

@@ -18,14 +18,15 @@ from pathlib import Path
 import platformdirs
 
 
-def _env(name: str, default=None):
-    return field(default=default, metadata={"env": name})
+def _env(name: str, default=None, secret: bool = False):
+    """A setting read from the environment variable `name`; a secret one is hidden in repr()."""
+    return field(default=default, repr=not secret, metadata={"env": name})
 
 
 @dataclass(frozen=True)
 class Settings:
     # Any PostgreSQL with pgvector; when unset, pgkb runs an embedded server in data_dir.
-    database_url: str | None = _env("DATABASE_URL")
+    database_url: str | None = _env("DATABASE_URL", secret=True)  # may hold a password
     # Root's home is often private, and as root the embedded server runs as another user.
     data_dir: Path = _env("PGKB_DATA_DIR", Path("/var/lib/pgkb") if os.name == "posix" and os.geteuid() == 0
                           else Path(platformdirs.user_data_dir("pgkb")))
@@ -73,7 +74,7 @@ class Settings:
     pii_threshold: float = _env("PGKB_PII_THRESHOLD", 0.5)
     # replace (<TYPE>), redact or hash (keyed, needs pii_hash_key); per type: "replace,EMAIL_ADDRESS=hash".
     pii_operators: str = _env("PGKB_PII_OPERATORS", "replace")
-    pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY")
+    pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY", secret=True)
     # spaCy NER models by language (or "none"), used when installed: names, places, organisations.
     pii_spacy_models: str = _env("PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm")
     # BM25 keyword ranking: k1, how soon a word's repeats in a chunk stop adding to its score;

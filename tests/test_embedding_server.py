@@ -200,6 +200,16 @@ def test_429_5xx_and_timeouts_are_retried_with_backoff(server):
         ServerEmbedder(DEFAULT_MODEL, server.url, tokenizer, served.profile, retries=2)
 
 
+def test_credentials_in_the_url_stay_out_of_warnings_and_errors(server, caplog):
+    served = load_embedder(DEFAULT_MODEL, embed_url=server.url)
+    server(fail=10)
+    with_credentials = server.url.replace("http://", "http://alice:s3cret@")
+    with pytest.raises(ServerError) as failure:
+        ServerEmbedder(DEFAULT_MODEL, with_credentials, served.tokenizer, served.profile, retries=1)
+    assert "retrying" in caplog.text and server.url.removeprefix("http://") in str(failure.value)
+    assert "s3cret" not in caplog.text + str(failure.value) and "alice" not in caplog.text + str(failure.value)
+
+
 def test_dimensions_are_cut_by_the_server_or_here_and_always_renormalised(server, embedder, tmp_path):
     profile = tmp_path / "minilm.json"  # declares MiniLM Matryoshka-capable, to exercise both paths
     profile.write_text(json.dumps({"matryoshka_min_dims": 32}))

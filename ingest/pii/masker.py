@@ -65,7 +65,7 @@ class MaskPolicy:
     threshold: float = 0.5
     default_operator: str = "replace"
     operators: Mapping[str, str] = field(default_factory=dict)
-    hash_key: str | None = None
+    hash_key: str | None = field(default=None, repr=False)  # a secret
 
     @classmethod
     def parse(cls, entities: str = "all", threshold: float = 0.5, operators: str = "replace",
