@@ -27,10 +27,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.bench
 
 
-def test_quick_run_measures_every_figure_side_by_side(tmp_path):
+def test_quick_run_measures_every_figure_side_by_side(tmp_path, reachable_tmp_path_factory):
     results = tmp_path / "results"
     run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--results", str(results),
-                          "--work-dir", str(tmp_path / "work")],
+                          "--work-dir", str(reachable_tmp_path_factory("bench-work"))],
                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
 
