@@ -258,6 +258,7 @@ class _Run:
         # whether passwords are given (their values are never stored, even hashed).
         self.failure_fingerprint = _digest({**options, "seconds": settings.parse_seconds,
                                             "memory_mb": settings.parse_memory_mb,
+                                            "max_chars": settings.max_document_chars,
                                             "passwords": bool(settings.passwords or settings.passwords_file)})
         # How many tokens of new text to gather across documents before calling the model,
         # and the fewest it is called with while documents are still being parsed.

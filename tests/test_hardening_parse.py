@@ -5,10 +5,17 @@ Real files, the shared embedded PostgreSQL and real `ingest` processes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from ingest import ingest
+from ingest.parsers import ParseError, ParseOptions, parse
 from store import Chunk, DocumentRecord, Store
+from tests.documents import write_docx
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 SPACE = {"model": "test/random", "dims": 8, "pooling": "mean", "normalize": True}
 # More than PostgreSQL's protocol allows as parameters of one statement (65,535).
@@ -39,3 +46,66 @@ def test_a_document_of_more_chunks_than_a_statement_takes_parameters_is_written_
     gone = ["big.txt", *(f"gone-{i}.txt" for i in range(OVER_PARAMETER_LIMIT))]
     assert store.delete_documents(collection, gone) == 1
     assert store.stored_vectors(collection, (c.content_hash for c in chunks)) == {}
+
+
+def test_a_text_larger_than_the_cap_fails_alone_and_is_never_read_whole(tmp_path, settings, embedder):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    paragraph = "Expense claims are paid with the next salary once a manager approves them.\n\n"
+    (folder / "huge.txt").write_text(paragraph * 30_000, encoding="utf-8")  # 2.3 MB
+    (folder / "one-line.txt").write_text("x" * 300_000, encoding="utf-8")   # no line break at all
+    (folder / "small.md").write_text("# Leave\n\n" + paragraph, encoding="utf-8")
+    capped = replace(settings, pii=False, max_document_chars=200_000)
+    report = ingest(folder, capped, embedder=embedder)
+    assert report.status == "failed"
+    outcomes = {f.key: (f.outcome, f.reason) for f in report.files}
+    too_large = ("failed", "too large: more than 200,000 characters of text (PGKB_MAX_DOCUMENT_CHARS)")
+    assert outcomes == {"huge.txt": too_large, "one-line.txt": too_large, "small.md": ("ingested", None)}
+    # Recorded: the next run does not read it again while it and the cap stay the same...
+    again = ingest(folder, capped, embedder=embedder)
+    assert {f.key: f.outcome for f in again.files} == {"huge.txt": "failed", "one-line.txt": "failed",
+                                                        "small.md": "unchanged"}
+    assert "unchanged since" in next(f.reason for f in again.files if f.key == "huge.txt")
+    # ...and a raised cap tries it again.
+    raised = ingest(folder, replace(capped, max_document_chars=400_000), embedder=embedder)
+    assert {f.key: f.outcome for f in raised.files} == {"huge.txt": "failed", "one-line.txt": "ingested",
+                                                         "small.md": "unchanged"}
+
+
+def test_every_format_is_held_to_the_cap(tmp_path):
+    path = write_docx(tmp_path / "long.docx", "Handbook", [(1, "Leave", ["Paid leave is 25 days a year. " * 40])])
+    with pytest.raises(ParseError) as refused:
+        parse(path, DOCX, ParseOptions(max_chars=1000))
+    assert refused.value.reason == "too large"
+    assert parse(path, DOCX, ParseOptions(max_chars=5000)).title == "Handbook"
+
+
+CHINESE = "员工手册：每位全职员工每年享有二十五天带薪年假，请提前两周在人事系统中申请。"
+TRADITIONAL = "員工手冊：每位全職員工每年享有二十五天帶薪年假，請提前兩週在人事系統中申請。"
+GERMAN = "Die Mitarbeiterin hat Anspruch auf fünfundzwanzig Urlaubstage; Kündigung nur schriftlich, Größe egal."
+
+
+@pytest.mark.parametrize("text, encoding, recorded", [
+    (CHINESE, "gbk", "gb18030"),
+    (CHINESE, "gb18030", "gb18030"),
+    (TRADITIONAL, "big5", "big5"),
+    (CHINESE, "utf-16", "utf-16"),     # with its byte order mark
+    (CHINESE, "utf-16-be", "utf_16_be"),
+    (CHINESE, "utf-32", "utf-32"),
+    (GERMAN, "cp1252", "cp1252"),
+    (CHINESE + " " + GERMAN, "utf-8-sig", None),
+], ids=["gbk", "gb18030", "big5", "utf-16", "utf-16-be", "utf-32", "cp1252", "utf-8-sig"])
+def test_text_files_in_other_encodings_are_read_as_written(tmp_path, text, encoding, recorded):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(f"# Handbook\n\n{text}\n\n{text}\n".encode(encoding))
+    document = parse(path, "text/plain")
+    assert [e.text for e in document.elements] == ["Handbook", text, text]
+    assert document.metadata.get("encoding") == recorded
+
+
+def test_bytes_that_are_no_text_say_so(tmp_path):
+    path = tmp_path / "noise.txt"
+    path.write_bytes(b"\xff\xfe\x00\xd8" + bytes(range(256)) * 4)  # a UTF-16 mark, then a broken surrogate
+    with pytest.raises(ParseError) as refused:
+        parse(path, "text/plain")
+    assert refused.value.reason == "corrupt" and "UTF-16" in refused.value.detail

@@ -48,7 +48,8 @@ def options_from_settings(settings: Settings) -> ParseOptions:
         except OSError as exc:
             raise ValueError(f"passwords file {path}: {exc.strerror or exc}") from None
         passwords += [line for line in lines if line.strip()]
-    return ParseOptions(passwords=tuple(dict.fromkeys(passwords)), ocr_languages=settings.ocr_languages)
+    return ParseOptions(passwords=tuple(dict.fromkeys(passwords)), ocr_languages=settings.ocr_languages,
+                        max_chars=settings.max_document_chars)
 
 
 class ParserPool:

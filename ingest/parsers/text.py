@@ -5,24 +5,84 @@ Fenced code blocks are kept as they are (a `#` comment in them is no heading).
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
+from typing import Iterable, Iterator
 
+import charset_normalizer
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
-from . import ParseError, ParsedDocument, ParseOptions
+from . import ParseError, ParsedDocument, ParseOptions, too_large
 from .elements import element_metadata, join_lines
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_BOMS = (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE), ("utf-8-sig", codecs.BOM_UTF8),
+         ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE))
+_LINE_PIECE = 1 << 20  # characters
+# Tried, when a file is not UTF-8, on its first bytes only: enough to tell, and quick.
+_DETECTION_SAMPLE = 256 * 1024
+_LEGACY_ENCODINGS = ["utf_16_le", "utf_16_be", "gb18030", "big5", "cp932", "euc_kr", "cp1251", "cp1252"]
 
 
 def parse_text(path: Path, options: ParseOptions) -> ParsedDocument:
+    encoding = _bom_encoding(path)
     try:
-        content = path.read_text(encoding="utf-8-sig")
+        return _parse_lines(path, encoding or "utf-8", options)
     except UnicodeDecodeError:
-        raise ParseError("corrupt", "not UTF-8 text") from None
+        if encoding:  # a BOM that the rest of the file belies
+            raise ParseError("corrupt", f"not {encoding.upper()} text, although it starts as such") from None
+    encoding = _detected_encoding(path)
+    try:
+        return _parse_lines(path, encoding, options)
+    except UnicodeDecodeError:
+        raise ParseError("corrupt", f"not text in a known encoding (neither UTF-8 nor {encoding})") from None
+
+
+def _bom_encoding(path: Path) -> str | None:
+    """The encoding a byte order mark names (UTF-32's marks begin as UTF-16's, so first)."""
+    with path.open("rb") as f:
+        start = f.read(4)
+    return next((encoding for encoding, bom in _BOMS if start.startswith(bom)), None)
+
+
+def _detected_encoding(path: Path) -> str:
+    """The likeliest of the encodings text files in pgkb's languages are found in, from the
+    file's start. Without the limited choice, charset-normalizer takes French text for
+    Mac Central European and German for Baltic ones."""
+    with path.open("rb") as f:
+        sample = f.read(_DETECTION_SAMPLE)
+    best = charset_normalizer.from_bytes(sample, cp_isolation=_LEGACY_ENCODINGS).best()
+    if best is None:
+        raise ParseError("corrupt", "not text in a known encoding (UTF-8, UTF-16, GB18030, Big5, "
+                                    "Shift JIS, EUC-KR, Windows-1251 or -1252)")
+    return best.encoding
+
+
+def _parse_lines(path: Path, encoding: str, options: ParseOptions) -> ParsedDocument:
+    """The document, read line by line: a file's text is held once, in its elements."""
+    with path.open(encoding=encoding) as f:
+        document = _document(_lines(f, options.max_chars))
+    if encoding not in ("utf-8", "utf-8-sig"):
+        document.metadata["encoding"] = encoding
+    return document
+
+
+def _lines(f, max_chars: int | None) -> Iterator[str]:
+    read = 0
+    # A line longer than a piece comes in pieces, lines of one paragraph: no line of a
+    # file without line breaks is held whole before it is counted.
+    for line in iter(lambda: f.readline(_LINE_PIECE), ""):
+        read += len(line)
+        if max_chars is not None and read > max_chars:
+            raise too_large(max_chars)  # before the rest is read
+        # Besides newlines, str.splitlines ends a line at the separators Unicode defines.
+        yield from line.splitlines()
+
+
+def _document(lines: Iterable[str]) -> ParsedDocument:
     elements: list[Element] = []
     paragraph: list[str] = []
     fence: str | None = None  # the marker of the open code block
@@ -39,7 +99,7 @@ def parse_text(path: Path, options: ParseOptions) -> ParsedDocument:
             elements.append(NarrativeText(join_lines(paragraph), metadata=element_metadata()))
         paragraph.clear()
 
-    for line in content.splitlines():
+    for line in lines:
         marker = _FENCE.match(line)
         if fence is not None:  # inside a code block, until its closing fence
             paragraph.append(line)
