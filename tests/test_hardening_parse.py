@@ -5,6 +5,8 @@ Real files, the shared embedded PostgreSQL and real `ingest` processes.
 
 from __future__ import annotations
 
+import re
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -109,3 +111,21 @@ def test_bytes_that_are_no_text_say_so(tmp_path):
     with pytest.raises(ParseError) as refused:
         parse(path, "text/plain")
     assert refused.value.reason == "corrupt" and "UTF-16" in refused.value.detail
+
+
+def test_a_docx_entity_reference_or_comment_inside_a_run_keeps_the_rest_of_the_run(tmp_path):
+    path = write_docx(tmp_path / "entities.docx", "Handbook", [(1, "Leave", ["Paid leave is 25 days a year."])])
+    with zipfile.ZipFile(path) as package:
+        parts = {name: package.read(name) for name in package.namelist()}
+    body = parts["word/document.xml"].decode()
+    assert "Paid leave is 25 days a year." in body
+    # An entity only the file's own DTD declares, predefined and numeric references, a comment.
+    body = re.sub(r"^(<\?xml[^>]*\?>)", r'\1<!DOCTYPE w:document [<!ENTITY days "DAYS">]>', body)
+    body = body.replace("Paid leave is 25 days a year.",
+                        "Paid leave &amp; &#x4E2D; is 25 &days; a year<!-- a note -->, in writing.")
+    parts["word/document.xml"] = body.encode()
+    with zipfile.ZipFile(path, "w") as package:
+        for name, data in parts.items():
+            package.writestr(name, data)
+    texts = [e.text for e in parse(path, DOCX).elements]
+    assert "Paid leave & 中 is 25  a year, in writing." in texts
