@@ -179,8 +179,10 @@ def ingest(
                 run.prune()
             if any(f.chunks for f in run.report.files) or run.report.pruned:
                 store.analyze()
-        except BaseException:
-            run.report.status = "aborted"  # the database went away, or a second Ctrl-C
+        except BaseException as exc:
+            # The database went away, or a second Ctrl-C stopped the documents in progress too
+            # (the next run does them again).
+            run.report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"
             raise
         finally:
             run.report.seconds = time.perf_counter() - started

@@ -5,16 +5,27 @@ Real files, the shared embedded PostgreSQL and real `ingest` processes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import psutil
+import pymupdf
 import pytest
+from sqlalchemy import create_engine, text
 
 from ingest import ingest
 from ingest.parsers import ParseError, ParseOptions, parse
-from store import Chunk, DocumentRecord, Store
+from store import Chunk, DocumentRecord, Store, resolve_url
+from tests.conftest import ROOT
 from tests.documents import write_docx
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -129,3 +140,64 @@ def test_a_docx_entity_reference_or_comment_inside_a_run_keeps_the_rest_of_the_r
             package.writestr(name, data)
     texts = [e.text for e in parse(path, DOCX).elements]
     assert "Paid leave & 中 is 25  a year, in writing." in texts
+
+
+def write_slow_pdf(path: Path, pages: int = 3000) -> Path:
+    """A PDF that takes a worker far longer to parse than to write: one dense page, copied."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    line = "Travel claims are paid with the next salary once a manager approves them. " * 2
+    page.insert_text((40, 40), "\n".join(f"{i} {line}" for i in range(60)), fontsize=6)
+    for _ in range(pages - 1):
+        doc.fullcopy_page(0)
+    doc.save(path)
+    return path
+
+
+def parsing(run: subprocess.Popen, path: Path) -> bool:
+    """Whether one of the run's parser workers has the file open."""
+    for child in psutil.Process(run.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any(f.path == str(path) for f in child.open_files()):
+                return True
+    return False
+
+
+def test_a_double_ctrl_c_during_a_parse_interrupts_the_run_and_leaves_the_file_to_the_next(
+        tmp_path, data_dir, settings):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    slow = write_slow_pdf(folder / "slow.pdf")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(folder), "--quiet", "--workers", "1"], cwd=ROOT,
+        env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": settings.collection, "PGKB_PII": "0"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # a terminal's foreground job: Ctrl-C reaches the run and its workers
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not parsing(run, slow.resolve()):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGINT)
+        # The second Ctrl-C once the first is taken (two at once may arrive as one signal).
+        assert "stopping after the documents in progress" in run.stderr.readline()
+        os.killpg(run.pid, signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode != 0, (out, err)
+    assert "crashed" not in out + err
+    engine = create_engine(resolve_url(settings))
+    try:
+        with engine.connect() as conn:
+            documents = conn.execute(text(
+                "SELECT d.key, d.status FROM documents d JOIN collections c ON c.id = d.collection_id "
+                "WHERE c.name = :name"), {"name": settings.collection}).all()
+            runs = conn.execute(text(
+                "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
+                "WHERE c.name = :name"), {"name": settings.collection}).scalars().all()
+    finally:
+        engine.dispose()
+    assert documents == []  # not recorded as failed: the next run parses it
+    assert runs == ["interrupted"]
