@@ -201,3 +201,11 @@ def test_a_double_ctrl_c_during_a_parse_interrupts_the_run_and_leaves_the_file_t
         engine.dispose()
     assert documents == []  # not recorded as failed: the next run parses it
     assert runs == ["interrupted"]
+
+
+def test_an_encoding_is_told_from_the_first_text_that_is_not_plain_ascii(tmp_path):
+    path = tmp_path / "notes.txt"
+    ascii_start = "The handbook follows.\n\n" * 20_000  # more than the sample the encoding is told from
+    path.write_bytes(ascii_start.encode() + f"{GERMAN}\n".encode("cp1252"))
+    document = parse(path, "text/plain")
+    assert document.elements[-1].text == GERMAN and document.metadata["encoding"] == "cp1252"

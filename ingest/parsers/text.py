@@ -21,8 +21,9 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _BOMS = (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE), ("utf-8-sig", codecs.BOM_UTF8),
          ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE))
+_NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _LINE_PIECE = 1 << 20  # characters
-# Tried, when a file is not UTF-8, on its first bytes only: enough to tell, and quick.
+# How many bytes of a file that is not UTF-8 its encoding is told from: enough, and quick.
 _DETECTION_SAMPLE = 256 * 1024
 _LEGACY_ENCODINGS = ["utf_16_le", "utf_16_be", "gb18030", "big5", "cp932", "euc_kr", "cp1251", "cp1252"]
 
@@ -49,11 +50,17 @@ def _bom_encoding(path: Path) -> str | None:
 
 
 def _detected_encoding(path: Path) -> str:
-    """The likeliest of the encodings text files in pgkb's languages are found in, from the
-    file's start. Without the limited choice, charset-normalizer takes French text for
-    Mac Central European and German for Baltic ones."""
+    """The likeliest of the encodings text files in pgkb's languages are found in, told from
+    the file's bytes from its first one that is not ASCII (plain ASCII, which every one of
+    them reads alike, would only blur the choice). Without the limited choice,
+    charset-normalizer takes French text for Mac Central European and German for Baltic."""
+    sample = b""
     with path.open("rb") as f:
-        sample = f.read(_DETECTION_SAMPLE)
+        for piece in iter(lambda: f.read(_DETECTION_SAMPLE), b""):
+            if found := _NOT_ASCII.search(piece):
+                start = found.start() - found.start() % 2  # where a UTF-16 character starts
+                sample = piece[start:] + f.read(start)
+                break
     best = charset_normalizer.from_bytes(sample, cp_isolation=_LEGACY_ENCODINGS).best()
     if best is None:
         raise ParseError("corrupt", "not text in a known encoding (UTF-8, UTF-16, GB18030, Big5, "
