@@ -179,8 +179,10 @@ def ingest(
                 run.prune()
             if any(f.chunks for f in run.report.files) or run.report.pruned:
                 store.analyze()
-        except BaseException:
-            run.report.status = "aborted"  # the database went away, or a second Ctrl-C
+        except BaseException as exc:
+            # The database went away, or a second Ctrl-C stopped the documents in progress too
+            # (the next run does them again).
+            run.report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"
             raise
         finally:
             run.report.seconds = time.perf_counter() - started
@@ -258,6 +260,7 @@ class _Run:
         # whether passwords are given (their values are never stored, even hashed).
         self.failure_fingerprint = _digest({**options, "seconds": settings.parse_seconds,
                                             "memory_mb": settings.parse_memory_mb,
+                                            "max_chars": settings.max_document_chars,
                                             "passwords": bool(settings.passwords or settings.passwords_file)})
         # How many tokens of new text to gather across documents before calling the model,
         # and the fewest it is called with while documents are still being parsed.

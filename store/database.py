@@ -16,7 +16,10 @@ from alembic.config import Config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from pgvector.sqlalchemy import HALFVEC, Vector
-from sqlalchemy import ColumnElement, cast, create_engine, event, exists, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement, any_, cast, create_engine, event, exists, func, insert, literal, select, text, update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -264,7 +267,7 @@ class Store:
         with self.engine.begin() as conn:
             # Row locks taken in one order (by key), so two runs pruning at once cannot deadlock.
             doomed = (select(documents.c.id)
-                      .where(documents.c.collection_id == collection.id, documents.c.key.in_(keys))
+                      .where(documents.c.collection_id == collection.id, _any_of(documents.c.key, keys))
                       .order_by(documents.c.key).with_for_update())
             return conn.execute(documents.delete().where(documents.c.id.in_(doomed))).rowcount
 
@@ -277,7 +280,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(chunks.c.content_hash, chunks.c.embedding)
-                .where(chunks.c.collection_id == collection.id, chunks.c.content_hash.in_(hashes))
+                .where(chunks.c.collection_id == collection.id, _any_of(chunks.c.content_hash, hashes))
                 .distinct(chunks.c.content_hash)
             )
             return {row.content_hash: np.asarray(row.embedding, dtype=np.float32) for row in rows}
@@ -331,6 +334,12 @@ def _document_upsert(collection: Collection, document: DocumentRecord, status: s
         set_={**{k: upsert.excluded[k] for k in row if k not in ("collection_id", "key")}, "updated_at": func.now()},
         where=only_over,
     )
+
+
+def _any_of(column: ColumnElement, values: list) -> ColumnElement:
+    """`column = ANY(array)`: the values travel as one array parameter however many they are
+    (an IN list takes a parameter each, and a statement at most 65,535)."""
+    return column == any_(literal(values, ARRAY(column.type)))
 
 
 @dataclass

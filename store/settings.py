@@ -62,6 +62,10 @@ class Settings:
     # Each file is parsed in a worker process under these limits; past them it fails alone.
     parse_seconds: int = _env("PGKB_PARSE_SECONDS", 300)
     parse_memory_mb: int = _env("PGKB_PARSE_MEMORY_MB", 4096)
+    # The most characters of text one document may hold (20 million: some 8,000 pages of dense
+    # text); a larger one fails alone as "too large", refused in its worker before the main
+    # process holds any of it.
+    max_document_chars: int = _env("PGKB_MAX_DOCUMENT_CHARS", 20_000_000)
     # Tesseract languages for PDF pages without a text layer, used when tesseract is installed ("none": no OCR).
     ocr_languages: str = _env("PGKB_OCR_LANGUAGES", "eng+chi_sim")
     # Passwords tried on encrypted PDFs: a file with one per line, and --password (never from the environment).

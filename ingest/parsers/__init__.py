@@ -28,6 +28,10 @@ class ParseError(Exception):
         self.detail = detail
 
 
+def too_large(max_chars: int) -> ParseError:
+    return ParseError("too large", f"more than {max_chars:,} characters of text (PGKB_MAX_DOCUMENT_CHARS)")
+
+
 @dataclass(frozen=True)
 class ParseOptions:
     """What a parser needs besides the file."""
@@ -36,6 +40,8 @@ class ParseOptions:
     passwords: tuple[str, ...] = field(default=(), repr=False)
     # Tesseract languages for pages without a text layer ("eng+chi_sim"); "" turns OCR off.
     ocr_languages: str = "eng+chi_sim"
+    # The most characters of text a document may hold (Settings.max_document_chars); None: no limit.
+    max_chars: int | None = None
 
 
 @dataclass
@@ -64,6 +70,9 @@ def parse(path: Path, media_type: str, options: ParseOptions = ParseOptions()) -
     if path.stat().st_size == 0:
         raise ParseError("empty file")
     document = parsers[media_type](path, options)
+    # Refused here, in the parser's worker, the text never reaches the main process.
+    if options.max_chars is not None and sum(len(e.text) for e in document.elements) > options.max_chars:
+        raise too_large(options.max_chars)
     for element in document.elements:
         # Control characters say nothing to a reader, and PostgreSQL text cannot hold NUL,
         # which odd PDFs and Word files do contain.

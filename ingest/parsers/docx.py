@@ -168,7 +168,7 @@ class _BodyReader:
             if tag == qn("w:r") and _hidden(child):
                 continue
             if tag in (qn("w:t"), _MATH_TEXT):
-                gathered.parts.append(child.text or "")
+                gathered.parts.append(_run_text(child))
             elif tag == qn("w:tab"):
                 gathered.parts.append("\t")
             elif tag == qn("w:noBreakHyphen"):
@@ -218,6 +218,13 @@ class _BodyReader:
         return chain
 
 
+def _run_text(t) -> str:
+    """A w:t's text, with what follows an entity reference or a comment inside it (the tail
+    of that node). The entity itself is left out, not expanded: only a file's own DTD could
+    declare one, which Word never writes, and expanding them is how entity bombs work."""
+    return (t.text or "") + "".join(node.tail or "" for node in t)
+
+
 def _look(p, chain: list[_Style]) -> tuple[float, bool]:
     """The font size of most of a paragraph's text, and whether all of it is bold."""
     style_size = next((s.size for s in chain if s.size is not None), 0.0)
@@ -225,7 +232,7 @@ def _look(p, chain: list[_Style]) -> tuple[float, bool]:
     sizes: dict[float, int] = {}
     bold = True
     for run in p.iter(qn("w:r")):
-        chars = sum(len(t.text or "") for t in run.iter(qn("w:t")))
+        chars = sum(len(_run_text(t)) for t in run.iter(qn("w:t")))
         if not chars:
             continue
         properties = run.find(qn("w:rPr"))

@@ -5,7 +5,8 @@ make them hang, swallow memory or crash the process. Each file is therefore pars
 worker process (ingest.parsers.worker); a worker that overruns its time is killed and
 replaced, one that exceeds its memory limit fails that file only, and one that dies takes
 nothing but its file with it. Every such end is a ParseError with a reason (timeout, out of
-memory, crashed), so the run goes on with the next file.
+memory, crashed), so the run goes on with the next file. A worker the pool itself stops
+(the run is quitting) ends its file in ParseInterrupted instead: no fault of the file.
 
 Workers are fresh interpreters (not forks of this process, which may hold model threads),
 started on first use and kept for the next file; they talk over a socket pair.
@@ -48,7 +49,16 @@ def options_from_settings(settings: Settings) -> ParseOptions:
         except OSError as exc:
             raise ValueError(f"passwords file {path}: {exc.strerror or exc}") from None
         passwords += [line for line in lines if line.strip()]
-    return ParseOptions(passwords=tuple(dict.fromkeys(passwords)), ocr_languages=settings.ocr_languages)
+    return ParseOptions(passwords=tuple(dict.fromkeys(passwords)), ocr_languages=settings.ocr_languages,
+                        max_chars=settings.max_document_chars)
+
+
+class ParseInterrupted(BaseException):
+    """The pool was closed while the file was being parsed: nothing is known about the file.
+
+    A BaseException, like the KeyboardInterrupt that usually causes it, so that no handler of
+    a file's errors records it as the file's failure.
+    """
 
 
 class ParserPool:
@@ -88,10 +98,11 @@ class ParserPool:
             self._idle.put(worker)
 
     def close(self) -> None:
+        """Stop every worker; a file being parsed ends in ParseInterrupted."""
         with self._lock:
             workers, self._workers = self._workers, set()
         for worker in workers:
-            worker.stop()
+            worker.interrupt()
 
     def __enter__(self) -> "ParserPool":
         return self
@@ -124,6 +135,13 @@ class _Worker:
         theirs.close()
         self.connection = Connection(ours.detach())
         self.connection.send(options)  # over the socket, so passwords never show in a process list
+        self.interrupted = False  # stopped by the pool, not by its file
+
+    def interrupt(self) -> None:
+        """Stop the process for the pool. Its socket is closed by whoever holds the worker
+        (closing it under a thread reading it could hand that thread another file's data)."""
+        self.interrupted = True
+        self._kill()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -137,6 +155,8 @@ class _Worker:
             status, payload = self.connection.recv()
         except (EOFError, OSError):
             self.stop()
+            if self.interrupted:
+                raise ParseInterrupted(str(path)) from None
             raise ParseError("crashed", f"the parser process died ({_exit_reason(self.process.returncode)})") from None
         if status == "error":
             reason, detail = payload
@@ -146,10 +166,13 @@ class _Worker:
         return payload
 
     def stop(self) -> None:
+        self._kill()
+        self.connection.close()
+
+    def _kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self.connection.close()
 
 
 def _exit_reason(exitcode: int | None) -> str:
