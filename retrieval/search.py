@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -239,6 +240,10 @@ def _highlight(snippet: str | None, chunk_text: str, cjk_words: list[str]) -> st
 
 
 _default: dict[tuple, KnowledgeBase] = {}
+# One lock per knowledge base, taken while it opens: threads searching it at once, cold, wait
+# for the first one's, while searches of the others go on.
+_opening: dict[tuple, threading.Lock] = {}
+_opening_lock = threading.Lock()
 
 
 def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -249,8 +254,19 @@ def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | No
     """Search with the configured settings; the connection and model stay loaded for the next call."""
     settings = settings or Settings.from_env()
     name = collection or settings.collection
-    cache_key = (settings, name)
-    if cache_key not in _default:
-        _default[cache_key] = KnowledgeBase(settings, collection=name)
-    return _default[cache_key].search(query, k=k, filters=filters, mode=mode, fusion=fusion,
-                                      weights=weights, exact=exact, group_by=group_by)
+    return _knowledge_base(settings, name).search(query, k=k, filters=filters, mode=mode, fusion=fusion,
+                                                  weights=weights, exact=exact, group_by=group_by)
+
+
+def _knowledge_base(settings: Settings, collection: str) -> KnowledgeBase:
+    """The process's knowledge base for this collection, opened by the first caller."""
+    key = (settings, collection)
+    kb = _default.get(key)
+    if kb is None:
+        with _opening_lock:
+            lock = _opening.setdefault(key, threading.Lock())
+        with lock:
+            kb = _default.get(key)
+            if kb is None:
+                kb = _default[key] = KnowledgeBase(settings, collection=collection)
+    return kb
