@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from .base import Embedder
@@ -19,6 +20,10 @@ from .models import DEFAULT_MODEL, EmbeddingError, ModelNotFound, resolve_model_
 from .profiles import ModelProfile, resolve_profile, unsupported_modules
 from .server import ServerEmbedder, ServerError
 from .space import EmbeddingSpace
+
+# Models load one at a time: transformers' lazily imported names are not safe to import from
+# two threads at once (eight threads loading together failed on `import AutoTokenizer`).
+_LOADING = threading.Lock()
 
 
 def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_instruction: str | None = None,
@@ -31,20 +36,22 @@ def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_
     instruction-following model (Qwen3-Embedding), or else the literal prefix of queries.
     With `embed_url` the vectors come from that server, with the key in env `api_key_env`.
     """
-    model_dir = resolve_model_dir(model, allow_download)
-    profile = resolve_profile(model, model_dir, profile_file)
-    return _build(model, model_dir, profile, dims, profile.query_prefix(query_instruction),
-                  device, precision, batch_tokens, embed_url, api_key_env)
+    with _LOADING:
+        model_dir = resolve_model_dir(model, allow_download)
+        profile = resolve_profile(model, model_dir, profile_file)
+        return _build(model, model_dir, profile, dims, profile.query_prefix(query_instruction),
+                      device, precision, batch_tokens, embed_url, api_key_env)
 
 
 def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", precision: str = "auto",
                             batch_tokens: int = 16384, embed_url: str | None = None, api_key_env: str | None = None,
                             profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
     """An embedder whose vectors are in `space`: same model, dims and query instruction."""
-    model_dir = resolve_model_dir(space.model, allow_download)
-    profile = resolve_profile(space.model, model_dir, profile_file)
-    embedder = _build(space.model, model_dir, profile, space.dims, space.query_instruction or "",
-                      device, precision, batch_tokens, embed_url, api_key_env)
+    with _LOADING:
+        model_dir = resolve_model_dir(space.model, allow_download)
+        profile = resolve_profile(space.model, model_dir, profile_file)
+        embedder = _build(space.model, model_dir, profile, space.dims, space.query_instruction or "",
+                          device, precision, batch_tokens, embed_url, api_key_env)
     if embedder.space.pooling != space.pooling:
         raise EmbeddingError(
             f"{space.model} now pools by {embedder.space.pooling!r}, but the collection's vectors "

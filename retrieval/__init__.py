@@ -6,7 +6,9 @@
         print(hit.text)
 """
 
+from store.fulltext import QueryError
+
 from .filters import FilterError
 from .search import Hit, KnowledgeBase, search
 
-__all__ = ["FilterError", "Hit", "KnowledgeBase", "search"]
+__all__ = ["FilterError", "Hit", "KnowledgeBase", "QueryError", "search"]

@@ -21,15 +21,20 @@ serves the other with its own values (Filters.shape, Filters.values).
 
 from __future__ import annotations
 
+import json
+import math
+import reprlib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, case, func, literal_column, or_
+from sqlalchemy import BindParameter, ColumnElement, and_, any_, bindparam, case, func, literal_column, or_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.types import Float, Text
 
+from store.fulltext import unstorable
 from store.tables import chunks, document_metadata, documents
 
 
@@ -46,6 +51,10 @@ _COLUMNS = {
     "modified": documents.c.mtime,
     "ingested": documents.c.updated_at,
 }
+_DATES = {"modified", "ingested"}
+PAGE_LIMIT = 2**31  # page numbers are PostgreSQL integers
+# Values a filter binds, each a parameter of the search statement (the driver takes 65,535).
+MAX_VALUES = 1000
 _OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte", "contains", "exists"}
 _RANGE = {"gt", "gte", "lt", "lte"}
 
@@ -79,21 +88,27 @@ def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
 class _Values(dict):
     """A filter's values, each made a named parameter as it is bound."""
 
-    def bind(self, value: Any, type_=None, expanding: bool = False) -> BindParameter:
+    def bind(self, value: Any, type_=None) -> BindParameter:
+        if len(self) >= MAX_VALUES:
+            raise FilterError(f"a filter may hold at most {MAX_VALUES:,} values (each value of a page or "
+                              "metadata 'in' list counts; other keys' 'in' lists count as one)")
         name = f"filter_{len(self)}"
         self[name] = value
-        return bindparam(name, value, type_=type_, expanding=expanding)
+        return bindparam(name, value, type_=type_)
 
 
 def _condition(key: str, spec: Any, values: _Values) -> ColumnElement:
+    if not isinstance(key, str):
+        raise FilterError(f"filter keys are text, not {key!r}")
+    _check_storable(key, key)
     ops = spec if isinstance(spec, dict) else {"eq": spec}
     unknown = set(ops) - _OPERATORS
     if unknown:
         raise FilterError(
-            f"filter {key!r}: unknown operator {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPERATORS))})"
+            f"filter {key!r}: unknown operator {min(unknown, key=str)!r} (known: {', '.join(sorted(_OPERATORS))})"
         )
     if "in" in ops and not isinstance(ops["in"], (list, tuple)):
-        raise FilterError(f"filter {key!r}: 'in' takes a list, not {ops['in']!r}")
+        raise FilterError(f"filter {key!r}: 'in' takes a list, not {_shown(ops['in'])}")
     if not ops:
         raise FilterError(f"filter {key!r}: no operator given")
     return and_(*(_compare(key, op, value, values) for op, value in ops.items()))
@@ -110,63 +125,126 @@ def _compare(key: str, op: str, value: Any, values: _Values) -> ColumnElement:
         raise FilterError(
             f"unknown filter key {key!r} (known: {', '.join(sorted(_COLUMNS))}, page, section, metadata.NAME)"
         )
+    if op not in ("eq", "in", *_RANGE):
+        raise FilterError(f"filter {key!r} takes eq, in, gt, gte, lt or lte, not {op!r}")
     column = _COLUMNS[key]
-    if op == "eq":
-        return column == values.bind(value, column.type)
+    checked = _date if key in _DATES else _text
     if op == "in":
-        return column.in_(values.bind(list(value), column.type, expanding=True))
-    if op in _RANGE:
-        return _range(column, op, values.bind(value, column.type))
-    raise FilterError(f"filter {key!r} takes eq, in, gt, gte, lt or lte, not {op!r}")
+        # One array parameter, however many values (documents a caller may see, say).
+        return column == any_(values.bind([checked(key, v) for v in value], ARRAY(column.type)))
+    bound = values.bind(checked(key, value), column.type)
+    return column == bound if op == "eq" else _range(column, op, bound)
 
 
 def _page(op: str, value: Any, values: _Values) -> ColumnElement:
     """A chunk is on page p when p falls within its page range."""
     start, end = chunks.c.page_start, chunks.c.page_end
     if op == "eq":
-        page = values.bind(value, start.type)
+        page = values.bind(_page_number(value), start.type)
         return and_(start <= page, end >= page)
     if op == "in":
-        pages = [values.bind(v, start.type) for v in value]
+        pages = [values.bind(_page_number(v), start.type) for v in value]
         return or_(*[and_(start <= page, end >= page) for page in pages])
     if op in ("gt", "gte"):
-        return _range(end, op, values.bind(value, end.type))
+        return _range(end, op, values.bind(_page_number(value), end.type))
     if op in ("lt", "lte"):
-        return _range(start, op, values.bind(value, start.type))
+        return _range(start, op, values.bind(_page_number(value), start.type))
     raise FilterError(f"filter 'page' takes eq, in, gt, gte, lt or lte, not {op!r}")
 
 
 def _section(op: str, value: Any, values: _Values) -> ColumnElement:
     if op == "eq":
-        return chunks.c.section_path.any(values.bind(value, Text()))
+        return chunks.c.section_path.any(values.bind(_text("section", value), Text()))
     if op == "in":
-        return chunks.c.section_path.overlap(values.bind(list(value), ARRAY(Text)))
+        return chunks.c.section_path.overlap(values.bind([_text("section", v) for v in value], ARRAY(Text)))
     if op == "contains":
-        headings = list(value) if isinstance(value, (list, tuple)) else [value]
+        headings = [_text("section", v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         return chunks.c.section_path.contains(values.bind(headings, ARRAY(Text)))
     raise FilterError(f"filter 'section' takes eq, in or contains, not {op!r}")
 
 
 def _metadata(name: str, op: str, value: Any, values: _Values) -> ColumnElement:
+    key = f"metadata.{name}"
     merged = document_metadata()
     if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
-        return merged.contains(values.bind({name: value}, JSONB))
+        return merged.contains(values.bind({name: _json(key, value)}, JSONB))
     if op == "in":
-        return or_(*[merged.contains(values.bind({name: v}, JSONB)) for v in value])
+        return or_(*[merged.contains(values.bind({name: _json(key, v)}, JSONB)) for v in value])
     if op == "contains":
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        return merged.contains(values.bind({name: items}, JSONB))
+        return merged.contains(values.bind({name: _json(key, items)}, JSONB))
     if op == "exists":
+        if not isinstance(value, bool):
+            raise FilterError(f"filter {key!r}: 'exists' takes true or false, not {_shown(value)}")
         present = merged.has_key(values.bind(name, Text()))
         return present if value else ~present
     field = merged[values.bind(name, Text())]
     # Ranges compare numbers as numbers (other JSON types never match) and anything else
     # (ISO dates...) as text.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         number = case((func.jsonb_typeof(field) == literal_column("'number'"), field.as_float()))
         return _range(number, op, values.bind(value, Float()))
-    return _range(field.astext, op, values.bind(str(value), Text()))
+    if isinstance(value, str):
+        return _range(field.astext, op, values.bind(_text(key, value), Text()))
+    raise FilterError(f"filter {key!r}: {op!r} takes a number or text (an ISO date...), not {_shown(value)}")
 
 
 def _range(column, op: str, value: BindParameter) -> ColumnElement:
     return {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]
+
+
+# Each value is checked for what its column holds before it is bound, so that a wrong one is
+# a FilterError naming the filter, never an error from the database driver.
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise FilterError(f"filter {key!r} takes text, not {_shown(value)}")
+    _check_storable(key, value)
+    return value
+
+
+def _date(key: str, value: Any) -> date:
+    if isinstance(value, date):  # a datetime is a date too
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise FilterError(f"filter {key!r} takes a date: an ISO 8601 string (2026-01-01, 2026-01-01T09:30:00+08:00) "
+                      f"or a datetime, not {_shown(value)}")
+
+
+def _page_number(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -PAGE_LIMIT <= value < PAGE_LIMIT:
+        raise FilterError(f"filter 'page' takes a whole number, not {_shown(value)}")
+    return value
+
+
+def _json(key: str, value: Any) -> Any:
+    """A value for JSON containment: what JSON can hold, and text PostgreSQL takes."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise FilterError(f"filter {key!r} takes JSON values (text, numbers, true, false, null, lists, objects), "
+                          f"not {_shown(value)}") from None
+    pending = [value]  # every string in it, keys too; a loop, since nesting may be deep
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            _check_storable(key, item)
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            pending += item
+    return value
+
+
+def _check_storable(key: str, text: str) -> None:
+    problem = unstorable(text)
+    if problem:
+        raise FilterError(f"filter {key!r} holds {problem}")
+
+
+def _shown(value: Any) -> str:
+    return reprlib.repr(value)  # shortened: a value may be long

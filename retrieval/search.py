@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from embedding import EmbeddingSpace, load_embedder_for_space
 from store import Settings, Store
-from store.fulltext import parse_query
+from store.fulltext import QueryError, parse_query, unstorable
 
 from .filters import compile_filters
 from .hybrid import (
@@ -24,6 +26,12 @@ from .hybrid import (
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES = ("hybrid", "vector", "keyword")
 
+# The longest query searched, in characters: a few pages of text, more than an embedding
+# model reads (all-MiniLM-L6-v2 reads 256 tokens). Segmenting Chinese costs about 0.1 ms a
+# character (jieba), and one caller's megabyte must not hold up a service (it took minutes).
+MAX_QUERY_CHARACTERS = 10_000
+# The most hits a search returns (as Elasticsearch's index.max_result_window).
+MAX_K = 10_000
 # Each leg ranks this many candidates for fusion (more when hits are grouped by document).
 CANDIDATES = 100
 # The keyword leg scans for the query's rarer words while the chunks holding them add up to
@@ -108,13 +116,17 @@ class KnowledgeBase:
         exact: True for an exact vector scan, False for the HNSW index; None decides from the filter.
         group_by: "document" returns the best chunk of each of the k best documents.
         """
+        _check_query(query)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be a whole number from 1 to {MAX_K:,}, not {k!r}")
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise QueryError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if group_by not in (None, "document"):
-            raise ValueError(f"group_by takes 'document' or None, not {group_by!r}")
+            raise QueryError(f"group_by takes 'document' or None, not {group_by!r}")
         compiled = compile_filters(filters)
         conditions = compiled.conditions
-        keyword_query = parse_query(query) if mode != "vector" else None
+        parsed = parse_query(query)  # in every mode: a query one mode refuses, every mode refuses
+        keyword_query = parsed if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
         weights = weights or self.default_weights(query, fusion)
@@ -199,6 +211,19 @@ class KnowledgeBase:
         self.close()
 
 
+def _check_query(query: str) -> None:
+    """Refuse a query that is not text PostgreSQL takes, or is too long to search."""
+    if not isinstance(query, str):
+        raise QueryError(f"the query must be a string, not {type(query).__name__}")
+    problem = unstorable(query)
+    if problem:
+        raise QueryError(f"the query holds {problem}")
+    # Measured as searched: compatibility characters (ligatures, ㌀) spell out to several.
+    length = len(query) if len(query) > MAX_QUERY_CHARACTERS else len(unicodedata.normalize("NFKC", query))
+    if length > MAX_QUERY_CHARACTERS:
+        raise QueryError(f"the query is too long: {length:,} characters, at most {MAX_QUERY_CHARACTERS:,}")
+
+
 def _set_for_session(conn: Connection, settings: dict[str, str]) -> None:
     """Give the connection these settings, in one statement, if it has not got them already."""
     current = conn.connection.info.setdefault("pgkb_settings", {})
@@ -229,7 +254,7 @@ def _highlight(snippet: str | None, chunk_text: str, cjk_words: list[str]) -> st
     marked here, in a window of the chunk around the first match."""
     if not cjk_words or (snippet and "<b>" in snippet):
         return snippet
-    pattern = re.compile("|".join(re.escape(w) for w in sorted(cjk_words, key=len, reverse=True)))
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(set(cjk_words), key=len, reverse=True)))
     first = pattern.search(chunk_text)
     if first is None:
         return snippet
@@ -239,6 +264,10 @@ def _highlight(snippet: str | None, chunk_text: str, cjk_words: list[str]) -> st
 
 
 _default: dict[tuple, KnowledgeBase] = {}
+# One lock per knowledge base, taken while it opens: threads searching it at once, cold, wait
+# for the first one's, while searches of the others go on.
+_opening: dict[tuple, threading.Lock] = {}
+_opening_lock = threading.Lock()
 
 
 def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -249,8 +278,19 @@ def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | No
     """Search with the configured settings; the connection and model stay loaded for the next call."""
     settings = settings or Settings.from_env()
     name = collection or settings.collection
-    cache_key = (settings, name)
-    if cache_key not in _default:
-        _default[cache_key] = KnowledgeBase(settings, collection=name)
-    return _default[cache_key].search(query, k=k, filters=filters, mode=mode, fusion=fusion,
-                                      weights=weights, exact=exact, group_by=group_by)
+    return _knowledge_base(settings, name).search(query, k=k, filters=filters, mode=mode, fusion=fusion,
+                                                  weights=weights, exact=exact, group_by=group_by)
+
+
+def _knowledge_base(settings: Settings, collection: str) -> KnowledgeBase:
+    """The process's knowledge base for this collection, opened by the first caller."""
+    key = (settings, collection)
+    kb = _default.get(key)
+    if kb is None:
+        with _opening_lock:
+            lock = _opening.setdefault(key, threading.Lock())
+        with lock:
+            kb = _default.get(key)
+            if kb is None:
+                kb = _default[key] = KnowledgeBase(settings, collection=collection)
+    return kb

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ BULK_LOAD_LOCK = 0x706B62
 # HNSW graphs are built with twice pgvector's default care: the index takes twice as long to
 # build, and searches reach the same recall visiting a quarter of the nodes (Collection.min_ef_search).
 EF_CONSTRUCTION = 128
+# Opening a store starts the embedded server (pgserver keeps its state in process globals) and
+# runs the migrations (Alembic's `op` and `context` are process globals too): neither may run
+# in two threads at once, so threads opening stores together take turns.
+_OPENING = threading.Lock()
 
 
 def resolve_url(settings: Settings) -> str:
@@ -79,6 +84,11 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings) -> "Store":
+        with _OPENING:
+            return cls._open(settings)
+
+    @classmethod
+    def _open(cls, settings: Settings) -> "Store":
         url = resolve_url(settings)
         # No server-side prepared statements: a generic plan cannot prove a collection's partial
         # HNSW index applies, and would silently fall back to a full scan.

@@ -67,6 +67,23 @@ def cjk_words(run: str) -> list[str]:
     return [w for w in _jieba().lcut(run) if _WORD.search(w)]
 
 
+class QueryError(ValueError):
+    """A query that cannot be searched as given (too long, too many phrases, not text)."""
+
+
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL cannot take `text` (a NUL character, a lone surrogate: what a broken
+    client or a bad decoding leaves), or None when it can."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        return f"a NUL character (\\x00) at position {nul}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate ({text[exc.start]!r}) at position {exc.start}, which is not Unicode text"
+    return None
+
+
 @dataclass(frozen=True)
 class Term:
     function: str  # "plainto_tsquery" (all words) or "phraseto_tsquery" (words in order)
@@ -125,7 +142,10 @@ def parse_query(query: str) -> KeywordQuery:
                 if not negative:
                     # Chunks written before pgkb indexed traditional characters as simplified
                     # hold the words as typed: those count too.
-                    cjk += words + [w for w in (cjk_words(typed) if typed != run else []) if w not in words]
+                    cjk += words
+                    if typed != run:
+                        seen = set(words)  # a set: a long run holds thousands of words
+                        cjk += [w for w in cjk_words(typed) if w not in seen]
                 terms.append(Term("plainto_tsquery", "simple", " ".join(words)))
         rest = " ".join(_CJK_RUN.sub(" ", text).split())
         if rest:
@@ -137,9 +157,8 @@ def parse_query(query: str) -> KeywordQuery:
         elif quoted:
             required += terms
     if len(required) + len(excluded) > MAX_CONDITIONS:
-        raise ValueError(f"a query may hold at most {MAX_CONDITIONS} quoted phrases and -exclusions "
-                         f"(words without quotes count for any number); this one holds "
-                         f"{len(required) + len(excluded)}")
+        raise QueryError(f"a query may hold at most {MAX_CONDITIONS} quoted phrases and -exclusions; this one "
+                         f"holds {len(required) + len(excluded)}")
     return KeywordQuery(" ".join(latin), " ".join(cjk), tuple(required), tuple(excluded))
 
 
