@@ -42,9 +42,8 @@ BULK_LOAD_LOCK = 0x706B62
 # HNSW graphs are built with twice pgvector's default care: the index takes twice as long to
 # build, and searches reach the same recall visiting a quarter of the nodes (Collection.min_ef_search).
 EF_CONSTRUCTION = 128
-# Opening a store starts the embedded server (pgserver keeps its state in process globals) and
-# runs the migrations (Alembic's `op` and `context` are process globals too): neither may run
-# in two threads at once, so threads opening stores together take turns.
+# Opening a store runs the migrations, and Alembic's `op` and `context` are process globals:
+# threads opening stores together take turns.
 _OPENING = threading.Lock()
 
 
