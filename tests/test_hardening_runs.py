@@ -7,15 +7,22 @@ embedded PostgreSQL and the real model.
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from ingest import ingest
+from ingest import sources as ingest_sources
 from ingest.chunking import chunk_elements
+from ingest.metadata import MetadataError, UserMetadata
 from ingest.parsers import parse
-from store import Settings
+from ingest.sources import discover
+from store import Settings, Store, resolve_url
 
 
 @contextmanager
@@ -65,3 +72,214 @@ def test_a_section_path_too_deep_to_shorten_to_its_share_still_ends(tmp_path, em
     with within(60):
         chunks = chunk_elements(parse(path, "text/markdown").elements, "deep.md", embedder.count_tokens, 32)
     assert any("Some text" in chunk.text for chunk in chunks)
+
+
+# --- inputs that stopped the whole run ------------------------------------------------------------
+
+def run_record(settings: Settings, run_id: int) -> dict:
+    engine = create_engine(resolve_url(settings))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT status, options, errors FROM ingest_runs WHERE id = :id"),
+                               {"id": run_id}).one()
+    finally:
+        engine.dispose()
+    return row._asdict()
+
+
+def stored(settings: Settings) -> dict:
+    """The documents the collection holds, by key: their status."""
+    store = Store.open(settings)
+    try:
+        collection = store.find_collection(settings.collection)
+        return {key: state.status for key, state in store.document_states(collection).items()} if collection else {}
+    finally:
+        store.close()
+
+
+def outcomes(report) -> dict[str, tuple[str, str | None]]:
+    return {f.key: (f.outcome, f.reason) for f in report.files}
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    """The test's settings without masking, which none of these tests is about."""
+    return replace(settings, pii=False)
+
+
+def test_a_file_name_too_long_for_its_sidecar_is_ingested_and_found_unchanged_again(tmp_path, quick, embedder):
+    # 246 bytes: the name is legal, its sidecar's (+ ".meta.json") is over the 255-byte limit.
+    name = "报" * 80 + "ab.txt"
+    assert len(name.encode()) == 246
+    (tmp_path / name).write_text("The quarterly report names the winners of the staff awards.")
+    first = ingest(tmp_path, quick, embedder=embedder)
+    assert outcomes(first) == {name: ("ingested", None)} and first.status == "succeeded"
+    again = ingest(tmp_path, quick, embedder=embedder)
+    assert outcomes(again) == {name: ("unchanged", None)}
+
+
+def unreadable(folder: Path) -> str:
+    """A file that exists and cannot be opened for reading, named `locked.txt` in `folder`.
+
+    As a user: a file of mode 000. As root, who reads any mode: a link to a write-only file
+    of the kernel's (read through --follow-links), which refuses root too.
+    """
+    path = folder / "locked.txt"
+    if os.geteuid() != 0:
+        path.write_text("secret")
+        path.chmod(0)
+        return "Permission denied"
+    for candidate in ("/sys/bus/pci/rescan", "/sys/bus/cpu/uevent", "/sys/kernel/uevent_helper"):
+        try:
+            open(candidate, "rb").close()
+        except PermissionError:
+            path.symlink_to(candidate)
+            return "Permission denied"
+        except OSError:
+            continue
+    pytest.skip("no file here that root cannot open for reading (no /sys write-only file)")
+
+
+def test_unreadable_failing_and_vanished_files_fail_alone_with_their_reason(tmp_path, quick, embedder, monkeypatch):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("The canteen opens at eight in the morning.")
+    (folder / "gone.txt").write_text("This file is deleted after the folder is listed.")
+    denied = unreadable(folder)
+    (folder / "memory.txt").symlink_to("/proc/self/mem")  # a read at offset 0 fails with EIO
+
+    def listed_then_deleted(*args):
+        paths = discover(*args)
+        (folder / "gone.txt").unlink()
+        return paths
+
+    monkeypatch.setattr("ingest.run.discover", listed_then_deleted)
+    report = ingest(folder, replace(quick, follow_links=True), embedder=embedder)
+    assert outcomes(report) == {
+        "ok.txt": ("ingested", None),
+        "gone.txt": ("failed", "cannot read: No such file or directory"),
+        "locked.txt": ("failed", f"cannot read: {denied}"),
+        "memory.txt": ("failed", "cannot read: Input/output error"),
+    }
+    assert report.status == "failed"
+    assert run_record(quick, report.run_id)["status"] == "failed"
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_and_the_run_is_recorded(tmp_path, quick, embedder):
+    gbk = os.fsdecode("中文".encode("gbk") + b".txt")  # as a Windows share or an old zip leaves it
+    (tmp_path / gbk).write_text("Text under a name in GBK bytes.")
+    (tmp_path / "ok.txt").write_text("The library lends books for three weeks.")
+    report = ingest(tmp_path, quick, embedder=embedder)
+    shown = "\\xd6\\xd0\\xce\\xc4.txt"  # its bytes, as escapes
+    assert outcomes(report) == {"ok.txt": ("ingested", None),
+                                shown: ("failed", "file name is not UTF-8: rename the file")}
+    record = run_record(quick, report.run_id)
+    assert record["status"] == "failed" and record["errors"] == [
+        {"key": shown, "reason": "file name is not UTF-8: rename the file"}]
+    assert stored(quick) == {"ok.txt": "ingested"}
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """YAML whose aliases nest: `levels` levels of ten make 10**levels strings once expanded
+    (the issue's 500 bytes made 9.3 GB; six levels stay harmless if aliases are expanded)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nmetadata:\n  department: *l{levels}\n"
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("metadata:\n  2024-01-01: launch\n", "quote dates used as keys"),
+    (alias_bomb(), "line 2, column 10: aliases (*name) are not supported"),
+    ("metadata:\n  owner: '张三 110101199003070062\n  floor: [1,\n",
+     "line 4, column 1: found unexpected end of stream (while scanning a quoted scalar from line 2, column 10)"),
+    ("metadata:\n  notes: " + "x" * (1 << 20) + "\n", "larger than 1 MiB"),
+])
+def test_folder_metadata_that_cannot_be_used_fails_its_files_alone_with_a_reason(tmp_path, content, reason):
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "pgkb.yaml").write_text(content)
+    metadata = UserMetadata(tmp_path, {})
+    with within(30), pytest.raises(MetadataError) as error:
+        metadata.for_file(tmp_path / "team" / "plan.txt")
+    assert str(error.value).startswith("pgkb.yaml: ") and reason in str(error.value)
+    assert "110101199003070062" not in str(error.value)  # the file's content is never quoted
+    assert metadata.for_file(tmp_path / "elsewhere.txt") == {}
+
+
+def test_a_date_key_in_folder_metadata_fails_the_folders_files_and_the_run_goes_on(tmp_path, quick, embedder):
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "pgkb.yaml").write_text("metadata:\n  2024-01-01: launch\n")
+    (tmp_path / "team" / "plan.txt").write_text("The launch plan lists every step.")
+    (tmp_path / "ok.txt").write_text("The office closes at six.")
+    report = ingest(tmp_path, quick, embedder=embedder)
+    assert report.files[0].key == "ok.txt" and report.files[0].outcome == "ingested"
+    assert report.files[1].key == "team/plan.txt" and report.files[1].outcome == "failed"
+    assert "quote dates used as keys" in report.files[1].reason
+
+
+# --- links, unsupported files, workers, log lines -------------------------------------------------
+
+def test_links_out_of_the_folder_are_skipped_unless_asked(tmp_path, quick, embedder):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash")
+    (outside / "notes.txt").write_text("Notes kept outside the ingested folder.")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "policy.txt").write_text("Visitors sign in at the front desk.")
+    (folder / "passwd.txt").symlink_to(outside / "passwd.txt")
+    (folder / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (folder / "same-policy.txt").symlink_to(folder / "policy.txt")  # within the folder: read
+
+    report = ingest(folder, quick, embedder=embedder)
+    left_out = ("skipped", "link out of the folder (--follow-links reads it)")
+    assert outcomes(report) == {"elsewhere": left_out, "passwd.txt": left_out, "policy.txt": ("ingested", None),
+                                "same-policy.txt": ("ingested", None)}
+    assert stored(quick) == {"policy.txt": "ingested", "same-policy.txt": "ingested"}
+
+    followed = ingest(folder, replace(quick, follow_links=True), embedder=embedder)
+    assert outcomes(followed) == {"elsewhere/notes.txt": ("ingested", None), "elsewhere/passwd.txt": ("ingested", None),
+                                  "passwd.txt": ("ingested", None), "policy.txt": ("unchanged", None),
+                                  "same-policy.txt": ("unchanged", None)}
+
+
+def test_a_link_cycle_is_listed_once_when_links_are_followed(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "doc.txt").write_text("text")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert discover(tmp_path, follow_links=True) == [tmp_path / "a" / "doc.txt"]
+
+
+def test_an_unsupported_file_is_skipped_by_its_name_without_being_read(tmp_path, quick, embedder, monkeypatch):
+    with open(tmp_path / "disk.iso", "wb") as f:
+        f.truncate(5 << 30)  # 5 GB, sparse: it takes no disk, hashing it took seconds
+    (tmp_path / "readme.txt").write_text("Burn the image to a USB stick.")
+    hashed = []
+    hash_file = ingest_sources._sha256
+
+    def noting(path):
+        assert path.suffix != ".iso", "the unsupported file was read"
+        hashed.append(path.name)
+        return hash_file(path)
+
+    monkeypatch.setattr(ingest_sources, "_sha256", noting)
+    report = ingest(tmp_path, quick, embedder=embedder)
+    assert outcomes(report) == {"disk.iso": ("skipped", "unsupported type .iso"), "readme.txt": ("ingested", None)}
+    assert hashed == ["readme.txt"]
+
+
+def test_workers_are_capped_at_the_cpu_cores_and_the_files(tmp_path, quick, embedder, caplog):
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text(f"Document number {i} of three.")
+    cores = len(os.sched_getaffinity(0))
+    report = ingest(tmp_path, replace(quick, workers=1000), embedder=embedder)
+    assert run_record(quick, report.run_id)["options"]["workers"] == min(cores, 3)
+    assert f"1000 workers asked for; {cores} used, one per CPU core" in caplog.text
+
+
+def test_a_file_name_with_a_line_break_cannot_forge_log_lines(tmp_path, quick, embedder, caplog):
+    name = "report.docx\nWARNING ingest.run: all files ingested.docx"
+    (tmp_path / name).write_bytes(b"")  # an empty file: it fails, and the failure is logged
+    report = ingest(tmp_path, quick, embedder=embedder)
+    assert outcomes(report) == {name: ("failed", "empty file")}
+    logged = [record.getMessage() for record in caplog.records if record.name.startswith("ingest")]
+    assert logged == [f"{name!r}: empty file"]
