@@ -7,22 +7,31 @@ embedded PostgreSQL and the real model.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 from sqlalchemy import create_engine, text
 
-from ingest import ingest
+from ingest import FileOutcome, IngestReport, cli, ingest
 from ingest import sources as ingest_sources
 from ingest.chunking import chunk_elements
 from ingest.metadata import MetadataError, UserMetadata
 from ingest.parsers import parse
 from ingest.sources import discover
 from store import Settings, Store, resolve_url
+from tests.conftest import POLICY_SECTIONS, ROOT
+from tests.documents import write_pdf
 
 
 @contextmanager
@@ -283,3 +292,79 @@ def test_a_file_name_with_a_line_break_cannot_forge_log_lines(tmp_path, quick, e
     assert outcomes(report) == {name: ("failed", "empty file")}
     logged = [record.getMessage() for record in caplog.records if record.name.startswith("ingest")]
     assert logged == [f"{name!r}: empty file"]
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def cli_args(folder: Path, settings: Settings, *more: str) -> list[str]:
+    return [str(folder), "--data-dir", str(settings.data_dir), "--collection", settings.collection,
+            "--no-pii", "--quiet", *more]
+
+
+def test_a_chunk_size_of_zero_is_a_usage_error_not_a_loop(tmp_path, settings, capsys):
+    (tmp_path / "a.txt").write_text("Any text at all.")
+    with within(120):
+        assert cli.main(cli_args(tmp_path, settings, "--chunk-tokens", "0")) == 2
+    assert capsys.readouterr().err == "error: setting chunk_tokens (PGKB_CHUNK_TOKENS) must be at least 32, got 0\n"
+
+
+def test_an_unwritable_report_path_still_prints_the_summary_and_names_the_error(tmp_path, settings, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("The gym is on the second floor.")
+    assert cli.main(cli_args(tmp_path / "docs", settings, "--report", str(tmp_path))) == 1
+    out, err = capsys.readouterr()
+    assert "1 seen: 1 ingested" in " ".join(out.split())
+    assert f"error: cannot write the report to {tmp_path}: Is a directory" in err
+
+
+def test_a_collection_name_with_markup_is_printed_as_it_is():
+    report = IngestReport("team[/]notes[bold]", status="succeeded",
+                          files=[FileOutcome("x[/].iso", "skipped", "unsupported type .iso[/]")])
+    console = Console(file=io.StringIO(), width=200)
+    cli.print_summary(report, console)
+    out = console.file.getvalue()
+    assert "collection team[/]notes[bold]: done" in out and "unsupported type .iso[/] 1" in out
+
+
+def test_passwords_can_come_from_standard_input(tmp_path, settings, capsys, monkeypatch):
+    write_pdf(tmp_path / "secret.pdf", "Salaries", POLICY_SECTIONS, password="open sesame")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("wrong guess\nopen sesame\n"))
+    assert cli.main(cli_args(tmp_path, settings, "--passwords-stdin")) == 0
+    assert "1 seen: 1 ingested" in " ".join(capsys.readouterr().out.split())
+
+
+def test_sigterm_ends_the_run_as_aborted_with_its_summary_and_report(tmp_path, data_dir):
+    # Enough text that the run is still busy when the signal comes.
+    words = [f"{a}{b}" for a in ("ship", "order", "claim", "desk", "badge") for b in ("", "s", "ing", "ed", "er")]
+    random = np.random.default_rng(7)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "long.txt").write_text(
+        "\n\n".join(" ".join(random.choice(words, 60)) + "." for _ in range(3000)))
+    report_file = tmp_path / "report.json"
+    settings = Settings(data_dir=data_dir, collection="sigterm")
+    run = subprocess.Popen([sys.executable, "-m", "ingest", *cli_args(tmp_path / "docs", settings),
+                            "--report", str(report_file)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    engine = create_engine(resolve_url(settings))
+    try:
+        deadline = time.monotonic() + 120
+        while not latest_run(engine, "sigterm"):
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 143, err
+        assert "stopped before its end" in out and "error: the run stopped before its end: stopped by SIGTERM" in err
+        report = json.loads(report_file.read_text())
+        assert (report["status"], report["error"]) == ("aborted", "stopped by SIGTERM")
+        assert latest_run(engine, "sigterm") == "aborted"
+    finally:
+        run.kill()
+        engine.dispose()
+
+
+def latest_run(engine, collection: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
+            "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
