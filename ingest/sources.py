@@ -83,8 +83,8 @@ def discover(root: Path, follow_links: bool = False) -> list[Path]:
     Left out: hidden files and folders, the lock files Office leaves beside an open document
     (`~$report.docx`), pgkb's own metadata files (ingest.metadata) and broken links. A link
     to a file in `root` is listed; a link to a folder in `root` is not entered (its files are
-    listed where they are). Unless `follow_links`, a link leading out of `root` is listed as
-    itself, unread, so that the run can say it was left out.
+    listed where they are). A link leading out of `root` is followed with `follow_links`,
+    else listed as itself, unread, so that the run can say it was left out.
     """
     root = root.resolve()
     if root.is_file():
@@ -98,12 +98,14 @@ def discover(root: Path, follow_links: bool = False) -> list[Path]:
             path = folder / name
             if name.startswith("."):
                 continue
-            if path.is_symlink() and not follow_links:
-                if leads_out(path, root):
-                    found.append(path)
-                continue
+            if path.is_symlink():
+                if not leads_out(path, root):
+                    continue  # its files are listed where they are
+                if not follow_links:
+                    found.append(path)  # for the run to report as left out
+                    continue
             real = path.resolve()
-            if real not in entered:  # a link back to a folder already listed: not twice, nor in a cycle
+            if real not in entered:  # links out to one folder: entered once, and never round a cycle
                 entered.add(real)
                 kept.append(name)
         folders[:] = kept

@@ -258,6 +258,13 @@ def test_a_link_cycle_is_listed_once_when_links_are_followed(tmp_path):
     assert discover(tmp_path, follow_links=True) == [tmp_path / "a" / "doc.txt"]
 
 
+def test_a_link_to_a_folder_within_the_folder_lists_its_files_once_where_they_are(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "doc.txt").write_text("text")
+    (tmp_path / "a").symlink_to(tmp_path / "b", target_is_directory=True)  # sorts first
+    assert discover(tmp_path) == discover(tmp_path, follow_links=True) == [tmp_path / "b" / "doc.txt"]
+
+
 def test_an_unsupported_file_is_skipped_by_its_name_without_being_read(tmp_path, quick, embedder, monkeypatch):
     with open(tmp_path / "disk.iso", "wb") as f:
         f.truncate(5 << 30)  # 5 GB, sparse: it takes no disk, hashing it took seconds
@@ -368,3 +375,4 @@ def latest_run(engine, collection: str) -> str | None:
         return conn.execute(text(
             "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
             "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
+
