@@ -161,7 +161,7 @@ def _short_paths(paths: set[tuple[str, ...]], max_tokens: int, count_tokens: Cou
         titles = list(path)
         while tokens > limit:
             longest = max(range(len(titles)), key=lambda i: len(titles[i]))
-            if len(titles[longest]) <= 2:
+            if len(titles[longest]) <= 3:  # "ab…" shortens no further
                 break
             titles[longest] = titles[longest][:max(len(titles[longest]) * 2 // 3, 1)].rstrip() + "\u2026"
             tokens = count_tokens([" > ".join(titles)])[0]

@@ -1,7 +1,8 @@
 """`ingest PATH`: the command-line shell over `ingest.run.ingest`.
 
-Exit status: 0 when every file was ingested, unchanged or skipped as unsupported, 1 when some
-failed, 2 for usage or configuration errors, 130 when stopped by Ctrl-C.
+Exit status: 0 when every file was ingested, unchanged or skipped, 1 when some failed or the
+run stopped on an error, 2 for usage or configuration errors, 130 when stopped by Ctrl-C,
+143 by SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from embedding import ModelNotFound
@@ -23,6 +25,7 @@ from store import Settings, StoreError, configure_logging
 
 from .metadata import MetadataError, parse_tags
 from .run import FileOutcome, IngestReport, UsageError, ingest
+from .sources import printable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-embed-headings", action="store_true",
                         help="embed each chunk's text alone, not its section path first (PGKB_EMBED_HEADINGS=0)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per embedding batch (PGKB_BATCH_TOKENS)")
-    parser.add_argument("--workers", type=int, help="files parsed at once (PGKB_WORKERS; default: CPU cores, at most 4)")
+    parser.add_argument("--workers", type=int,
+                        help="files parsed at once, at most one per CPU core (PGKB_WORKERS; default: CPU cores, "
+                             "at most 4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (PGKB_DEVICE)")
     parser.add_argument("--dims", type=int,
                         help="shorter (Matryoshka) vectors for models trained for them, e.g. 256 (PGKB_DIMS)")
@@ -60,10 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     pii.add_argument("--pii-operator", metavar="OPERATORS",
                      help="replace (<TYPE>), redact or hash, and per type TYPE=OPERATOR, e.g. "
                           "replace,EMAIL_ADDRESS=hash; hash needs PGKB_PII_HASH_KEY (PGKB_PII_OPERATORS)")
-    parser.add_argument("--password", action="append", metavar="PASSWORD",
-                        help="a password to try on encrypted PDFs (repeatable)")
-    parser.add_argument("--passwords-file", metavar="FILE",
-                        help="a file of passwords to try on encrypted PDFs, one per line (PGKB_PASSWORDS_FILE)")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="read symbolic links that lead out of the folder (PGKB_FOLLOW_LINKS; default: "
+                             "they are skipped, links within the folder are read)")
+    passwords = parser.add_argument_group("passwords for encrypted PDFs")
+    passwords.add_argument("--password", action="append", metavar="PASSWORD",
+                           help="a password to try (repeatable); other users of this machine can see it in "
+                                "the process list, so prefer --passwords-stdin or --passwords-file")
+    passwords.add_argument("--passwords-stdin", action="store_true",
+                           help="read passwords to try from standard input, one per line")
+    passwords.add_argument("--passwords-file", metavar="FILE",
+                           help="a file of passwords to try, one per line (PGKB_PASSWORDS_FILE)")
     parser.add_argument("--report", metavar="FILE", help="write the summary and every file's outcome here as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each file")
@@ -72,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     configure_logging(args.verbose)
     stop = threading.Event()
+    report = None
     try:
         settings = Settings.from_arguments(args, chunk_tokens=args.chunk_tokens,
                                            embed_headings=False if args.no_embed_headings else None,
@@ -80,25 +93,55 @@ def main(argv: list[str] | None = None) -> int:
                                            embed_url=args.embed_url,
                                            pii=False if args.no_pii else None, pii_entities=args.pii_entities,
                                            pii_threshold=args.pii_threshold, pii_operators=args.pii_operator,
-                                           passwords=tuple(args.password or ()) or None,
-                                           passwords_file=args.passwords_file)
+                                           passwords=_passwords(args), passwords_file=args.passwords_file,
+                                           follow_links=args.follow_links or None)
         tags = parse_tags(args.tag or [])
+        report = IngestReport(settings.collection)
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
-                _stopping_on_ctrl_c(stop, console):
-            report = ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force,
-                            on_file=on_file, stop=stop)
-    except (UsageError, ModelNotFound, StoreError, MetadataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+                _stopping_on_ctrl_c(stop, console), _stopping_on_sigterm():
+            ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force,
+                   on_file=on_file, stop=stop, report=report)
+    except BaseException as exc:
+        if report is not None and report.run_id is not None:  # the run began: say what it did
+            return _finish(report, args.report, console, stopped_by=exc)
+        if isinstance(exc, (UsageError, ModelNotFound, StoreError, MetadataError, ValueError, Terminated)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 2
+        raise
+    return _finish(report, args.report, console)
+
+
+def _passwords(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--password values and, with --passwords-stdin, the lines of standard input."""
+    passwords = list(args.password or ())
+    if args.passwords_stdin:
+        passwords += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    return tuple(passwords) or None
+
+
+def _finish(report: IngestReport, report_path: str | None, console: Console,
+            stopped_by: BaseException | None = None) -> int:
+    """The summary, the report file, and the exit status of a run that began, even one that
+    stopped on an exception."""
     print_summary(report, Console(soft_wrap=True))
+    written = _write_report(report, report_path) if report_path else True
+    if stopped_by is not None:
+        console.print(f"error: the run stopped before its end: {report.error}", highlight=False, markup=False)
+        return 130 if isinstance(stopped_by, KeyboardInterrupt) else 143 if isinstance(stopped_by, Terminated) else 1
     if report.status == "interrupted":
         console.print(f"stopped by Ctrl-C after {len(report.files)} of {report.total_files} files; run the same "
                       "command again to finish (files already stored are skipped)", highlight=False)
         return 130
-    return 1 if report.failed else 0
+    return 1 if report.failed or not written else 0
+
+
+def _write_report(report: IngestReport, path: str) -> bool:
+    try:
+        Path(path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"error: cannot write the report to {path}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
 
 
 class _progress:
@@ -133,6 +176,25 @@ class _progress:
         self.bar.update(self.task, total=report.total_files, completed=len(report.files), detail=detail)
 
 
+class Terminated(BaseException):
+    """SIGTERM: the run stops at once, as on a second Ctrl-C, and is recorded as aborted."""
+
+    def __init__(self):
+        super().__init__("stopped by SIGTERM")
+
+
+class _stopping_on_sigterm:
+    def __enter__(self) -> None:
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _handle(signum, frame) -> None:
+        raise Terminated
+
+
 class _stopping_on_ctrl_c:
     """The first Ctrl-C asks the run to stop after the documents in progress; a second one quits now."""
 
@@ -155,8 +217,10 @@ class _stopping_on_ctrl_c:
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
     rows = [("files", f"{counts['seen']} seen: {counts['ingested']} ingested, {counts['updated']} updated, "
-                      f"{counts['unchanged']} unchanged, {counts['skipped']} skipped (unsupported type), "
-                      f"{counts['failed']} failed")]
+                      f"{counts['unchanged']} unchanged, {counts['skipped']} skipped, {counts['failed']} failed")]
+    skipped = Counter(f.reason for f in report.files if f.outcome == "skipped")
+    if skipped:
+        rows.append(("skipped", ", ".join(f"{reason} {n}" for reason, n in skipped.most_common())))
     if counts["failed_by_reason"]:
         rows.append(("failures", ", ".join(f"{reason} {n}" for reason, n in counts["failed_by_reason"].items())))
     if report.pruned:
@@ -168,11 +232,12 @@ def print_summary(report: IngestReport, console: Console) -> None:
                                + ", ".join(f"{entity} {n}" for entity, n in counts["pii"].items()) + ")"))
     if report.stage_seconds:
         rows.append(("busy time", ", ".join(f"{stage} {s:.1f} s" for stage, s in report.stage_seconds.items())))
-    status = {"succeeded": "done", "failed": "done, some files failed", "interrupted": "stopped early"}
-    console.print(f"collection [bold]{report.collection}[/bold]: {status.get(report.status, report.status)} "
+    status = {"succeeded": "done", "failed": "done, some files failed", "interrupted": "stopped early",
+              "aborted": "stopped before its end"}
+    console.print(f"collection [bold]{escape(report.collection)}[/bold]: {status.get(report.status, report.status)} "
                   f"in {report.seconds:.1f} s")
     for label, value in rows:
-        console.print(f"  [bold]{label:<10}[/bold] {value}", highlight=False)
+        console.print(f"  [bold]{label:<10}[/bold] {escape(value)}", highlight=False)
     # One line per failure, never truncated: logs and grep see the whole key and reason.
     for outcome in report.failed:
-        console.print(f"  failed  {outcome.key}: {outcome.reason}", highlight=False, markup=False)
+        console.print(f"  failed  {printable(outcome.key)}: {outcome.reason}", highlight=False, markup=False)

@@ -10,6 +10,7 @@ Three sources, each overriding the one before:
 
 from __future__ import annotations
 
+import errno
 import json
 import tomllib
 from datetime import date, time
@@ -18,6 +19,8 @@ from typing import Any, Callable
 
 FOLDER_FILES = ("pgkb.toml", "pgkb.yaml", "pgkb.yml")
 SIDECAR_SUFFIX = ".meta.json"
+# Metadata files are a few lines; a larger one is refused before it is parsed.
+MAX_METADATA_BYTES = 1 << 20
 
 
 class MetadataError(ValueError):
@@ -54,12 +57,11 @@ class UserMetadata:
         for part in path.parent.relative_to(self.root).parts:
             folder = folder / part
             merged.update(self._folder(folder))
-        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-        if sidecar.is_file():
+        sidecar = _sidecar(path)
+        if sidecar:
             merged.update(_read_mapping(sidecar, json.loads))
         merged.update(self.tags)
-        # As it will read back from the database (JSON): TOML and YAML dates become ISO text.
-        return json.loads(json.dumps(merged, default=_iso_date))
+        return merged
 
     def _folder(self, folder: Path) -> dict[str, Any]:
         if folder not in self._folders:
@@ -79,14 +81,55 @@ def _folder_metadata(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _read_mapping(path: Path, loader: Callable[[str], Any]) -> dict[str, Any]:
+def _sidecar(path: Path) -> Path | None:
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
-        value = loader(path.read_text(encoding="utf-8"))
+        return sidecar if sidecar.is_file() else None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # the file's name leaves no room for a sidecar's
+            return None
+        raise
+
+
+def _read_mapping(path: Path, loader: Callable[[str], Any]) -> dict[str, Any]:
+    """The file's mapping as it will read back from the database (JSON): TOML and YAML dates
+    become ISO text."""
+    text = _read_text(path)
+    try:
+        value = loader(text)
     except Exception as exc:  # JSON, TOML and YAML each raise their own kind
-        raise MetadataError(f"{path.name}: cannot read it ({type(exc).__name__}: {exc})") from None
+        raise MetadataError(f"{path.name}: cannot read it ({_problem(exc)})") from None
     if not isinstance(value, dict):
         raise MetadataError(f"{path.name}: expected a mapping of key -> value")
-    return value
+    try:
+        return json.loads(json.dumps(value, default=_iso_date))
+    except (TypeError, ValueError, RecursionError) as exc:  # YAML reads `2024-01-01:` as a date key
+        raise MetadataError(f"{path.name}: cannot be stored as JSON ({exc}); quote dates used as keys") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_METADATA_BYTES + 1)
+    except OSError as exc:
+        raise MetadataError(f"{path.name}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise MetadataError(f"{path.name}: larger than {MAX_METADATA_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _problem(exc: Exception) -> str:
+    """What is wrong with a metadata file, without quoting its content (which YAML's messages do)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{type(exc).__name__}: {exc}"
+    problem = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark:
+        problem += f" ({exc.context} from line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return problem
 
 
 def _iso_date(value: Any) -> str:
@@ -98,4 +141,13 @@ def _iso_date(value: Any) -> str:
 def _yaml_loads(text: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text) or {}
+    class NoAliases(yaml.SafeLoader):
+        """YAML without aliases (`*name`): a few of them nested expand 500 bytes to gigabytes."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases) or {}

@@ -39,7 +39,7 @@ from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
 from .pii import Masker, MaskPolicy, load_masker, policy_from_settings
-from .sources import SourceFile, discover
+from .sources import SourceFile, discover, is_utf8, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class IngestReport:
     collection: str
     run_id: int | None = None
     status: str = "running"  # then succeeded, failed (some files), interrupted or aborted
+    error: str | None = None  # why the run aborted
     total_files: int = 0     # known once the folder is listed
     files_started_at: float = 0.0  # time.perf_counter() when the first file started, after start-up
     files: list[FileOutcome] = field(default_factory=list)
@@ -115,7 +116,7 @@ class IngestReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as `--report` writes it: the summary, then one entry per file seen."""
         return {
-            "collection": self.collection, "run_id": self.run_id, "status": self.status,
+            "collection": self.collection, "run_id": self.run_id, "status": self.status, "error": self.error,
             "seconds": round(self.seconds, 3), "counts": self.counts(),
             "stage_seconds": {stage: round(s, 3) for stage, s in self.stage_seconds.items()},
             "pruned": self.pruned,
@@ -128,7 +129,7 @@ def ingest(
     tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False,
     embedder: Embedder | None = None, masker: Masker | None = None,
     on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, report: IngestReport | None = None,
 ) -> IngestReport:
     """Bring `settings.collection` up to date with a file or a folder; returns what happened.
 
@@ -138,7 +139,9 @@ def ingest(
     `masker` a loaded masker (else one is built from the settings, or none with masking off).
     `on_file` is called with each file's outcome as it is known (files end out of order; the
     report lists them by key). Setting `stop` finishes the documents in progress and ends
-    the run as "interrupted".
+    the run as "interrupted". A `report` given is filled in as the run goes, so that the
+    caller still holds it when the run raises (the database went away, a second Ctrl-C): its
+    status is then "aborted" and its `error` says why.
     """
     settings = settings or Settings.from_env()
     root = Path(path).expanduser()
@@ -153,7 +156,6 @@ def ingest(
     policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
     if embedder is None:
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
-    workers = settings.workers or min(4, os.cpu_count() or 1)
     store = Store.open(settings)
     try:
         models = _Models(settings, store, embedder, masker)
@@ -163,14 +165,17 @@ def ingest(
         else:  # the model named must be the collection's, even when nothing needs embedding
             collection.check_space({"model": embedder.space.model if embedder else settings.model,
                                     **({"dims": settings.dims} if settings.dims and not embedder else {})})
-        run = _Run(settings, store, collection, models, policy, root, tags or {}, force, on_file)
+        run = _Run(settings, store, collection, models, policy, root, tags or {}, force, on_file,
+                   report or IngestReport(collection.name))
+        paths = discover(root, settings.follow_links)
+        workers = _parse_workers(settings.workers, len(paths))
         run.report.run_id = store.start_run(collection, {
             "path": str(root.resolve()), "model": collection.space["model"], "prune": prune, "force": force,
             "tags": tags or {}, "pii": policy.describe() if policy else "off", "workers": workers,
         })
         try:
             with ParserPool.from_settings(settings, workers) as parser, store.bulk_load(collection) as load:
-                run.process(discover(root), parser, workers, stop or threading.Event())
+                run.process(paths, parser, workers, stop or threading.Event())
             if load.deferred:
                 run.report.stage_seconds["index"] += load.index_seconds
             run.report.status = "interrupted" if stop and stop.is_set() else (
@@ -180,9 +185,10 @@ def ingest(
             if any(f.chunks for f in run.report.files) or run.report.pruned:
                 store.analyze()
         except BaseException as exc:
-            # The database went away, or a second Ctrl-C stopped the documents in progress too
-            # (the next run does them again).
+            # A second Ctrl-C stops the documents in progress too (the next run does them again);
+            # the database went away, or a signal.
             run.report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"
+            run.report.error = _abort_reason(exc)
             raise
         finally:
             run.report.seconds = time.perf_counter() - started
@@ -243,9 +249,10 @@ class _Run:
 
     def __init__(self, settings: Settings, store: Store, collection: Collection, models: _Models,
                  policy: MaskPolicy | None, root: Path, tags: dict[str, Any], force: bool,
-                 on_file: Callable[[FileOutcome, IngestReport], None] | None):
+                 on_file: Callable[[FileOutcome, IngestReport], None] | None, report: IngestReport):
         self.store, self.collection, self.models = store, collection, models
         self.root = root.resolve()
+        self.follow_links = settings.follow_links
         self.user_metadata = UserMetadata(self.root, tags)
         self.force = force
         self.on_file = on_file
@@ -268,7 +275,7 @@ class _Run:
         self.batch_tokens = settings.batch_tokens
         self.known: dict[str, DocumentState] = store.document_states(collection)
         self.seen: set[str] = set()
-        self.report = IngestReport(collection.name)
+        self.report = report
         self._clock_lock = threading.Lock()
         # Presidio's engines are not documented as safe to share between threads.
         self._mask_lock = threading.Lock()
@@ -331,15 +338,23 @@ class _Run:
 
     def _prepare(self, path: Path, parser: ParserPool) -> _Parsed | FileOutcome:
         """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
-        key = path.name if path == self.root else path.relative_to(self.root).as_posix()
+        key = key_of(path, self.root)
+        if not is_utf8(key):  # the database holds text, so such a name cannot be a key
+            return FileOutcome(readable_name(key), "failed", "file name is not UTF-8: rename the file")
+        if not self.follow_links and leads_out(path, self.root):
+            return FileOutcome(key, "skipped", "link out of the folder (--follow-links reads it)")
+        media_type = media_type_of(path)
+        if media_type is None:  # known by its name: the file is never read
+            return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
         try:
             with self.timed("read"):
-                source = SourceFile.read(path, self.root)
-                if source.media_type is None:
-                    return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
+                source = SourceFile.read(path, key, media_type)
                 tags = self.user_metadata.for_file(path)
+        except OSError as exc:  # unreadable, or gone since the folder was listed
+            log.warning("%s: cannot read it: %s", printable(key), exc.strerror or exc)
+            return FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}")
         except MetadataError as exc:
-            log.warning("%s: %s", key, exc)
+            log.warning("%s: %s", printable(key), exc)
             return FileOutcome(key, "failed", str(exc))
         known = self.known.get(key)
         if known and not self.force and known.sha256 == source.sha256:
@@ -358,7 +373,7 @@ class _Run:
             with self.timed("parse"):
                 parsed = parser.parse(source.path, source.media_type)  # in a worker, under time and memory limits
             for warning in parsed.warnings:
-                log.warning("%s: %s", key, warning)
+                log.warning("%s: %s", printable(key), warning)
             with self.timed("mask"), self._mask_lock:
                 # Before anything else reads the text: chunks, titles and metadata only see it masked.
                 pii_counts = models.masker.mask_document(parsed) if models.masker else {}
@@ -366,7 +381,7 @@ class _Run:
                 chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
                                         {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
-            log.warning("%s: %s", key, exc)
+            log.warning("%s: %s", printable(key), exc)
             self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), str(exc))
             return FileOutcome(key, "failed", str(exc))
         except OperationalError:
@@ -414,7 +429,7 @@ class _Run:
         except Exception as exc:
             document.vectors = None
             document.embedded = 0
-            log.warning("%s: embedding failed: %s: %s", document.record.key, type(exc).__name__, exc)
+            log.warning("%s: embedding failed: %s: %s", printable(document.record.key), type(exc).__name__, exc)
 
     def _write_all(self, items: list[_Parsed | FileOutcome]) -> None:
         for item in items:
@@ -422,7 +437,7 @@ class _Run:
             self.report.files.append(outcome)
             self.seen.add(outcome.key)
             if outcome.outcome in ("ingested", "updated") and outcome.chunks:
-                log.info("%s: %d chunks", outcome.key, outcome.chunks)
+                log.info("%s: %d chunks", printable(outcome.key), outcome.chunks)
             if self.on_file:
                 self.on_file(outcome, self.report)
         release_freed_memory()  # the documents just written are freed
@@ -443,7 +458,7 @@ class _Run:
                            pii_counts=document.record.pii_counts)
 
     def _failure(self, key: str, exc: Exception) -> FileOutcome:
-        log.warning("%s: %s: %s", key, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning("%s: %s: %s", printable(key), type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return FileOutcome(key, "failed", f"error: {type(exc).__name__}: {exc}")
 
     def prune(self) -> None:
@@ -451,7 +466,7 @@ class _Run:
         gone = sorted(set(self.store.document_states(self.collection)) - self.seen)
         self.store.delete_documents(self.collection, gone)
         for key in gone:
-            log.info("%s: pruned", key)
+            log.info("%s: pruned", printable(key))
         self.report.pruned = gone
 
 
@@ -475,6 +490,26 @@ def _as_completed(pool: ThreadPoolExecutor, work: Callable[[Path], Any], items: 
         for future in done:
             pending.discard(future)
             yield future.result()
+
+
+def _parse_workers(asked: int, files: int) -> int:
+    """Files parsed at once: as asked (0: one per CPU core, at most 4), yet no more than the
+    CPU cores, since parsing keeps each busy and every worker is a process of its own, nor
+    than the files."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if asked > cores:
+        log.warning("%d workers asked for; %d used, one per CPU core", asked, cores)
+    return max(1, min(asked or 4, cores, files))
+
+
+def _abort_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped by Ctrl-C"
+    if isinstance(exc, OperationalError):
+        return f"the database went away ({exc.orig})"
+    if isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc) or type(exc).__name__  # a signal's exception says which
 
 
 def _digest(options: dict[str, Any]) -> str:

@@ -23,6 +23,17 @@ def _env(name: str, default=None, secret: bool = False):
     return field(default=default, repr=not secret, metadata={"env": name})
 
 
+# The range of each numeric setting (None: unbounded), checked whenever Settings are made:
+# a value out of range stops at once with the setting's name instead of misbehaving later
+# (a chunk size of 0 made the chunker loop for ever). A chunk must hold its section path
+# and some text, hence its floor.
+NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "batch_tokens": (1, None), "chunk_tokens": (32, None), "dims": (0, None), "workers": (0, None),
+    "parse_seconds": (1, None), "parse_memory_mb": (1, None), "pii_threshold": (0, 1),
+    "bm25_k1": (0, None), "bm25_b": (0, 1),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     # Any PostgreSQL with pgvector; when unset, pgkb runs an embedded server in data_dir.
@@ -85,6 +96,13 @@ class Settings:
     # b, how much a long chunk's length discounts its matches (0: not at all, to 1: fully).
     bm25_k1: float = _env("PGKB_BM25_K1", 1.2)
     bm25_b: float = _env("PGKB_BM25_B", 0.75)
+    # Whether a symbolic link in the ingested folder to a file or folder outside it is read
+    # (links within the folder are read either way).
+    follow_links: bool = _env("PGKB_FOLLOW_LINKS", False)
+
+    def __post_init__(self) -> None:
+        for name, (lowest, highest) in NUMBER_BOUNDS.items():
+            _check_bounds(name, getattr(self, name), lowest, highest)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -127,6 +145,19 @@ def configure_logging(verbose: bool) -> None:
     # Third-party chatter that says nothing to a user of pgkb.
     for name in ("pgserver", "alembic", "transformers", "httpx", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+def _check_bounds(name: str, value, lowest: float | None, highest: float | None) -> None:
+    setting = Settings.__dataclass_fields__[name]
+    env = setting.metadata["env"]
+    kinds = int if type(setting.default) is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a whole number" if kinds is int else "a number"
+        raise ValueError(f"setting {name} ({env}) must be {kind}, got {value!r}")
+    if lowest is not None and not value >= lowest:  # "not >=" also refuses NaN
+        raise ValueError(f"setting {name} ({env}) must be at least {lowest}, got {value!r}")
+    if highest is not None and not value <= highest:
+        raise ValueError(f"setting {name} ({env}) must be at most {highest}, got {value!r}")
 
 
 def _convert(name: str, raw: str, kind: type):

@@ -10,7 +10,8 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     result = run_cli("ingest", str(docs), env=env)
     assert result.returncode == 1, result.stderr
     out = " ".join(result.stdout.split())
-    assert "5 seen: 2 ingested, 0 updated, 0 unchanged, 1 skipped (unsupported type), 2 failed" in out
+    assert "5 seen: 2 ingested, 0 updated, 0 unchanged, 1 skipped, 2 failed" in out
+    assert "skipped unsupported type .xyz 1" in out
     assert "failures corrupt 1, empty file 1" in out
     assert "failed broken.pdf: corrupt" in out and "failed empty.docx: empty file" in out
 
