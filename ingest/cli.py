@@ -22,6 +22,7 @@ from embedding import ModelNotFound
 from store import Settings, StoreError, configure_logging
 
 from .metadata import MetadataError, parse_tags
+from .pii.outputs import KEY_CHOICES
 from .run import FileOutcome, IngestReport, UsageError, ingest
 
 
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     pii.add_argument("--pii-operator", metavar="OPERATORS",
                      help="replace (<TYPE>), redact or hash, and per type TYPE=OPERATOR, e.g. "
                           "replace,EMAIL_ADDRESS=hash; hash needs PGKB_PII_HASH_KEY (PGKB_PII_OPERATORS)")
+    pii.add_argument("--pii-keys", choices=KEY_CHOICES,
+                     help="mask personal data in file and folder names, which make the documents' keys and "
+                          "paths (default), or keep the real ones (PGKB_PII_KEYS)")
     parser.add_argument("--password", action="append", metavar="PASSWORD",
                         help="a password to try on encrypted PDFs (repeatable)")
     parser.add_argument("--passwords-file", metavar="FILE",
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                                            embed_url=args.embed_url,
                                            pii=False if args.no_pii else None, pii_entities=args.pii_entities,
                                            pii_threshold=args.pii_threshold, pii_operators=args.pii_operator,
+                                           pii_keys=args.pii_keys,
                                            passwords=tuple(args.password or ()) or None,
                                            passwords_file=args.passwords_file)
         tags = parse_tags(args.tag or [])
