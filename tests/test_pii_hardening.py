@@ -112,15 +112,15 @@ def test_an_error_text_is_masked_like_content(masker):
     import threading
 
     outputs = OutputMasker(masker, mask_keys=True, lock=threading.Lock())
-    message = "parser error: ValueError: invalid literal for int() with base 10: '张三 110101199003070302 13912340030'"
-    assert outputs.text(message) == ("parser error: ValueError: invalid literal for int() with base 10: "
-                                     "'张三 <CN_ID_CARD> <CN_MOBILE>'")
+    quoted = "parser error: ValueError: invalid literal for int() with base 10: '{}'"
+    message = quoted.format("张三 110101199003070302 13912340030")
+    assert outputs.text(message) == quoted.format("张三 <CN_ID_CARD> <CN_MOBILE>")
     assert OutputMasker(None, mask_keys=True, lock=threading.Lock()).text(message) == message
 
 
 # -- end to end: a folder seeded in names, headings, titles, sheets, tags and errors -------------
 
-ID_A, ID_B, ID_C = _resident_id("11010119900307041"), _resident_id("31010119851224052"), _resident_id("44030519770601063")
+ID_A, ID_B, ID_C = (_resident_id(body) for body in ("11010119900307041", "31010119851224052", "44030519770601063"))
 MOBILE_A, MOBILE_B, MOBILE_C, MOBILE_D = "13712340071", "15812340082", "18612340093", "17712340014"
 CARD_A, CARD_B = _card("622202123456000007"), _card("622848765432100008")
 SEEDED = [ID_A, ID_B, ID_C, MOBILE_A, MOBILE_B, MOBILE_C, MOBILE_D, CARD_A, CARD_B]
@@ -144,7 +144,8 @@ def _seeded_folder(root: Path) -> Path:
     (folder / "pgkb.toml").write_text(f'[metadata]\nowner = "张三 {ID_C}"\nphones = ["{MOBILE_C}"]\n')
     (folder / "rows.txt").write_text(f"张三 {ID_A} {MOBILE_A} {CARD_A}\n李四,{ID_B},{MOBILE_B},{CARD_B}\n"
                                      f"王五，{ID_B}，{MOBILE_B}\n赵六/{ID_A}/{MOBILE_A}\n")
-    (folder / "heading.md").write_text(f"# 客户档案 {ID_A} {MOBILE_A}\n\n## 联系 {MOBILE_B},{CARD_B}\n\n正文。\n")
+    (folder / "heading.md").write_text(f"# 客户档案 {ID_A} {MOBILE_A}\n\n## 联系 {MOBILE_B},{CARD_B}\n\n"
+                                       "正文。\n")
     write_docx(folder / "heading.docx", f"客户档案 {ID_B} {MOBILE_B}",
                [(1, f"档案 {ID_A}/{MOBILE_A}", ["正文。"])])
     write_xlsx(folder / "sheets.xlsx", {f"A{MOBILE_A}": [["姓名", "备注"], ["张三", "无"]],

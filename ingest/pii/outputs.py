@@ -56,7 +56,8 @@ class OutputMasker:
             return str(root)
         masked_root, *masked = self._masked([str(root), *keys.values()])
         self._keys = dict(zip(keys, masked))
-        self._paths = {path: masked_root if path == root else f"{masked_root}/{key}" for path, key in self._keys.items()}
+        self._paths = {path: masked_root if path == root else f"{masked_root}/{key}"
+                       for path, key in self._keys.items()}
         by_key = defaultdict(list)
         for path, key in self._keys.items():
             by_key[key].append(path)

@@ -38,8 +38,9 @@ NEEDS_CONTEXT = 0.3
 # to letters that follow a digit themselves ("a3f9…", "0x…"), it is part of a code or a hash.
 # Anything else is a neighbour, letters included: values written in a row, apart by a space,
 # a comma, a slash, a CJK character or a label ("张三 1101… 139…", "a,b", "a/b", "ID1101…"),
-# are each found.
-_START = r"(?<![0-9])(?<![0-9][A-Za-z]+)"
+# are each found. (A number starts with a digit, "(" or "+": tested first, the look-behinds
+# run only where one can start.)
+_START = r"(?=[0-9(+])(?<![0-9])(?<![0-9][A-Za-z]+)"
 _END = r"(?![0-9])(?![A-Za-z]+[0-9])"
 # Codes of letters and digits end where letters or digits do.
 _ALNUM_START, _ALNUM_END = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])"
