@@ -259,6 +259,9 @@ class TimedMasker:
         self.masker, self.policy = masker, masker.policy
         self.seconds, self.chars = 0.0, 0
 
+    def mask_texts(self, texts):  # file names, tags and error texts: not the documents' masking
+        return self.masker.mask_texts(texts)
+
     def mask_document(self, document) -> dict[str, int]:
         self.chars += sum(len(e.text) for e in document.elements)
         started = time.perf_counter()

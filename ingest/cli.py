@@ -24,6 +24,7 @@ from embedding import ModelNotFound
 from store import Settings, StoreError, configure_logging
 
 from .metadata import MetadataError, parse_tags
+from .pii.outputs import KEY_CHOICES
 from .run import FileOutcome, IngestReport, UsageError, ingest
 from .sources import printable
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     pii.add_argument("--pii-operator", metavar="OPERATORS",
                      help="replace (<TYPE>), redact or hash, and per type TYPE=OPERATOR, e.g. "
                           "replace,EMAIL_ADDRESS=hash; hash needs PGKB_PII_HASH_KEY (PGKB_PII_OPERATORS)")
+    pii.add_argument("--pii-keys", choices=KEY_CHOICES,
+                     help="mask personal data in file and folder names, which make the documents' keys and "
+                          "paths (default), or keep the real ones (PGKB_PII_KEYS)")
     parser.add_argument("--follow-links", action="store_true",
                         help="read symbolic links that lead out of the folder (PGKB_FOLLOW_LINKS; default: "
                              "they are skipped, links within the folder are read)")
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                            pii=False if args.no_pii else None, pii_entities=args.pii_entities,
                                            pii_threshold=args.pii_threshold, pii_operators=args.pii_operator,
                                            passwords=_passwords(args), passwords_file=args.passwords_file,
-                                           follow_links=args.follow_links or None)
+                                           follow_links=args.follow_links or None, pii_keys=args.pii_keys)
         tags = parse_tags(args.tag or [])
         report = IngestReport(settings.collection)
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -38,7 +39,8 @@ from .heap import map_large_blocks_apart, release_freed_memory
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
-from .pii import Masker, MaskPolicy, load_masker, policy_from_settings
+from .pii import (KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker, load_masker, masks_keys,
+                  policy_from_settings)
 from .sources import SourceFile, discover, is_utf8, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)
@@ -151,9 +153,12 @@ def ingest(
         raise UsageError(f"--prune needs a folder (the whole of what the collection mirrors), not the file {root}")
     started = time.perf_counter()
     map_large_blocks_apart()  # before the model's first batch
-    # Settings are checked now; the masker and the model load when a file first needs them,
-    # so a run that finds every file unchanged never loads them.
+    # Settings are checked now. The masker loads now too (keys, tags and error texts are masked
+    # before any file is read); the model when a file first needs it, so a run that finds every
+    # file unchanged never loads it.
     policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
+    mask_keys = masks_keys(settings)
+    masker = masker or (load_masker(settings) if policy else None)
     if embedder is None:
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     store = Store.open(settings)
@@ -170,8 +175,9 @@ def ingest(
         paths = discover(root, settings.follow_links)
         workers = _parse_workers(settings.workers, len(paths))
         run.report.run_id = store.start_run(collection, {
-            "path": str(root.resolve()), "model": collection.space["model"], "prune": prune, "force": force,
-            "tags": tags or {}, "pii": policy.describe() if policy else "off", "workers": workers,
+            "path": run.outputs.name(run.root, paths), "model": collection.space["model"], "prune": prune,
+            "force": force, "tags": run.outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
+            "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
         try:
             with ParserPool.from_settings(settings, workers) as parser, store.bulk_load(collection) as load:
@@ -279,6 +285,8 @@ class _Run:
         self._clock_lock = threading.Lock()
         # Presidio's engines are not documented as safe to share between threads.
         self._mask_lock = threading.Lock()
+        # Keys, paths, tags and error texts, masked like the documents' texts (ingest.pii.outputs).
+        self.outputs = OutputMasker(models.masker, masks_keys(settings), self._mask_lock)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -340,22 +348,25 @@ class _Run:
         """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
         key = key_of(path, self.root)
         if not is_utf8(key):  # the database holds text, so such a name cannot be a key
-            return FileOutcome(readable_name(key), "failed", "file name is not UTF-8: rename the file")
+            return FileOutcome(self.outputs.text(readable_name(key)), "failed", "file name is not UTF-8: rename the file")
+        key = self.outputs.key(path)
         if not self.follow_links and leads_out(path, self.root):
             return FileOutcome(key, "skipped", "link out of the folder (--follow-links reads it)")
         media_type = media_type_of(path)
         if media_type is None:  # known by its name: the file is never read
             return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
         try:
+            self.outputs.check_unique(path)
             with self.timed("read"):
                 source = SourceFile.read(path, key, media_type)
-                tags = self.user_metadata.for_file(path)
+                tags = self.outputs.values(self.user_metadata.for_file(path))
         except OSError as exc:  # unreadable, or gone since the folder was listed
             log.warning("%s: cannot read it: %s", printable(key), exc.strerror or exc)
             return FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}")
-        except MetadataError as exc:
-            log.warning("%s: %s", printable(key), exc)
-            return FileOutcome(key, "failed", str(exc))
+        except (MetadataError, KeyCollision, MaskingError) as exc:
+            reason = self.outputs.text(str(exc))
+            log.warning("%s: %s", printable(key), reason)
+            return FileOutcome(key, "failed", reason)
         known = self.known.get(key)
         if known and not self.force and known.sha256 == source.sha256:
             if (known.status, known.fingerprint) == ("ingested", self.fingerprint):
@@ -365,7 +376,7 @@ class _Run:
                 return FileOutcome(key, "updated", "tags only")
             if (known.status, known.fingerprint) == ("failed", self.failure_fingerprint):
                 return FileOutcome(key, "failed", f"{known.error} (unchanged since; --force tries again)")
-        record = DocumentRecord(key=key, path=str(source.path), sha256=source.sha256, size_bytes=source.size,
+        record = DocumentRecord(key=key, path=self.outputs.path(path), sha256=source.sha256, size_bytes=source.size,
                                 mtime=source.mtime, media_type=source.media_type, tags=tags,
                                 fingerprint=self.fingerprint)
         models = self.models.load()  # a model that cannot load stops the run, not just this file
@@ -373,7 +384,7 @@ class _Run:
             with self.timed("parse"):
                 parsed = parser.parse(source.path, source.media_type)  # in a worker, under time and memory limits
             for warning in parsed.warnings:
-                log.warning("%s: %s", printable(key), warning)
+                log.warning("%s: %s", printable(key), self.outputs.text(warning))
             with self.timed("mask"), self._mask_lock:
                 # Before anything else reads the text: chunks, titles and metadata only see it masked.
                 pii_counts = models.masker.mask_document(parsed) if models.masker else {}
@@ -381,9 +392,10 @@ class _Run:
                 chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
                                         {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
-            log.warning("%s: %s", printable(key), exc)
-            self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), str(exc))
-            return FileOutcome(key, "failed", str(exc))
+            reason = self.outputs.text(str(exc))  # a parser's message can quote the document
+            log.warning("%s: %s", printable(key), reason)
+            self.store.record_failure(self.collection, replace(record, fingerprint=self.failure_fingerprint), reason)
+            return FileOutcome(key, "failed", reason)
         except OperationalError:
             raise  # the database went away: no later file can succeed either
         except Exception as exc:  # a library's bug on one odd file must not stop the run
@@ -429,7 +441,8 @@ class _Run:
         except Exception as exc:
             document.vectors = None
             document.embedded = 0
-            log.warning("%s: embedding failed: %s: %s", printable(document.record.key), type(exc).__name__, exc)
+            log.warning("%s: embedding failed: %s: %s", printable(document.record.key), type(exc).__name__,
+                        self.outputs.text(str(exc)))
 
     def _write_all(self, items: list[_Parsed | FileOutcome]) -> None:
         for item in items:
@@ -458,8 +471,11 @@ class _Run:
                            pii_counts=document.record.pii_counts)
 
     def _failure(self, key: str, exc: Exception) -> FileOutcome:
-        log.warning("%s: %s: %s", printable(key), type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FileOutcome(key, "failed", f"error: {type(exc).__name__}: {exc}")
+        reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
+        log.warning("%s: %s", printable(key), reason)
+        # The frames only: the traceback's last line would repeat the message unmasked.
+        log.debug("%s: traceback:\n%s", key, "".join(traceback.format_tb(exc.__traceback__)))
+        return FileOutcome(key, "failed", reason)
 
     def prune(self) -> None:
         """Remove the documents whose files were not seen in this run."""

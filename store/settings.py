@@ -90,6 +90,8 @@ class Settings:
     # replace (<TYPE>), redact or hash (keyed, needs pii_hash_key); per type: "replace,EMAIL_ADDRESS=hash".
     pii_operators: str = _env("PGKB_PII_OPERATORS", "replace")
     pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY", secret=True)
+    # Document keys and paths: "mask" (file and folder names are masked like text) or "keep".
+    pii_keys: str = _env("PGKB_PII_KEYS", "mask")
     # spaCy NER models by language (or "none"), used when installed: names, places, organisations.
     pii_spacy_models: str = _env("PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm")
     # BM25 keyword ranking: k1, how soon a word's repeats in a chunk stop adding to its score;

@@ -4,7 +4,7 @@ Runs on a parsed document's element texts, table HTML and file metadata, before 
 so chunk texts, section paths, titles and metadata only ever hold masked text. Built on
 Presidio's analyzer with recognizers for Chinese and English data (recognizers.py, with the
 checksums in checksums.py), set up to run offline (engine.py); the policy and the masking
-itself are in masker.py.
+itself are in masker.py; keys, paths, tags and error texts are masked in outputs.py.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import logging
 from store import Settings
 
 from .masker import ENTITY_TYPES, OPERATORS, Found, Masker, MaskingError, MaskPolicy
+from .outputs import KeyCollision, OutputMasker, masks_keys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENTITY_TYPES", "OPERATORS", "Found", "Masker", "MaskingError", "MaskPolicy", "load_masker",
-           "policy_from_settings"]
+__all__ = ["ENTITY_TYPES", "OPERATORS", "Found", "KeyCollision", "Masker", "MaskingError", "MaskPolicy",
+           "OutputMasker", "load_masker", "masks_keys", "policy_from_settings"]
 
 
 def policy_from_settings(settings: Settings) -> MaskPolicy:

@@ -34,21 +34,40 @@ FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE | regex.ASCII
 # A score under the default threshold: the match counts only with a context word nearby.
 NEEDS_CONTEXT = 0.3
 
-# A number glued to letters or digits, or joined to them by - _ /, is part of something
-# longer (a serial, a file number HR-2024-017, a path)...
-_START = r"(?<![0-9A-Za-z])(?<![0-9A-Za-z][-_/])"
-_END = r"(?![0-9A-Za-z])"
-# ...and one after a currency sign or before a currency unit is an amount.
-_NOT_AMOUNT_BEFORE = r"(?<![¥￥$€£])(?<!\d[.,])"
-_NOT_AMOUNT_AFTER = r"(?!\.\d|,\d|\s?(?:元|万|亿|块|%|％|美元|RMB|CNY|USD))"
+# Where a number starts and ends. Glued to a digit, it is a stretch of a longer number; glued
+# to letters that follow a digit themselves ("a3f9…", "0x…"), it is part of a code or a hash.
+# Anything else is a neighbour, letters included: values written in a row, apart by a space,
+# a comma, a slash, a CJK character or a label ("张三 1101… 139…", "a,b", "a/b", "ID1101…"),
+# are each found. (A number starts with a digit, "(" or "+": tested first, the look-behinds
+# run only where one can start.)
+_START = r"(?=[0-9(+])(?<![0-9])(?<![0-9][A-Za-z]+)"
+_END = r"(?![0-9])(?![A-Za-z]+[0-9])"
+# Codes of letters and digits end where letters or digits do.
+_ALNUM_START, _ALNUM_END = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])"
+# A number after a currency sign or before a currency unit is an amount, and one next to a
+# decimal point a part of one.
+_NOT_AMOUNT_BEFORE = r"(?<![¥￥$€£])(?<![0-9]\.)"
+_NOT_AMOUNT_AFTER = r"(?!\.[0-9]|\s?(?:元|万|亿|块|%|％|美元|RMB|CNY|USD))"
+# A number written in groups ("6214 0945 5874 7366", "139 1234 5678") next to a short group
+# of digits is one stretch of a longer grouped number, such as the first 16 digits of a
+# mistyped card number "6214 0945 5874 7366 920". Written in one piece, or next to a long
+# number (the ID before a mobile in "1101…0062 139 1234 5678"), it stands alone.
+_NOT_AFTER_A_GROUP = r"(?:(?=[0-9]{5})|(?<!(?<![0-9A-Za-z])[0-9]{1,4}[ -]))"
+_NOT_BEFORE_A_GROUP = r"(?:(?<=[0-9]{4}[0-9X])|(?![ -][0-9]{1,4}(?![0-9A-Za-z])))"
+# A shape that counts only next to a context word is, after a hyphen that follows letters or
+# digits or before a hyphen and digits, one part of a code ("文件编号HR-2024-017，请拨分机"),
+# whatever the words around it; a label after a hyphen ("490 1693-Office") is a neighbour.
+_NOT_IN_A_CODE = (r"(?<![0-9A-Za-z]-)", r"(?!-[0-9])")
 
 
-def _number(body: str, alone: bool = True) -> str:
-    """`body` bounded as a whole number: not glued to letters or digits, not an amount, and
-    (`alone`) not one stretch of a longer run of digit groups, such as the last 12 digits of
-    a mistyped card number "6214 0945 5874 7366 920"."""
-    guard_before, guard_after = (r"(?<!\d[ -])", r"(?![ -]\d)") if alone else ("", "")
-    return f"{_START}{guard_before}{_NOT_AMOUNT_BEFORE}(?:{body}){_END}{guard_after}{_NOT_AMOUNT_AFTER}"
+def _number(body: str, alone: bool = True, weak: bool = False) -> str:
+    """`body` bounded as a whole number: not glued to digits or to a code, not an amount,
+    (`alone`) not one stretch of a longer run of digit groups, and (`weak`: a shape that
+    needs a context word) not joined to a code by a hyphen."""
+    before, after = (_NOT_AFTER_A_GROUP, _NOT_BEFORE_A_GROUP) if alone else ("", "")
+    if weak:
+        before, after = before + _NOT_IN_A_CODE[0], after + _NOT_IN_A_CODE[1]
+    return f"{_START}{before}{_NOT_AMOUNT_BEFORE}(?:{body}){_END}{after}{_NOT_AMOUNT_AFTER}"
 
 
 # The public-suffix list bundled with tldextract: its default fetches the list from the internet.
@@ -88,7 +107,7 @@ class CnIdCardRecognizer(_ValidatedPatternRecognizer):
     ENTITY = "CN_ID_CARD"
     PATTERNS = [
         Pattern("18 digits", _number(r"[1-9]\d{5} ?(?:18|19|20)\d{6} ?\d{3}[0-9X]"), 0.95),
-        Pattern("15 digits", _number(r"[1-9]\d{14}"), 0.4),
+        Pattern("15 digits", _number(r"[1-9]\d{14}", weak=True), 0.4),
     ]
     CONTEXT = ["身份证", "身份号码", "证件号", "公民身份", "id card", "identity card", "resident id",
                "id number", "id no"]
@@ -128,7 +147,7 @@ class CnLandlineRecognizer(_ValidatedPatternRecognizer):
         Pattern("area code and number",
                 _number(rf"(?:\(?(?:\+|00)86\)?[ -]?\(?0?{_AREA}\)?[ -]?|\(0{_AREA}\)\s?|0{_AREA}[ -]){_LOCAL}"),
                 0.6),
-        Pattern("digits only", _number(rf"0{_AREA}{_LOCAL}"), NEEDS_CONTEXT),
+        Pattern("digits only", _number(rf"0{_AREA}{_LOCAL}", weak=True), NEEDS_CONTEXT),
     ]
     CONTEXT = ["电话", "座机", "固话", "传真", "总机", "联系", "热线", "分机", "致电", "tel", "phone",
                "fax", "call", "contact", "office", "hotline"]
@@ -141,7 +160,8 @@ class CnBankCardRecognizer(_ValidatedPatternRecognizer):
     ENTITY = "CN_BANK_CARD"
     PATTERNS = [
         Pattern("UnionPay", _number(r"62\d{2}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?"), 0.9),
-        Pattern("card number", _number(r"[1-9]\d{3}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?"), NEEDS_CONTEXT),
+        Pattern("card number", _number(r"[1-9]\d{3}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?", weak=True),
+                NEEDS_CONTEXT),
     ]
     CONTEXT = ["银行卡", "卡号", "账号", "帐号", "账户", "帐户", "开户", "借记卡", "储蓄卡", "信用卡", "银联",
                "bank card", "card number", "card no", "account", "debit card", "unionpay"]
@@ -155,7 +175,8 @@ class CnSocialCreditCodeRecognizer(_ValidatedPatternRecognizer):
     """Unified social credit codes of companies and organisations (GB 32100, check character)."""
 
     ENTITY = "CN_SOCIAL_CREDIT_CODE"
-    PATTERNS = [Pattern("USCC", _START + r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}" + _END, 0.85)]
+    PATTERNS = [Pattern("USCC", _ALNUM_START + r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}" + _ALNUM_END,
+                        0.85)]
     CONTEXT = ["统一社会信用代码", "信用代码", "营业执照", "纳税人识别号", "税号", "social credit", "uscc",
                "business license", "tax id"]
 
@@ -168,7 +189,8 @@ class CnPassportRecognizer(_ValidatedPatternRecognizer):
     the diplomatic, service and public-affairs series. No checksum, so context decides."""
 
     ENTITY = "CN_PASSPORT"
-    PATTERNS = [Pattern("passport", _START + r"(?:[EG]\d{8}|E[A-HJ-NP-Z]\d{7}|[DSP]E?\d{7})" + _END, 0.4)]
+    PATTERNS = [Pattern("passport", _ALNUM_START + r"(?:[EG]\d{8}|E[A-HJ-NP-Z]\d{7}|[DSP]E?\d{7})" + _ALNUM_END,
+                        0.4)]
     CONTEXT = ["护照", "passport", "travel document", "证件号"]
 
     def is_valid(self, text: str) -> bool:
@@ -204,10 +226,16 @@ class CnNameRecognizer(PatternRecognizer):
 
 class OfflineEmailRecognizer(EmailRecognizer):
     """Presidio's e-mail recognizer, checking the domain against the bundled public-suffix
-    list where Presidio's would fetch it."""
+    list where Presidio's would fetch it. Its domain ends at the last label of letters, so an
+    address followed by "_" or "-" and more ("简历_li@corp.cn_2024") is still found."""
+
+    _CHAR = r"[!#$%&'*+\-/=?^_`{|}~\w]"
+    PATTERNS = [Pattern("e-mail", rf"\b(?:{_CHAR}|{_CHAR}[!#$%&'*+\-/=?^_`{{|}}~.\w]*{_CHAR})@"
+                                  r"(?:[a-z0-9]+(?:-+[a-z0-9]+)*\.)+[a-z]{2,24}(?![a-z0-9])", 0.5)]
 
     def __init__(self, language: str):
-        super().__init__(supported_language=language, context=["email", "e-mail", "mail", "邮箱", "邮件", "电邮"])
+        super().__init__(patterns=self.PATTERNS, supported_language=language,
+                         context=["email", "e-mail", "mail", "邮箱", "邮件", "电邮"])
         self.global_regex_flags = FLAGS
 
     def validate_result(self, pattern_text: str) -> bool:
@@ -228,7 +256,8 @@ class CardNumberRecognizer(CreditCardRecognizer):
         Pattern("card, 16 digits", _number(_NETWORK + r"(?:[ -]?\d{4}){3}"), 0.6),
         Pattern("Amex 4-6-5", _number(r"3[47]\d{2}[ -]?\d{6}[ -]?\d{5}"), 0.6),
         # Other lengths are as often order and reference numbers.
-        Pattern("card, 12-19 digits", _number(_NETWORK + r"(?:\d{8,15}|(?:[ -]?\d{4}){3}[ -]?\d{1,3}|[ -]?\d{6}[ -]?\d{4})"),
+        Pattern("card, 12-19 digits",
+                _number(_NETWORK + r"(?:\d{8,15}|(?:[ -]?\d{4}){3}[ -]?\d{1,3}|[ -]?\d{6}[ -]?\d{4})", weak=True),
                 NEEDS_CONTEXT),
     ]
 
@@ -261,7 +290,7 @@ class PhoneNumberRecognizer(_ValidatedPatternRecognizer):
         Pattern("North American", _number(r"(?:\(\d{3}\) ?|\d{3}-)\d{3}-\d{4}" + _EXTENSION, alone=False), 0.5),
         Pattern("national",
                 _number(r"(?:\(\d{1,4}\) ?)?\d{1,5}([ .-])\d{1,8}(?:\1\d{1,8}){0,4}" + _EXTENSION + r"|\d{7,12}",
-                        alone=False),
+                        alone=False, weak=True),
                 NEEDS_CONTEXT),
     ]
     CONTEXT = ["phone", "telephone", "tel", "mobile", "cell", "cellphone", "call", "fax", "contact", "reach",
@@ -333,10 +362,15 @@ class DomainAwareUrlRecognizer(UrlRecognizer):
 
 
 class SsnRecognizer(UsSsnRecognizer):
-    """Presidio's US social security number recognizer (with its invalid-number rules)."""
+    """Presidio's US social security number recognizer (with its invalid-number rules), its
+    numbers bounded like ours: "SSN536-90-4399" and "a_536-90-4399" hold one."""
+
+    PATTERNS = [Pattern(p.name, _START + p.regex.removeprefix(r"\b").removesuffix(r"\b") + _END, p.score)
+                for p in UsSsnRecognizer.PATTERNS]
 
     def __init__(self, language: str):
-        super().__init__(supported_language=language, context=UsSsnRecognizer.CONTEXT + ["social security number"])
+        super().__init__(patterns=self.PATTERNS, supported_language=language,
+                         context=UsSsnRecognizer.CONTEXT + ["social security number"])
         self.global_regex_flags = FLAGS
 
 
