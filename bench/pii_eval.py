@@ -38,6 +38,7 @@ from ingest.pii import Found, Masker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid, org_code_check_char, uscc_check_char
 from ingest.sources import MEDIA_TYPES, discover
 from store import Settings
+from store.embedded import stop_embedded_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -281,8 +282,8 @@ def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, 
         for path in chosen:
             (source / path.relative_to(folder.resolve()).as_posix().replace("/", "_")).symlink_to(path)
     timed = TimedMasker(masker)
-    report = ingest(source, Settings(data_dir=data_dir, collection=f"pii-bench-{label}"),
-                    embedder=embedder, masker=timed)
+    report = ingest(source, Settings(data_dir=data_dir, collection=f"pii-bench-{label}", follow_links=True),
+                    embedder=embedder, masker=timed)  # the sample's links lead out of its folder
     # The peer: the same element texts analysed one Presidio call per element.
     texts = []
     for path in discover(source):
@@ -339,10 +340,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {'folder':10s} {'files':>5s} {'characters':>12s} {'ingest s':>9s} {'mask s':>8s} {'share':>7s} "
               f"{'mask chars/s':>12s} {'per-element c/s':>14s} {'speedup':>7s}")
         with tempfile.TemporaryDirectory(prefix="pgkb-pii-bench-") as data_dir:
+            Path(data_dir).chmod(0o755)  # as root, the embedded PostgreSQL runs as a user that must reach it
             results["ingest"] = {
                 "examples": measure_ingest("examples", args.examples, None, masker, embedder, Path(data_dir)),
                 "corpus": measure_ingest("corpus", args.corpus, args.corpus_files, masker, embedder, Path(data_dir)),
             }
+            stop_embedded_server(Path(data_dir))  # before its folder goes
     if args.json:
         args.json.write_text(json.dumps({**results, "date": time.strftime("%Y-%m-%d")}, indent=2))
 

@@ -181,6 +181,8 @@ class EmbeddedServer:
     def leave(self) -> None:
         """Note that this process is done; the last process to leave stops the server."""
         atexit.unregister(self.leave)
+        if not self.data_dir.exists():
+            return  # removed under the server, which stops by itself when it finds its lock file gone
         with _file_lock(self.data_dir / "server.lock"):
             if _ServerUsers(self.data_dir).remove(os.getpid()):
                 return
@@ -269,6 +271,7 @@ def _prepare_database(socket_dir: Path) -> None:
     with connect("template1") as conn:
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE]).fetchone() is None:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(role))
+        conn.execute(sql.SQL("GRANT pg_checkpoint TO {}").format(role))  # benchmarks checkpoint between rounds
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DATABASE), role))
     with connect(DATABASE) as conn:
