@@ -348,7 +348,8 @@ class _Run:
         """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
         key = key_of(path, self.root)
         if not is_utf8(key):  # the database holds text, so such a name cannot be a key
-            return FileOutcome(self.outputs.text(readable_name(key)), "failed", "file name is not UTF-8: rename the file")
+            name = self.outputs.text(readable_name(key))
+            return FileOutcome(name, "failed", "file name is not UTF-8: rename the file")
         key = self.outputs.key(path)
         if not self.follow_links and leads_out(path, self.root):
             return FileOutcome(key, "skipped", "link out of the folder (--follow-links reads it)")
@@ -474,7 +475,7 @@ class _Run:
         reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
         log.warning("%s: %s", printable(key), reason)
         # The frames only: the traceback's last line would repeat the message unmasked.
-        log.debug("%s: traceback:\n%s", key, "".join(traceback.format_tb(exc.__traceback__)))
+        log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
         return FileOutcome(key, "failed", reason)
 
     def prune(self) -> None:

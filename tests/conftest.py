@@ -91,6 +91,16 @@ def settings(data_dir: Path, request) -> Settings:
     return Settings(data_dir=data_dir, collection=request.node.name.replace("[", "_").strip("]"))
 
 
+@pytest.fixture
+def store(settings):
+    """The store of the shared embedded server, closed after the test."""
+    from store import Store
+
+    store = Store.open(settings)
+    yield store
+    store.close()
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from embedding import load_embedder

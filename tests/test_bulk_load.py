@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-from store import Chunk, DocumentRecord, Store, hnsw_index_name
+from store import Chunk, DocumentRecord, hnsw_index_name
 
 SPACE = {"model": "test/random", "dims": 8, "pooling": "mean", "normalize": True}
 
@@ -21,13 +21,6 @@ def _write(store, collection, key, count=20, seed=0):
 def _has_index(store, collection) -> bool:
     with store.engine.connect() as conn:
         return conn.execute(select(func.to_regclass(hnsw_index_name(collection.id)))).scalar() is not None
-
-
-@pytest.fixture
-def store(settings):
-    store = Store.open(settings)
-    yield store
-    store.close()
 
 
 def test_a_load_into_an_empty_collection_builds_the_index_at_the_end(store, settings):

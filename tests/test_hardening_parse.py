@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from ingest import ingest
 from ingest.parsers import ParseError, ParseOptions, parse
-from store import Chunk, DocumentRecord, Store, resolve_url
+from store import Chunk, DocumentRecord, resolve_url
 from tests.conftest import ROOT
 from tests.documents import write_docx
 
@@ -33,13 +33,6 @@ DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 SPACE = {"model": "test/random", "dims": 8, "pooling": "mean", "normalize": True}
 # More than PostgreSQL's protocol allows as parameters of one statement (65,535).
 OVER_PARAMETER_LIMIT = 70_000
-
-
-@pytest.fixture
-def store(settings):
-    store = Store.open(settings)
-    yield store
-    store.close()
 
 
 def test_a_document_of_more_chunks_than_a_statement_takes_parameters_is_written_and_found(store, settings):
