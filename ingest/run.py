@@ -153,12 +153,11 @@ def ingest(
         raise UsageError(f"--prune needs a folder (the whole of what the collection mirrors), not the file {root}")
     started = time.perf_counter()
     map_large_blocks_apart()  # before the model's first batch
-    # Settings are checked now. The masker loads now too (keys, tags and error texts are masked
-    # before any file is read); the model when a file first needs it, so a run that finds every
-    # file unchanged never loads it.
+    # Settings are checked now; the masker and the model load when first needed (the masker for
+    # file names, unless PGKB_PII_KEYS=keep, so a run that finds every file unchanged never
+    # loads the model, and with real keys and no tags not the masker either).
     policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
     mask_keys = masks_keys(settings)
-    masker = masker or (load_masker(settings) if policy else None)
     if embedder is None:
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     store = Store.open(settings)
@@ -216,15 +215,23 @@ class _Models:
     """The masker and the embedding model, loaded once, by the first thread that needs them."""
 
     def __init__(self, settings: Settings, store: Store, embedder: Embedder | None, masker: Masker | None):
-        self.settings, self.store, self.embedder, self.masker = settings, store, embedder, masker
+        self.settings, self.store, self.embedder, self._masker = settings, store, embedder, masker
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
+        self._masker_lock = threading.Lock()
+
+    def masker(self) -> Masker | None:
+        """The masker alone (file names, tags and error texts need no model)."""
+        with self._masker_lock:
+            if self._masker is None:
+                self._masker = load_masker(self.settings)
+            return self._masker
 
     def load(self) -> _Loaded:
         with self._lock:
             if self._loaded is None:
                 settings = self.settings
-                masker = self.masker or load_masker(settings)
+                masker = self.masker()
                 embedder = self.embedder or load_embedder(settings.model, dims=settings.dims or None,
                                                           query_instruction=settings.query_instruction,
                                                           **settings.embedder_options())
@@ -286,7 +293,7 @@ class _Run:
         # Presidio's engines are not documented as safe to share between threads.
         self._mask_lock = threading.Lock()
         # Keys, paths, tags and error texts, masked like the documents' texts (ingest.pii.outputs).
-        self.outputs = OutputMasker(models.masker, masks_keys(settings), self._mask_lock)
+        self.outputs = OutputMasker(models.masker if policy else None, masks_keys(settings), self._mask_lock)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:

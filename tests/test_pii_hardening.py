@@ -111,7 +111,7 @@ def test_codes_amounts_and_longer_numbers_are_left_alone(masker, sentence):
 def test_an_error_text_is_masked_like_content(masker):
     import threading
 
-    outputs = OutputMasker(masker, mask_keys=True, lock=threading.Lock())
+    outputs = OutputMasker(lambda: masker, mask_keys=True, lock=threading.Lock())
     quoted = "parser error: ValueError: invalid literal for int() with base 10: '{}'"
     message = quoted.format("张三 110101199003070302 13912340030")
     assert outputs.text(message) == quoted.format("张三 <CN_ID_CARD> <CN_MOBILE>")
@@ -220,3 +220,22 @@ def test_keys_are_stable_and_names_that_mask_alike_are_told_apart(settings, embe
     with pytest.raises(ValueError, match="PGKB_PII_KEYS must be mask or keep"):
         ingest(tmp_path, Settings(data_dir=settings.data_dir, collection=settings.collection, pii_keys="hide"),
                embedder=embedder)
+
+
+def test_the_masker_loads_only_when_a_name_a_tag_or_a_text_needs_it(settings, embedder, masker, tmp_path,
+                                                                    monkeypatch):
+    import ingest.run as run
+    from ingest import ingest
+
+    (tmp_path / "notes.txt").write_text("没有个人信息。\n")
+    loads = []
+    monkeypatch.setattr(run, "load_masker", lambda s: loads.append(s) or masker)
+    kept = Settings(data_dir=settings.data_dir, collection=settings.collection, pii_keys="keep")
+    assert [f.outcome for f in ingest(tmp_path, kept, embedder=embedder).files] == ["ingested"]
+    assert len(loads) == 1  # the document's text
+    assert [f.outcome for f in ingest(tmp_path, kept, embedder=embedder).files] == ["unchanged"]
+    assert len(loads) == 1  # real names, no tags: nothing to mask, nothing loaded (seconds saved)
+    masked = Settings(data_dir=settings.data_dir, collection=settings.collection + "-masked")
+    ingest(tmp_path, masked, embedder=embedder)
+    assert [f.outcome for f in ingest(tmp_path, masked, embedder=embedder).files] == ["unchanged"]
+    assert len(loads) == 3  # masked keys: the names are masked on every run

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from store import Settings
 
@@ -36,11 +36,12 @@ def masks_keys(settings: Settings) -> bool:
 
 
 class OutputMasker:
-    """Masks a run's keys, paths, tags and error texts with the documents' masker; with
-    masking off (`masker` None) everything passes as it is. `lock` is the run's lock on the
-    masker, whose Presidio engines are not documented as safe to share between threads."""
+    """Masks a run's keys, paths, tags and error texts with the documents' masker, which
+    `masker` gives (loading it the first time: seconds); with masking off (`masker` None)
+    everything passes as it is. `lock` is the run's lock on the masker, whose Presidio engines
+    are not documented as safe to share between threads."""
 
-    def __init__(self, masker: Masker | None, mask_keys: bool, lock: threading.Lock):
+    def __init__(self, masker: Callable[[], Masker] | None, mask_keys: bool, lock: threading.Lock):
         self.masker, self.lock = masker, lock
         self.mask_keys = masker is not None and mask_keys
         self._keys: dict[Path, str] = {}
@@ -104,8 +105,9 @@ class OutputMasker:
         if not texts:
             return []
         try:
+            masker = self.masker()
             with self.lock:
-                return self.masker.mask_texts(texts)[0]
+                return masker.mask_texts(texts)[0]
         except Exception as exc:  # its message could quote the text
             raise MaskingError(f"personal data masking failed ({type(exc).__name__})") from None
 
