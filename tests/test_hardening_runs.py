@@ -376,3 +376,35 @@ def latest_run(engine, collection: str) -> str | None:
             "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
             "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
 
+
+
+def test_a_postgresql_stopped_mid_run_ends_it_with_its_summary_and_report(tmp_path, new_data_dir):
+    """The server of its own goes down while the run embeds: the run cannot record its end in
+    the database, but prints its summary, writes its report and says why."""
+    random = np.random.default_rng(11)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "long.txt").write_text(
+        "\n\n".join(" ".join(random.choice(["desk", "badge", "claim", "order"], 60)) + "." for _ in range(3000)))
+    report_file = tmp_path / "report.json"
+    settings = Settings(data_dir=new_data_dir, collection="stopped")
+    Store.open(settings).close()  # the tables, for the polling below
+    run = subprocess.Popen([sys.executable, "-m", "ingest", *cli_args(tmp_path / "docs", settings),
+                            "--report", str(report_file)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    engine = create_engine(resolve_url(settings))
+    try:
+        deadline = time.monotonic() + 120
+        while not latest_run(engine, "stopped"):
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.05)
+        engine.dispose()
+        postmaster = int((new_data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGQUIT)  # PostgreSQL's immediate shutdown: the server is gone at once
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 1, err
+        assert "stopped before its end" in out and "the database went away" in err
+        report = json.loads(report_file.read_text())
+        assert report["status"] == "aborted" and report["error"].startswith("the database went away")
+    finally:
+        run.kill()
+        engine.dispose()
