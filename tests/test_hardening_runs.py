@@ -340,24 +340,34 @@ def test_passwords_can_come_from_standard_input(tmp_path, settings, capsys, monk
     assert "1 seen: 1 ingested" in " ".join(capsys.readouterr().out.split())
 
 
-def test_sigterm_ends_the_run_as_aborted_with_its_summary_and_report(tmp_path, data_dir):
-    # Enough text that the run is still busy when the signal comes.
+@contextmanager
+def long_run(tmp_path: Path, settings: Settings):
+    """An `ingest` subprocess with enough text to be still busy when the test interferes,
+    given once its run is recorded; yields it, an engine on its database and its report's path."""
     words = [f"{a}{b}" for a in ("ship", "order", "claim", "desk", "badge") for b in ("", "s", "ing", "ed", "er")]
     random = np.random.default_rng(7)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "long.txt").write_text(
         "\n\n".join(" ".join(random.choice(words, 60)) + "." for _ in range(3000)))
     report_file = tmp_path / "report.json"
-    settings = Settings(data_dir=data_dir, collection="sigterm")
+    Store.open(settings).close()  # the tables exist before the polling below
     run = subprocess.Popen([sys.executable, "-m", "ingest", *cli_args(tmp_path / "docs", settings),
                             "--report", str(report_file)], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     engine = create_engine(resolve_url(settings))
     try:
         deadline = time.monotonic() + 120
-        while not latest_run(engine, "sigterm"):
+        while not latest_run(engine, settings.collection):
             assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
             time.sleep(0.05)
+        yield run, engine, report_file
+    finally:
+        run.kill()
+        engine.dispose()
+
+
+def test_sigterm_ends_the_run_as_aborted_with_its_summary_and_report(tmp_path, data_dir):
+    with long_run(tmp_path, Settings(data_dir=data_dir, collection="sigterm")) as (run, engine, report_file):
         run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=120)
         assert run.returncode == 143, err
@@ -365,38 +375,12 @@ def test_sigterm_ends_the_run_as_aborted_with_its_summary_and_report(tmp_path, d
         report = json.loads(report_file.read_text())
         assert (report["status"], report["error"]) == ("aborted", "stopped by SIGTERM")
         assert latest_run(engine, "sigterm") == "aborted"
-    finally:
-        run.kill()
-        engine.dispose()
-
-
-def latest_run(engine, collection: str) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
-            "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
-
 
 
 def test_a_postgresql_stopped_mid_run_ends_it_with_its_summary_and_report(tmp_path, new_data_dir):
-    """The server of its own goes down while the run embeds: the run cannot record its end in
-    the database, but prints its summary, writes its report and says why."""
-    random = np.random.default_rng(11)
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "long.txt").write_text(
-        "\n\n".join(" ".join(random.choice(["desk", "badge", "claim", "order"], 60)) + "." for _ in range(3000)))
-    report_file = tmp_path / "report.json"
-    settings = Settings(data_dir=new_data_dir, collection="stopped")
-    Store.open(settings).close()  # the tables, for the polling below
-    run = subprocess.Popen([sys.executable, "-m", "ingest", *cli_args(tmp_path / "docs", settings),
-                            "--report", str(report_file)], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    engine = create_engine(resolve_url(settings))
-    try:
-        deadline = time.monotonic() + 120
-        while not latest_run(engine, "stopped"):
-            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
-            time.sleep(0.05)
+    """The run's own server goes down while it works: the run cannot record its end in the
+    database, but prints its summary, writes its report and says why."""
+    with long_run(tmp_path, Settings(data_dir=new_data_dir, collection="stopped")) as (run, engine, report_file):
         engine.dispose()
         postmaster = int((new_data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGQUIT)  # PostgreSQL's immediate shutdown: the server is gone at once
@@ -405,6 +389,10 @@ def test_a_postgresql_stopped_mid_run_ends_it_with_its_summary_and_report(tmp_pa
         assert "stopped before its end" in out and "the database went away" in err
         report = json.loads(report_file.read_text())
         assert report["status"] == "aborted" and report["error"].startswith("the database went away")
-    finally:
-        run.kill()
-        engine.dispose()
+
+
+def latest_run(engine, collection: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
+            "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
