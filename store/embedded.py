@@ -151,6 +151,7 @@ class EmbeddedServer:
 
     data_dir: Path
     account: ServerAccount
+    programs: Path  # the folder of PostgreSQL's programs the server runs from
     url: str
 
     @property
@@ -164,16 +165,17 @@ class EmbeddedServer:
         _refuse_unreachable(account, data_dir)
         _make_folder(data_dir, account)
         with _file_lock(data_dir / "server.lock"):
+            programs = _programs(account, data_dir)
             socket_dir = _running_socket_dir(pgdata)
             if socket_dir is None:
                 if not (pgdata / "PG_VERSION").exists():
-                    _create_cluster(pgdata, account)
-                socket_dir = _start(pgdata, account)
+                    _create_cluster(pgdata, account, programs)
+                socket_dir = _start(pgdata, account, programs)
                 _prepare_database(socket_dir)
             _ServerUsers(data_dir).add(os.getpid())
         url = URL.create("postgresql+psycopg", username=ROLE, database=DATABASE,
                          query={"host": str(socket_dir), "port": str(PORT)})
-        server = cls(data_dir, account, url.render_as_string(hide_password=False))
+        server = cls(data_dir, account, programs, url.render_as_string(hide_password=False))
         atexit.register(server.leave)
         log.debug("embedded PostgreSQL in %s, socket in %s", pgdata, socket_dir)
         return server
@@ -190,7 +192,7 @@ class EmbeddedServer:
             if socket_dir is None:
                 return
             try:
-                self.account.run([str(_program("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast",
+                self.account.run([str(self.programs / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast",
                                   "stop"], cwd=self.pgdata)
             except (StoreError, subprocess.TimeoutExpired) as exc:
                 log.warning("the embedded PostgreSQL in %s did not stop: %s", self.pgdata, exc)
@@ -202,16 +204,16 @@ class EmbeddedServer:
 # -- starting ----------------------------------------------------------------------------
 
 
-def _create_cluster(pgdata: Path, account: ServerAccount) -> None:
+def _create_cluster(pgdata: Path, account: ServerAccount, programs: Path) -> None:
     """initdb into a new data directory owned by the server's user."""
     pgdata.mkdir(mode=0o700, exist_ok=True)
     account.own(pgdata)
     log.info("creating the embedded PostgreSQL in %s", pgdata)
-    account.run([str(_program("initdb")), "-D", str(pgdata), "-U", SUPERUSER, "--encoding=UTF8", "--no-locale",
+    account.run([str(programs / "initdb"), "-D", str(pgdata), "-U", SUPERUSER, "--encoding=UTF8", "--no-locale",
                  "--auth-local=peer", "--auth-host=reject"], cwd=pgdata)
 
 
-def _start(pgdata: Path, account: ServerAccount) -> Path:
+def _start(pgdata: Path, account: ServerAccount, programs: Path) -> Path:
     """Write pgkb's access rules and settings into the data directory, start the server, and
     return its socket's folder. Written at every start, so older clusters get them too."""
     socket_dir = _socket_dir(pgdata, account)
@@ -233,7 +235,7 @@ def _start(pgdata: Path, account: ServerAccount) -> Path:
         with main_config.open("a") as config:
             config.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
     try:
-        account.run([str(_program("pg_ctl")), "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", "60",
+        account.run([str(programs / "pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", "60",
                      "start"], cwd=pgdata)
     except (StoreError, subprocess.TimeoutExpired) as exc:
         raise StoreError(f"the embedded PostgreSQL could not start in {pgdata} ({exc}); its log is "
@@ -408,14 +410,44 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _program(name: str) -> Path:
-    """One of the PostgreSQL programs the pgserver package carries (not importing pgserver,
-    whose import sets up its own start-up machinery)."""
+def programs_folder(data_dir: Path) -> Path:
+    """The folder of PostgreSQL's programs (psql among them) the server in `data_dir` runs
+    from, once this process uses that server."""
+    return _servers[Path(data_dir).expanduser().resolve()].programs
+
+
+def _installation() -> Path:
+    """The PostgreSQL the pgserver package carries (bin, lib, share); found without importing
+    pgserver, whose import sets up its own start-up machinery."""
     package = importlib.util.find_spec("pgserver")
     if package is None or not package.submodule_search_locations:
         raise StoreError("the pgserver package (the embedded PostgreSQL) is not installed: "
                          "reinstall pgkb, or set DATABASE_URL to use another server")
-    return Path(package.submodule_search_locations[0]) / "pginstall" / "bin" / name
+    return Path(package.submodule_search_locations[0]) / "pginstall"
+
+
+def _programs(account: ServerAccount, data_dir: Path) -> Path:
+    """The folder of PostgreSQL's programs the server's user can run: pgserver's own, or, when
+    that user may not reach them (a virtualenv in root's private home), a copy pgkb keeps in the
+    data directory (about 40 MB, made again when pgserver's changes). The programs find their
+    libraries relative to themselves (pgserver.libs beside the package), so the copy keeps
+    that layout and runs as is."""
+    installed = _installation()
+    if account.blocked_at(installed / "bin") is None:
+        return installed / "bin"
+    copy = data_dir / "postgresql"
+    original, copied = installed / "bin" / "postgres", copy / "pgserver" / "pginstall" / "bin" / "postgres"
+    if not copied.exists() or (original.stat().st_size, original.stat().st_mtime_ns) != (
+            copied.stat().st_size, copied.stat().st_mtime_ns):
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(installed, copy / "pgserver" / "pginstall", symlinks=True)  # modes and times kept
+        libraries = installed.parent.parent / "pgserver.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, copy / "pgserver.libs", symlinks=True)
+        for folder, _, _ in os.walk(copy):
+            os.chmod(folder, 0o755)
+        log.info("PostgreSQL's programs copied to %s, where the user %r can run them", copy, account.name)
+    return copied.parent
 
 
 def _make_folder(folder: Path, account: ServerAccount) -> None:
@@ -429,16 +461,15 @@ def _make_folder(folder: Path, account: ServerAccount) -> None:
 
 
 def _refuse_unreachable(account: ServerAccount, data_dir: Path) -> None:
-    """As root, the server's user must reach the data directory and PostgreSQL's programs.
-    pgkb changes no permissions of folders it did not create, so it can only say so."""
-    for needed, what in ((data_dir, "the data directory"), (_program("postgres"), "PostgreSQL's programs")):
-        blocked = account.blocked_at(needed)
-        if blocked is not None:
-            raise StoreError(
-                f"running as root, the embedded PostgreSQL runs as the system user {account.name!r}, which may "
-                f"not enter {blocked} (mode {stat.S_IMODE(blocked.stat().st_mode):04o}) on the way to {what} "
-                f"({needed}): use a data directory it can reach (PGKB_DATA_DIR; the default for root is "
-                "/var/lib/pgkb), run pgkb as another user, or set DATABASE_URL to use another server")
+    """As root, the server's user must reach the data directory. pgkb changes no permissions
+    of folders it did not create, so it can only say so."""
+    blocked = account.blocked_at(data_dir)
+    if blocked is not None:
+        raise StoreError(
+            f"running as root, the embedded PostgreSQL runs as the system user {account.name!r}, which may not "
+            f"enter {blocked} (mode {stat.S_IMODE(blocked.stat().st_mode):04o}) on the way to the data directory "
+            f"({data_dir}): use a data directory it can reach (PGKB_DATA_DIR; the default for root is "
+            "/var/lib/pgkb), run pgkb as another user, or set DATABASE_URL to use another server")
 
 
 def _server_user_entry() -> pwd.struct_passwd:

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from store import Settings, StoreError
 from store.database import resolve_url
-from store.embedded import _program, embedded_database_url, stop_embedded_server
+from store.embedded import _installation, embedded_database_url, programs_folder, stop_embedded_server
 
 ROOT = Path(__file__).parent.parent
 AS_ROOT = os.geteuid() == 0
@@ -57,18 +57,18 @@ def socket_dir_of(data_dir: Path) -> Path:
     return Path((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[4])
 
 
-def psql_as(user: pwd.struct_passwd, socket_dir: Path, role: str) -> subprocess.CompletedProcess:
+def psql_as(user: pwd.struct_passwd, socket_dir: Path, role: str, programs: Path) -> subprocess.CompletedProcess:
     """psql run by another local user against the server's socket, as `role`."""
-    return subprocess.run([str(_program("psql")), "-h", str(socket_dir), "-p", "5432", "-U", role, "-d", "postgres",
+    return subprocess.run([str(programs / "psql"), "-h", str(socket_dir), "-p", "5432", "-U", role, "-d", "postgres",
                            "-w", "-c", "SELECT current_user"],
                           user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/", env={"PATH": os.defpath},
                           capture_output=True, text=True, timeout=30)
 
 
-def assert_refused(socket_dir: Path, owner: str):
+def assert_refused(socket_dir: Path, owner: str, programs: Path):
     intruder = system_user("nobody")
     for role in ("postgres", "pgkb", owner, "nobody"):
-        attempt = psql_as(intruder, socket_dir, role)
+        attempt = psql_as(intruder, socket_dir, role, programs)
         assert attempt.returncode != 0, f"user nobody connected as {role}: {attempt.stdout}"
         assert "current_user" not in attempt.stdout
 
@@ -96,7 +96,7 @@ def test_pgkb_as_root_serves_no_other_local_user(folder, name):
         socket_dir = assert_locked_down(data_dir, url)
         assert (socket_dir == data_dir / "pgdata") == (name == "data")  # a long path: a private temporary folder
         if AS_ROOT:
-            assert_refused(socket_dir, "root")
+            assert_refused(socket_dir, "root", programs_folder(data_dir))
     finally:
         stop_embedded_server(data_dir)
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
@@ -122,7 +122,7 @@ def test_pgkb_as_another_user_serves_no_other_local_user(folder, name):
         assert url.startswith("postgresql+psycopg://pgkb@"), url
         socket_dir = socket_dir_of(data_dir)
         assert socket_dir.stat().st_uid == owner.pw_uid and stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
-        assert_refused(socket_dir, owner.pw_name)
+        assert_refused(socket_dir, owner.pw_name, _installation() / "bin")
     finally:
         server.communicate("", timeout=60)  # the server stops when its only user leaves
     assert server.returncode == 0
@@ -212,3 +212,25 @@ def test_a_data_directory_of_an_older_pgkb_is_locked_down_and_kept(folder):
             conn.execute(text("INSERT INTO notes (body) VALUES ('written by pgkb')"))  # owns the table now
     finally:
         stop_embedded_server(data_dir)
+
+
+@needs_root
+def test_programs_the_server_user_may_not_reach_are_run_from_a_copy(folder, monkeypatch):
+    """A virtualenv in root's private home: pgkb copies PostgreSQL into the data directory
+    rather than opening the home's folders."""
+    private = folder / "home"
+    private.mkdir(mode=0o700)
+    site = private / "venv" / "site-packages"  # the package's layout: its programs find their libraries by it
+    shutil.copytree(_installation(), site / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(_installation().parent.parent / "pgserver.libs", site / "pgserver.libs", symlinks=True)
+    monkeypatch.setattr("store.embedded._installation", lambda: site / "pgserver" / "pginstall")
+    data_dir = folder / "kb"
+    engine = create_engine(embedded_database_url(data_dir))
+    try:
+        assert programs_folder(data_dir).is_relative_to(data_dir / "postgresql")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar() == "pgkb"
+    finally:
+        engine.dispose()
+        stop_embedded_server(data_dir)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
