@@ -45,9 +45,10 @@ def parse_tags(tags: list[str]) -> dict[str, str]:
 class UserMetadata:
     """The user's metadata for each file of one run from `root`; folder files are read once."""
 
-    def __init__(self, root: Path, tags: dict[str, Any]):
+    def __init__(self, root: Path, tags: dict[str, Any], follow_links: bool = False):
         self.root = root if root.is_dir() else root.parent
         self.tags = tags
+        self.follow_links = follow_links
         self._folders: dict[Path, dict[str, Any]] = {}
 
     def for_file(self, path: Path) -> dict[str, Any]:
@@ -59,21 +60,28 @@ class UserMetadata:
             merged.update(self._folder(folder))
         sidecar = _sidecar(path)
         if sidecar:
-            merged.update(_read_mapping(sidecar, json.loads))
+            merged.update(_read_mapping(self._inside(sidecar), json.loads))
         merged.update(self.tags)
         return merged
 
     def _folder(self, folder: Path) -> dict[str, Any]:
         if folder not in self._folders:
-            self._folders[folder] = _folder_metadata(folder)
+            self._folders[folder] = _folder_metadata(folder, self._inside)
         return self._folders[folder]
 
+    def _inside(self, path: Path) -> Path:
+        """`path`, unless it is a link out of the folder and links are not followed: its
+        content would become tags (a link to another folder's secrets, say)."""
+        if not self.follow_links and path.is_symlink() and not path.resolve().is_relative_to(self.root):
+            raise MetadataError(f"{path.name}: a link out of the folder (--follow-links reads it)")
+        return path
 
-def _folder_metadata(folder: Path) -> dict[str, Any]:
+
+def _folder_metadata(folder: Path, inside: Callable[[Path], Path]) -> dict[str, Any]:
     for name in FOLDER_FILES:
         config = folder / name
         if config.is_file():
-            document = _read_mapping(config, tomllib.loads if name.endswith(".toml") else _yaml_loads)
+            document = _read_mapping(inside(config), tomllib.loads if name.endswith(".toml") else _yaml_loads)
             metadata = document.get("metadata", {})
             if not isinstance(metadata, dict):
                 raise MetadataError(f"{config}: 'metadata' must be a table of key = value")

@@ -266,7 +266,7 @@ class _Run:
         self.store, self.collection, self.models = store, collection, models
         self.root = root.resolve()
         self.follow_links = settings.follow_links
-        self.user_metadata = UserMetadata(self.root, tags)
+        self.user_metadata = UserMetadata(self.root, tags, settings.follow_links)
         self.force = force
         self.on_file = on_file
         self.embed_headings = settings.embed_headings

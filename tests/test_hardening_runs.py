@@ -396,3 +396,22 @@ def latest_run(engine, collection: str) -> str | None:
         return conn.execute(text(
             "SELECT r.status FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
             "WHERE c.name = :name ORDER BY r.id DESC LIMIT 1"), {"name": collection}).scalar()
+
+
+def test_folder_metadata_linked_from_out_of_the_folder_is_not_read_unless_asked(tmp_path, quick, embedder):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secrets.yaml").write_text("metadata:\n  api_token: s3cret-from-elsewhere\n")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "policy.txt").write_text("Visitors sign in at the front desk.")
+    (folder / "pgkb.yaml").symlink_to(outside / "secrets.yaml")
+
+    report = ingest(folder, quick, embedder=embedder)
+    assert outcomes(report) == {"policy.txt": ("failed", "pgkb.yaml: a link out of the folder (--follow-links reads it)")}
+    followed = ingest(folder, replace(quick, follow_links=True), embedder=embedder)
+    assert outcomes(followed) == {"policy.txt": ("ingested", None)}
+    with create_engine(resolve_url(quick)).connect() as conn:
+        assert conn.execute(text("SELECT d.tags FROM documents d JOIN collections c ON c.id = d.collection_id "
+                                 "WHERE c.name = :name"), {"name": quick.collection}).scalar() == {
+            "api_token": "s3cret-from-elsewhere"}
