@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote, unquote
 
 import numpy as np
+import psutil
 from alembic import command
 from alembic.config import Config
 from pgvector.psycopg import register_vector
@@ -303,9 +306,24 @@ class Store:
     # -- ingest runs -----------------------------------------------------------------------
 
     def start_run(self, collection: Collection, options: dict[str, Any]) -> int:
+        """Record a run's start, with the process running it. Runs of this machine still
+        `running` whose process is gone (killed outright, or the database went away before
+        they could record their end) are marked aborted first."""
+        process = _this_process()
         with self.engine.begin() as conn:
+            unfinished = conn.execute(
+                select(ingest_runs.c.id, ingest_runs.c.options["process"])
+                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status == "running",
+                       ingest_runs.c.options["process"]["host"].astext == process["host"])
+            ).all()
+            gone = [run_id for run_id, ran_by in unfinished if not _still_running(ran_by)]
+            if gone:
+                conn.execute(update(ingest_runs).where(ingest_runs.c.id.in_(gone)).values(
+                    status="aborted", finished_at=func.now(),
+                    errors=[{"key": None, "reason": "the run ended without recording its end (killed, or the "
+                                                    "database went away)"}]))
             return conn.execute(
-                insert(ingest_runs).values(collection_id=collection.id, options=options)
+                insert(ingest_runs).values(collection_id=collection.id, options={**options, "process": process})
                 .returning(ingest_runs.c.id)
             ).scalar_one()
 
@@ -315,6 +333,18 @@ class Store:
                 update(ingest_runs).where(ingest_runs.c.id == run_id)
                 .values(status=status, counts=counts, errors=errors, finished_at=func.now())
             )
+
+
+def _this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def _still_running(ran_by: dict[str, Any] | None) -> bool:
+    """Whether the process a run recorded (pid and start time, so a reused pid is not it) lives."""
+    try:
+        return psutil.Process(ran_by["pid"]).create_time() == ran_by["started"]
+    except (psutil.Error, KeyError, TypeError):
+        return False
 
 
 def migrate(engine: Engine) -> None:

@@ -415,3 +415,20 @@ def test_folder_metadata_linked_from_out_of_the_folder_is_not_read_unless_asked(
         assert conn.execute(text("SELECT d.tags FROM documents d JOIN collections c ON c.id = d.collection_id "
                                  "WHERE c.name = :name"), {"name": quick.collection}).scalar() == {
             "api_token": "s3cret-from-elsewhere"}
+
+
+def test_a_run_killed_outright_is_marked_aborted_by_the_next(tmp_path, data_dir, embedder):
+    settings = Settings(data_dir=data_dir, collection="killed", pii=False)
+    with long_run(tmp_path, settings) as (run, engine, _):
+        run.kill()  # SIGKILL: no chance to record its end
+        run.wait(timeout=60)
+        assert latest_run(engine, "killed") == "running"
+        (tmp_path / "later").mkdir()
+        (tmp_path / "later" / "note.txt").write_text("A short note.")
+        ingest(tmp_path / "later", settings, embedder=embedder)
+        with engine.connect() as conn:
+            runs = conn.execute(text(
+                "SELECT r.status, r.errors FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
+                "WHERE c.name = 'killed' ORDER BY r.id")).all()
+    assert [status for status, _ in runs] == ["aborted", "succeeded"]
+    assert "ended without recording its end" in runs[0].errors[0]["reason"]
