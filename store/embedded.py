@@ -192,8 +192,8 @@ class EmbeddedServer:
             if socket_dir is None:
                 return
             try:
-                self.account.run([str(self.programs / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast",
-                                  "stop"], cwd=self.pgdata)
+                self.account.run([str(self.programs / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
+                                  "-m", "fast", "stop"], cwd=self.pgdata)
             except (StoreError, subprocess.TimeoutExpired) as exc:
                 log.warning("the embedded PostgreSQL in %s did not stop: %s", self.pgdata, exc)
                 return
