@@ -29,6 +29,9 @@ from .run import FileOutcome, IngestReport, UsageError, ingest
 from .sources import printable
 
 
+PRUNED_SHOWN = 10  # keys of pruned documents the summary names (the report holds them all)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
     parser.add_argument("path", help="a folder (read recursively) or a single file")
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     sync = parser.add_argument_group("keeping a collection in step with a folder")
     sync.add_argument("--prune", action="store_true",
                       help="remove the documents whose files are no longer in the folder")
+    sync.add_argument("--yes", action="store_true",
+                      help="let --prune remove more than PGKB_PRUNE_MAX_SHARE (default half) of the collection")
     sync.add_argument("--force", action="store_true", help="ingest every file again, even unchanged ones")
     sync.add_argument("--tag", action="append", metavar="KEY=VALUE",
                       help="metadata for every document of this run, for search filters (repeatable); "
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         report = IngestReport(settings.collection)
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
                 _stopping_on_ctrl_c(stop, console), _stopping_on_sigterm():
-            ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force,
+            ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force, prune_any_share=args.yes,
                    on_file=on_file, stop=stop, report=report)
     except BaseException as exc:
         if report is not None and report.run_id is not None:  # the run began: say what it did
@@ -228,7 +233,9 @@ def print_summary(report: IngestReport, console: Console) -> None:
     if counts["failed_by_reason"]:
         rows.append(("failures", ", ".join(f"{reason} {n}" for reason, n in counts["failed_by_reason"].items())))
     if report.pruned:
-        rows.append(("pruned", f"{len(report.pruned)} documents whose files are gone"))
+        shown = ", ".join(printable(key) for key in report.pruned[:PRUNED_SHOWN])
+        more = f" and {len(report.pruned) - PRUNED_SHOWN} more" if len(report.pruned) > PRUNED_SHOWN else ""
+        rows.append(("pruned", f"{len(report.pruned)} documents whose files are gone: {shown}{more}"))
     rows.append(("written", f"{counts['chunks']} chunks from {counts['pages']} pages, "
                             f"{counts['embedded']} embedded ({counts['tokens']:,} tokens)"))
     if counts["pii"]:

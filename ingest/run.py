@@ -128,7 +128,7 @@ class IngestReport:
 
 def ingest(
     path: str | Path, settings: Settings | None = None, *,
-    tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False,
+    tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False, prune_any_share: bool = False,
     embedder: Embedder | None = None, masker: Masker | None = None,
     on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
     stop: threading.Event | None = None, report: IngestReport | None = None,
@@ -137,7 +137,9 @@ def ingest(
 
     Unchanged files are skipped unless `force`; `tags` are attached to every document (over
     the folder and sidecar metadata, see ingest.metadata); `prune` removes the documents whose
-    files are gone. `embedder` reuses a loaded model (else `settings.model` is loaded) and
+    files are gone, and refuses (UsageError, before anything is done) when the folder holds no
+    file pgkb reads or when more than `settings.prune_max_share` of the collection would go,
+    unless `prune_any_share`. `embedder` reuses a loaded model (else `settings.model` is loaded) and
     `masker` a loaded masker (else one is built from the settings, or none with masking off).
     `on_file` is called with each file's outcome as it is known (files end out of order; the
     report lists them by key). Setting `stop` finishes the documents in progress and ends
@@ -173,8 +175,11 @@ def ingest(
                    report or IngestReport(collection.name))
         paths = discover(root, settings.follow_links)
         workers = _parse_workers(settings.workers, len(paths))
+        stored_root = run.outputs.name(run.root, paths)
+        if prune:
+            run.check_prune(paths, settings.prune_max_share if not prune_any_share else 1.0)
         run.report.run_id = store.start_run(collection, {
-            "path": run.outputs.name(run.root, paths), "model": collection.space["model"], "prune": prune,
+            "path": stored_root, "model": collection.space["model"], "prune": prune,
             "force": force, "tags": run.outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
             "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
@@ -484,6 +489,21 @@ class _Run:
         # The frames only: the traceback's last line would repeat the message unmasked.
         log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
         return FileOutcome(key, "failed", reason)
+
+    def check_prune(self, paths: list[Path], max_share: float) -> None:
+        """Refuse a prune that looks like a mistake: a folder with no file pgkb reads (empty,
+        unmounted or mistyped), or one that would remove more than `max_share` of the collection."""
+        present = {self.outputs.key(path) for path in paths
+                   if is_utf8(key_of(path, self.root)) and media_type_of(path) is not None
+                   and (self.follow_links or not leads_out(path, self.root))}
+        if not present:
+            raise UsageError(f"--prune refused: {self.root} holds no file pgkb reads (empty, unmounted or "
+                             "mistyped?); nothing was done")
+        gone = set(self.known) - present
+        if len(gone) > max_share * len(self.known):
+            raise UsageError(f"--prune refused: it would remove {len(gone)} of the collection's {len(self.known)} "
+                             f"documents, more than {max_share:.0%} (PGKB_PRUNE_MAX_SHARE); pass --yes if that is "
+                             "what you want; nothing was done")
 
     def prune(self) -> None:
         """Remove the documents whose files were not seen in this run."""

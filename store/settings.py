@@ -30,7 +30,7 @@ def _env(name: str, default=None, secret: bool = False):
 NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "batch_tokens": (1, None), "chunk_tokens": (32, None), "dims": (0, None), "workers": (0, None),
     "parse_seconds": (1, None), "parse_memory_mb": (1, None), "pii_threshold": (0, 1),
-    "bm25_k1": (0, None), "bm25_b": (0, 1),
+    "bm25_k1": (0, None), "bm25_b": (0, 1), "max_document_chars": (1, None), "prune_max_share": (0, 1),
 }
 
 
@@ -101,6 +101,9 @@ class Settings:
     # Whether a symbolic link in the ingested folder to a file or folder outside it is read
     # (links within the folder are read either way).
     follow_links: bool = _env("PGKB_FOLLOW_LINKS", False)
+    # The largest share of a collection's documents one --prune removes without --yes: more
+    # looks like a folder unmounted, emptied or mistyped.
+    prune_max_share: float = _env("PGKB_PRUNE_MAX_SHARE", 0.5)
 
     def __post_init__(self) -> None:
         for name, (lowest, highest) in NUMBER_BOUNDS.items():

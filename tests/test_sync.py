@@ -180,3 +180,49 @@ def test_a_file_that_failed_is_tried_again_only_once_it_changes(folder, settings
     fixed = ingest(folder, settings, embedder=embedder)
     assert outcomes(fixed)["notes.pdf"] == "ingested" and not fixed.failed
     assert stored(settings)["notes.pdf"]["chunks"]
+
+
+def test_prune_refuses_a_folder_with_nothing_it_reads_and_keeps_everything(folder, settings, embedder, tmp_path):
+    ingest(folder, settings, embedder=embedder)
+    before = sorted(stored(settings))
+    empty = tmp_path / "mount-point"  # an unmounted share looks like this
+    empty.mkdir()
+    (empty / "desktop.ini").write_text("[.ShellClassInfo]")
+    with pytest.raises(UsageError, match=r"--prune refused: .*mount-point holds no file pgkb reads"):
+        ingest(empty, settings, embedder=embedder, prune=True)
+    assert sorted(stored(settings)) == before
+
+
+def test_prune_refuses_to_remove_most_of_a_collection_unless_told(folder, settings, embedder):
+    ingest(folder, settings, embedder=embedder)
+    (folder / "guide.md").unlink()
+    (folder / "policy.pdf").unlink()
+    with pytest.raises(UsageError, match=r"would remove 2 of the collection's 3 documents, more than 50%.*--yes"):
+        ingest(folder, settings, embedder=embedder, prune=True)
+    assert sorted(stored(settings)) == ["guide.md", "legal/handbook.docx", "policy.pdf"]
+    report = ingest(folder, settings, embedder=embedder, prune=True, prune_any_share=True)
+    assert report.pruned == ["guide.md", "policy.pdf"] and sorted(stored(settings)) == ["legal/handbook.docx"]
+
+
+def test_the_cli_names_what_it_pruned_and_exits_2_on_a_refused_prune(folder, settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PGKB_DATA_DIR": str(settings.data_dir), "PGKB_COLLECTION": settings.collection,
+           "PGKB_PII": "0"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "ingest", "-q", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert run(str(folder)).returncode == 0
+    (folder / "guide.md").unlink()
+    pruned = run(str(folder), "--prune")
+    assert pruned.returncode == 0 and "1 documents whose files are gone: guide.md" in " ".join(pruned.stdout.split())
+    (tmp_path / "empty").mkdir()
+    refused = run(str(tmp_path / "empty"), "--prune")
+    assert refused.returncode == 2 and "holds no file pgkb reads" in refused.stderr
+    assert sorted(stored(settings)) == ["legal/handbook.docx", "policy.pdf"]
