@@ -72,7 +72,9 @@ class UserMetadata:
     def _inside(self, path: Path) -> Path:
         """`path`, unless it is a link out of the folder and links are not followed: its
         content would become tags (a link to another folder's secrets, say)."""
-        if not self.follow_links and path.is_symlink() and not path.resolve().is_relative_to(self.root):
+        from .sources import leads_out  # here: sources imports this module
+
+        if not self.follow_links and leads_out(path, self.root):
             raise MetadataError(f"{path.name}: a link out of the folder (--follow-links reads it)")
         return path
 

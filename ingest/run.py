@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder, resolve_model_dir
 from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
+from store.fulltext import unstorable
 
 from .chunking import chunk_elements
 from .heap import map_large_blocks_apart, release_freed_memory
@@ -41,7 +42,7 @@ from .parsers import ParseError
 from .parsers.pool import ParserPool
 from .pii import (KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker, load_masker, masks_keys,
                   policy_from_settings)
-from .sources import SourceFile, discover, is_utf8, key_of, leads_out, media_type_of, printable, readable_name
+from .sources import SourceFile, discover, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,7 @@ class _Run:
     def _prepare(self, path: Path, parser: ParserPool) -> _Parsed | FileOutcome:
         """Hash, then parse, mask and chunk a file unless the store already holds it as it is."""
         key = key_of(path, self.root)
-        if not is_utf8(key):  # the database holds text, so such a name cannot be a key
+        if unstorable(key):  # a name that is not UTF-8 (Python keeps its bytes as lone surrogates)
             name = self.outputs.text(readable_name(key))
             return FileOutcome(name, "failed", "file name is not UTF-8: rename the file")
         key = self.outputs.key(path)
@@ -494,7 +495,7 @@ class _Run:
         """Refuse a prune that looks like a mistake: a folder with no file pgkb reads (empty,
         unmounted or mistyped), or one that would remove more than `max_share` of the collection."""
         present = {self.outputs.key(path) for path in paths
-                   if is_utf8(key_of(path, self.root)) and media_type_of(path) is not None
+                   if not unstorable(key_of(path, self.root)) and media_type_of(path) is not None
                    and (self.follow_links or not leads_out(path, self.root))}
         if not present:
             raise UsageError(f"--prune refused: {self.root} holds no file pgkb reads (empty, unmounted or "

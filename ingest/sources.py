@@ -57,15 +57,6 @@ def readable_name(key: str) -> str:
     return os.fsencode(key).decode("utf-8", "backslashreplace")
 
 
-def is_utf8(key: str) -> bool:
-    """Whether the file name was UTF-8 (Python keeps other bytes as lone surrogates)."""
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def printable(text: str) -> str:
     """`text` quoted with escapes where it holds line breaks or other control characters,
     so that a file name cannot forge log lines."""

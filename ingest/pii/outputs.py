@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from store import Settings
+from store.fulltext import unstorable
 
-from ..sources import is_utf8, key_of
+from ..sources import key_of
 from .masker import Masker, MaskingError
 
 KEY_CHOICES = ("mask", "keep")
@@ -53,7 +54,7 @@ class OutputMasker:
         """Work out the key and path of every file under `root` (all in one masker call);
         returns the root's path as it may be stored."""
         keys = {path: key_of(path, root) for path in paths}
-        keys = {path: key for path, key in keys.items() if is_utf8(key)}  # the others fail alone, unnamed
+        keys = {path: key for path, key in keys.items() if not unstorable(key)}  # the others fail alone, unnamed
         if not self.mask_keys:
             self._keys, self._paths = keys, {path: str(path) for path in paths}
             return str(root)
