@@ -24,8 +24,20 @@ from pathlib import Path
 
 from bench import report
 from bench.fixtures import write_inputs
-from bench.harness import (BENCHMARKS, ROOT, SHARED, Inputs, Plan, RunRecord, ensure_peer, git_commit, gpu_absent,
-                           machine_info, pgkb_versions, run_benchmark)
+from bench.harness import (
+    BENCHMARKS,
+    ROOT,
+    SHARED,
+    Inputs,
+    Plan,
+    RunRecord,
+    ensure_peer,
+    git_commit,
+    gpu_absent,
+    machine_info,
+    pgkb_versions,
+    run_benchmark,
+)
 
 DEFAULT_RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = Path(tempfile.gettempdir()) / "pgkb-bench-quick"

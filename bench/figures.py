@@ -10,8 +10,8 @@ throughput (or score) over the peer's, or the peer's time or memory over pgkb's.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 PII_ENGLISH_TYPES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 PII_CHINESE_TYPES = ("CN_ID_CARD", "CN_MOBILE", "CN_LANDLINE", "CN_BANK_CARD", "CN_SOCIAL_CREDIT_CODE",
@@ -41,7 +41,7 @@ class Spread:
     runs: int
 
     @classmethod
-    def of(cls, values) -> "Spread | None":
+    def of(cls, values) -> Spread | None:
         values = [v for v in values or [] if v is not None]
         if not values:
             return None

@@ -17,9 +17,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench import ingest_e2e, parsing, search_latency
 from bench.peers import bm25, make_venv
@@ -269,7 +269,8 @@ def machine_info(work: Path) -> dict:
 
 def database_versions(work: Path) -> dict:
     """PostgreSQL and pgvector of the embedded server the benchmarks use, started briefly."""
-    from store import Settings, Store
+    from pgkb.settings import Settings
+    from store import Store
 
     with ingest_e2e.embedded_server(work / "probe-db") as url:
         store = Store.open(Settings(database_url=url))

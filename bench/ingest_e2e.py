@@ -193,7 +193,7 @@ def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_p
     }
 
 
-def side_by_side(bench: "Bench", corpus: Path, files: list[Path], repeats: int) -> dict[str, list["Run"]]:
+def side_by_side(bench: Bench, corpus: Path, files: list[Path], repeats: int) -> dict[str, list[Run]]:
     """Each side once per round, the order rotating from round to round; pgkb's run is
     followed at once by the re-run on the unchanged files, into the same collection."""
     rounds: dict[str, list[Run]] = {side: [] for side in [*SIDES, "pgkb re-run"]}
@@ -259,7 +259,8 @@ class Bench:
     def __init__(self, url: str, model_dir: Path, peer_python: Path, folder: Path):
         from sqlalchemy import create_engine
 
-        from store import Settings, Store
+        from pgkb.settings import Settings
+        from store import Store
 
         self.url = url
         self.model_dir = model_dir

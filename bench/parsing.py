@@ -173,7 +173,7 @@ def _run_pgkb(files: list[str]) -> dict:
     from ingest.chunking import chunk_elements
     from ingest.parsers import ParseOptions
     from ingest.parsers.pool import ParserPool
-    from store import Settings
+    from pgkb.settings import Settings
 
     embedder = load_embedder()
     max_tokens = min(Settings().chunk_tokens, embedder.max_text_tokens)

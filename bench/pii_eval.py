@@ -37,7 +37,7 @@ from ingest.parsers import parse
 from ingest.pii import Found, Masker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid, org_code_check_char, uscc_check_char
 from ingest.sources import MEDIA_TYPES, discover
-from store import Settings
+from pgkb.settings import Settings
 from store.embedded import stop_embedded_server
 
 ROOT = Path(__file__).resolve().parents[1]

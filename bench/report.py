@@ -13,13 +13,25 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from bench.figures import Figure, figures_for
-from bench.harness import (BENCHMARKS, EMBED_BAND_CHUNKS, EMBED_BANDS, PII_CORPUS_FILES, QUICK_CHUNKS, QUICK_FILES,
-                           QUICK_QUERIES, QUICK_SCALES, ROOT, SCALE_FILES, SCALES, RunRecord)
+from bench.harness import (
+    BENCHMARKS,
+    EMBED_BAND_CHUNKS,
+    EMBED_BANDS,
+    PII_CORPUS_FILES,
+    QUICK_CHUNKS,
+    QUICK_FILES,
+    QUICK_QUERIES,
+    QUICK_SCALES,
+    ROOT,
+    SCALE_FILES,
+    SCALES,
+    RunRecord,
+)
 
 README = ROOT / "README.md"
 README_START, README_END = "<!-- bench:performance -->", "<!-- /bench:performance -->"

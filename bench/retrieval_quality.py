@@ -35,9 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sqlalchemy import func, select
@@ -46,9 +46,10 @@ from unstructured.documents.elements import ElementMetadata, NarrativeText, Titl
 from bench.peers import bm25
 from embedding import load_embedder
 from ingest.chunking import chunk_elements
+from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from retrieval.evaluation import Judged, load_beir, ndcg_at, recall_at, reciprocal_rank
-from store import DocumentRecord, Settings, Store
+from store import DocumentRecord, Store
 from store.tables import chunks, documents
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -349,7 +349,8 @@ def load_pgkb(url: str, space: dict, rows: Rows, hnsw: bool) -> LoadResult:
     """Load every row into a fresh pgkb schema at `url`, timing each part of the writes."""
     from sqlalchemy import event, text
 
-    from store import Settings, Store
+    from pgkb.settings import Settings
+    from store import Store
     from store.fulltext import analyse
 
     store = Store.open(Settings(database_url=url))
@@ -819,8 +820,9 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from embedding import load_embedder
+    from pgkb.settings import Settings
     from retrieval import KnowledgeBase
-    from store import Settings, Store
+    from store import Store
     from store.database import resolve_url
 
     settings = Settings.from_env(data_dir=args.data_dir, collection=f"bench-{chunks}")

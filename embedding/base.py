@@ -7,7 +7,7 @@ import json
 import re
 import threading
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer

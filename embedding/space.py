@@ -20,6 +20,6 @@ class EmbeddingSpace:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EmbeddingSpace":
+    def from_dict(cls, values: dict[str, Any]) -> EmbeddingSpace:
         """The space a collection was created with (as stored by `to_dict`)."""
         return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})

@@ -22,8 +22,8 @@ import hashlib
 import logging
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 from unstructured.documents.elements import Element
 

@@ -21,13 +21,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from embedding import ModelNotFound
-from store import Settings, StoreError, configure_logging
+from pgkb.settings import Settings, configure_logging
+from store import StoreError
 
 from .metadata import MetadataError, parse_tags
 from .pii.outputs import KEY_CHOICES
 from .run import FileOutcome, IngestReport, UsageError, ingest
 from .sources import printable
-
 
 PRUNED_SHOWN = 10  # keys of pruned documents the summary names (the report holds them all)
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import errno
 import json
 import tomllib
+from collections.abc import Callable
 from datetime import date, time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 FOLDER_FILES = ("pgkb.toml", "pgkb.yaml", "pgkb.yml")
 SIDECAR_SUFFIX = ".meta.json"

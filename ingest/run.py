@@ -22,17 +22,19 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder, resolve_model_dir
-from store import Chunk, Collection, DocumentRecord, DocumentState, Settings, Store
+from pgkb.settings import Settings
+from store import Chunk, Collection, DocumentRecord, DocumentState, Store
 from store.fulltext import unstorable
 
 from .chunking import chunk_elements
@@ -40,8 +42,16 @@ from .heap import map_large_blocks_apart, release_freed_memory
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
-from .pii import (KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker, load_masker, masks_keys,
-                  policy_from_settings)
+from .pii import (
+    KeyCollision,
+    Masker,
+    MaskingError,
+    MaskPolicy,
+    OutputMasker,
+    load_masker,
+    masks_keys,
+    policy_from_settings,
+)
 from .sources import SourceFile, discover, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .metadata import is_metadata_file
@@ -38,12 +38,12 @@ class SourceFile:
     media_type: str
 
     @classmethod
-    def read(cls, path: Path, key: str, media_type: str) -> "SourceFile":
+    def read(cls, path: Path, key: str, media_type: str) -> SourceFile:
         """The file's identity, hashing its bytes; OSError if it cannot be read."""
         stat = path.stat()
         return cls(
             path=path, key=key, sha256=_sha256(path), size=stat.st_size,
-            mtime=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc), media_type=media_type,
+            mtime=datetime.fromtimestamp(stat.st_mtime, tz=UTC), media_type=media_type,
         )
 
 

@@ -10,8 +10,8 @@ if connection is not None:
     with context.begin_transaction():
         context.run_migrations()
 else:  # the `alembic` command line
+    from pgkb.settings import Settings
     from store.database import resolve_url
-    from store.settings import Settings
 
     engine = create_engine(resolve_url(Settings.from_env()))
     with engine.connect() as connection:

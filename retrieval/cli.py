@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import dataclasses
 import json
 import re
+import sys
 
 from rich.console import Console
 from rich.markup import escape
 
 from embedding import ModelNotFound
-from store import Settings, StoreError, configure_logging
+from pgkb.settings import Settings, configure_logging
+from store import StoreError
 
 from .filters import FilterError
 from .hybrid import FUSIONS

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from embedding import ModelNotFound
-from store import Settings, StoreError, configure_logging
+from pgkb.settings import Settings, configure_logging
+from store import StoreError
 
 from .evaluation import HEALTH_QUERIES, MODES, Evaluation, evaluate, health_check, load_judgments
 from .search import KnowledgeBase

@@ -31,8 +31,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    ColumnElement, Float, Select, bindparam, case, cast, func, literal, literal_column, null, select,
-    true, union,
+    ColumnElement,
+    Float,
+    Select,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    true,
+    union,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.compiler import compiles

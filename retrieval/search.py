@@ -15,12 +15,19 @@ from sqlalchemy import ColumnElement, text
 from sqlalchemy.engine import Connection
 
 from embedding import EmbeddingSpace, load_embedder_for_space
-from store import Settings, Store
+from pgkb.settings import Settings
+from store import Store
 from store.fulltext import QueryError, parse_query, unstorable
 
 from .filters import compile_filters
 from .hybrid import (
-    BM25, Explain, LegWeights, estimate_statement, search_parameters, search_statement, statement_shape,
+    BM25,
+    Explain,
+    LegWeights,
+    estimate_statement,
+    search_parameters,
+    search_statement,
+    statement_shape,
 )
 
 Mode = Literal["hybrid", "vector", "keyword"]
@@ -204,7 +211,7 @@ class KnowledgeBase:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "KnowledgeBase":
+    def __enter__(self) -> KnowledgeBase:
         return self
 
     def __exit__(self, *exc) -> None:

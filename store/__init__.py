@@ -1,4 +1,4 @@
-"""PostgreSQL: settings, the connection (embedded server or DATABASE_URL), schema and writes.
+"""PostgreSQL: the connection (embedded server or DATABASE_URL), schema and writes.
 
 `store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
 """
@@ -6,9 +6,8 @@
 from .database import Store, hnsw_index_name, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError
 from .records import Chunk, Collection, DocumentRecord, DocumentState
-from .settings import Settings, configure_logging
 
 __all__ = [
-    "Chunk", "Collection", "DocumentRecord", "DocumentState", "Settings", "SpaceMismatch", "Store",
-    "StoreError", "configure_logging", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
+    "Chunk", "Collection", "DocumentRecord", "DocumentState", "SpaceMismatch", "Store",
+    "StoreError", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]

@@ -7,10 +7,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -18,21 +19,33 @@ import psutil
 from alembic import command
 from alembic.config import Config
 from pgvector.psycopg import register_vector
-from psycopg.types.json import Jsonb
 from pgvector.sqlalchemy import HALFVEC, Vector
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
-    ColumnElement, any_, cast, create_engine, event, exists, func, insert, literal, select, text, update,
+    ColumnElement,
+    any_,
+    cast,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from pgkb.settings import Settings
+
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError
 from .fulltext import analyse
 from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState
-from .settings import Settings
 from .tables import chunks, collections, documents, ingest_runs
 
 log = logging.getLogger(__name__)
@@ -85,12 +98,12 @@ class Store:
         self.pgvector_version = pgvector_version
 
     @classmethod
-    def open(cls, settings: Settings) -> "Store":
+    def open(cls, settings: Settings) -> Store:
         with _OPENING:
             return cls._open(settings)
 
     @classmethod
-    def _open(cls, settings: Settings) -> "Store":
+    def _open(cls, settings: Settings) -> Store:
         url = resolve_url(settings)
         # No server-side prepared statements: a generic plan cannot prove a collection's partial
         # HNSW index applies, and would silently fall back to a full scan.

@@ -52,7 +52,7 @@ SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path, less the final NUL
 SOCKET_NAME = f".s.PGSQL.{PORT}"
 SETTINGS_FILE = "pgkb.conf"  # written into the data directory at every start
 
-_servers: dict[Path, "EmbeddedServer"] = {}
+_servers: dict[Path, EmbeddedServer] = {}
 _servers_lock = threading.Lock()  # threads of one process attach once
 
 
@@ -95,7 +95,7 @@ class ServerAccount:
     gid: int
 
     @classmethod
-    def for_this_process(cls) -> "ServerAccount":
+    def for_this_process(cls) -> ServerAccount:
         if os.geteuid() != 0:
             entry = pwd.getpwuid(os.geteuid())
         else:
@@ -159,7 +159,7 @@ class EmbeddedServer:
         return self.data_dir / "pgdata"
 
     @classmethod
-    def attach(cls, data_dir: Path) -> "EmbeddedServer":
+    def attach(cls, data_dir: Path) -> EmbeddedServer:
         account = ServerAccount.for_this_process()
         pgdata = data_dir / "pgdata"
         _refuse_unreachable(account, data_dir)

@@ -1,8 +1,8 @@
-"""Errors the user can act on; each message says what to do."""
+"""The store's errors: StoreError (pgkb.errors) and its kinds."""
 
+from pgkb.errors import StoreError
 
-class StoreError(Exception):
-    """A database problem: unreachable, not started, missing collection..."""
+__all__ = ["SpaceMismatch", "StoreError"]
 
 
 class SpaceMismatch(StoreError):

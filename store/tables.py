@@ -2,7 +2,15 @@
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger, Column, Computed, DateTime, ForeignKey, Integer, MetaData, Table, Text,
+    BigInteger,
+    Column,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Table,
+    Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 

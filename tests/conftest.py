@@ -24,11 +24,9 @@ BLOCKED_LOG = Path(tempfile.mkdtemp(prefix="pgkb-netguard-")) / "blocked.log"
 BLOCKED_LOG.touch()
 os.environ["PGKB_NETGUARD_LOG"] = str(BLOCKED_LOG)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), str(ROOT), os.environ.get("PYTHONPATH")]))
-from tests.netguard import sitecustomize as netguard  # noqa: E402,F401  (installs the guard)
-
-from store import Settings  # noqa: E402
+from pgkb.settings import Settings  # noqa: E402
 from tests.documents import write_docx, write_pdf  # noqa: E402
-
+from tests.netguard import sitecustomize as netguard  # noqa: E402,F401  (installs the guard)
 
 # Settings must come from the tests alone, never from the developer's environment.
 for name in [n for n in os.environ if n == "DATABASE_URL" or n.startswith("PGKB_")]:

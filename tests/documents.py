@@ -7,8 +7,9 @@ paragraph (str), a bullet list (list of str) or a table (tuple of rows, the firs
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 Block = Union[str, list, tuple]
 Section = tuple[int, str, Sequence[Block]]

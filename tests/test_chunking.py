@@ -1,7 +1,8 @@
 """Title-aware chunking on elements, with the real tokenizer of the default model."""
 
-from ingest.chunking import chunk_elements  # first: ingest opts out of unstructured's telemetry
 from unstructured.documents.elements import ElementMetadata, NarrativeText, Table, Title  # noqa: I001
+
+from ingest.chunking import chunk_elements  # first: ingest opts out of unstructured's telemetry
 
 
 def title(text, depth, page=1):

@@ -6,7 +6,8 @@ import sys
 
 from sqlalchemy import create_engine, text
 
-from store import Settings, resolve_url
+from pgkb.settings import Settings
+from store import resolve_url
 from tests.conftest import ROOT
 from tests.term_statistics import assert_statistics_exact
 

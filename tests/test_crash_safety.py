@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from store import Settings, resolve_url
+from pgkb.settings import Settings
+from store import resolve_url
 from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT
 from tests.documents import write_docx, write_pdf
 from tests.term_statistics import assert_statistics_exact

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from store import Settings, StoreError
+from pgkb.settings import Settings
+from store import StoreError
 from store.database import resolve_url
 from store.embedded import _installation, embedded_database_url, programs_folder, stop_embedded_server
 

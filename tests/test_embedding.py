@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedding import EmbeddingError, TransformersEmbedder, load_embedder, resolve_profile
-from embedding import local
+from embedding import EmbeddingError, TransformersEmbedder, load_embedder, local, resolve_profile
 
 TEXTS = [
     "how do I claim travel expenses",

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.nn.functional import scaled_dot_product_attention as sdpa
 import transformers
+from torch.nn.functional import scaled_dot_product_attention as sdpa
 
 from embedding import cpu
 

@@ -25,8 +25,17 @@ if __name__ != "__main__":
     import numpy as np
     import pytest
 
-    from embedding import (DEFAULT_MODEL, EmbeddingError, EmbeddingSpace, ServerEmbedder, ServerError,
-                           load_embedder, load_embedder_for_space, resolve_model_dir, resolve_profile)
+    from embedding import (
+        DEFAULT_MODEL,
+        EmbeddingError,
+        EmbeddingSpace,
+        ServerEmbedder,
+        ServerError,
+        load_embedder,
+        load_embedder_for_space,
+        resolve_model_dir,
+        resolve_profile,
+    )
     from ingest import ingest
     from retrieval import KnowledgeBase
     from tests.test_embedding import TEXTS, _save_qwen3

@@ -11,12 +11,22 @@ from sqlalchemy import select
 
 from embedding.query_cache import QueryCache
 from ingest import ingest
+from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from retrieval.evaluation import (
-    DISTINCTIVE_HEADING_CHUNKS, Judged, JudgmentsError, collection_queries, evaluate, health_check, load_beir,
-    load_judgments, ndcg_at, recall_at, reciprocal_rank, split_sentences,
+    DISTINCTIVE_HEADING_CHUNKS,
+    Judged,
+    JudgmentsError,
+    collection_queries,
+    evaluate,
+    health_check,
+    load_beir,
+    load_judgments,
+    ndcg_at,
+    recall_at,
+    reciprocal_rank,
+    split_sentences,
 )
-from store import Settings
 from store.tables import chunks
 from tests.conftest import run_cli
 

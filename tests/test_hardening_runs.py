@@ -29,7 +29,8 @@ from ingest.chunking import chunk_elements
 from ingest.metadata import MetadataError, UserMetadata
 from ingest.parsers import parse
 from ingest.sources import discover
-from store import Settings, Store, resolve_url
+from pgkb.settings import Settings
+from store import Store, resolve_url
 from tests.conftest import POLICY_SECTIONS, ROOT
 from tests.documents import write_pdf
 

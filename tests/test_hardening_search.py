@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
+from pgkb.settings import Settings
 from retrieval import FilterError, KnowledgeBase, QueryError
 from retrieval.filters import MAX_VALUES
 from retrieval.search import MAX_K, MAX_QUERY_CHARACTERS
-from store import Chunk, DocumentRecord, Settings, Store
+from store import Chunk, DocumentRecord, Store
 from tests.conftest import ROOT, run_cli
 
 MODES = ("vector", "keyword", "hybrid")
@@ -203,7 +204,7 @@ def test_dates_filter_as_iso_strings_dates_and_datetimes(kb):
     def found(where):
         return len(kb.search("late payment", k=10, filters=where))
 
-    past, future = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), datetime.date(2999, 1, 1)
+    past, future = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC), datetime.date(2999, 1, 1)
     assert found({"ingested": {"gte": "2020-01-01"}}) == found({"ingested": {"gte": past}}) == len(TEXTS)
     assert found({"ingested": {"gte": "2020-01-01T00:00:00Z", "lt": future}}) == len(TEXTS)
     assert found({"ingested": {"gte": future}}) == found({"ingested": {"gte": "2999-01-01T08:00:00+08:00"}}) == 0
@@ -217,7 +218,7 @@ THREADS = """
 import json, sys, threading
 from pathlib import Path
 from retrieval import search
-from store import Settings
+from pgkb.settings import Settings
 
 settings = Settings(data_dir=Path(sys.argv[1]), collection=sys.argv[2])
 start = threading.Barrier(8)

@@ -10,9 +10,13 @@ import pytest
 from ingest.chunking import chunk_elements  # first: ingest opts out of unstructured's telemetry
 from ingest.parsers import ParseError, ParseOptions, parse  # noqa: I001
 from ingest.parsers.pool import ParseLimits, ParserPool, options_from_settings
-from store import Settings
+from pgkb.settings import Settings
 from tests.documents import (
-    write_docx, write_pdf, write_ragged_table_docx, write_scanned_pdf, write_xlsx,
+    write_docx,
+    write_pdf,
+    write_ragged_table_docx,
+    write_scanned_pdf,
+    write_xlsx,
 )
 
 PDF = "application/pdf"

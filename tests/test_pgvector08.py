@@ -17,9 +17,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import bindparam, event, func, insert, text
 
 from embedding import load_embedder
+from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from retrieval.search import CANDIDATES
-from store import Settings, Store, StoreError, hnsw_index_name
+from store import Store, StoreError, hnsw_index_name
 from store.tables import chunks, documents
 from tests import pglite
 

@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, text
 from ingest import ingest
 from ingest.pii import Masker, MaskPolicy, load_masker
 from ingest.pii.checksums import cn_id_check_char, cn_id_valid, luhn_valid, uscc_valid
-from store import Settings, resolve_url
+from pgkb.settings import Settings
+from store import resolve_url
 from tests.documents import write_docx, write_pdf
 
 

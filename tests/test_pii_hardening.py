@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, text
 
 from ingest.pii import Masker, OutputMasker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid
-from store import Settings, resolve_url
+from pgkb.settings import Settings
+from store import resolve_url
 from tests.documents import write_docx, write_xlsx
 
 

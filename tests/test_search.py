@@ -171,7 +171,7 @@ def test_sqlalchemy_expressions_are_filters_too(kb):
 @pytest.fixture(scope="module")
 def big(data_dir, embedder):
     """20,000 chunks in 200 documents, vectors random: each document holds 0.5% of them."""
-    from store import Settings
+    from pgkb.settings import Settings
 
     settings = Settings(data_dir=data_dir, collection="twenty-thousand")
     store = Store.open(settings)

@@ -3,7 +3,8 @@
 import pytest
 from sqlalchemy.engine import make_url
 
-from store import Settings, Store, StoreError, resolve_url
+from pgkb.settings import Settings
+from store import Store, StoreError, resolve_url
 
 
 def test_the_repr_of_settings_hides_the_database_password_and_the_hash_key():

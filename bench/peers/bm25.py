@@ -26,8 +26,8 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PACKAGES = ("bm25s", "PyStemmer", "jieba")
 K1, B = 1.5, 0.75

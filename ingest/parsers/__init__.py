@@ -10,9 +10,10 @@ and a memory limit, which is how the ingest run calls it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unstructured.documents.elements import Element
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import docx
 from docx.opc.exceptions import PackageNotFoundError
@@ -22,7 +22,7 @@ from docx.oxml.ns import qn
 from lxml import etree
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
-from . import ParseError, ParsedDocument, ParseOptions
+from . import ParsedDocument, ParseError, ParseOptions
 from .elements import cell_text, element_metadata, table
 from .office import refuse_encrypted
 

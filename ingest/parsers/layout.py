@@ -9,7 +9,7 @@ do not interleave them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 with y growing downwards
 

@@ -25,7 +25,7 @@ sys.modules.setdefault("pymupdf.layout", None)
 import pymupdf  # noqa: E402
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
-from . import ParseError, ParsedDocument, ParseOptions, pdf_tables
+from . import ParsedDocument, ParseError, ParseOptions, pdf_tables
 from .elements import element_metadata, join_lines, table
 from .layout import Box, reading_order
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from store import Settings
+from pgkb.settings import Settings
 
 from . import ParsedDocument, ParseError, ParseOptions
 
@@ -78,7 +78,7 @@ class ParserPool:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, workers: int = 1) -> "ParserPool":
+    def from_settings(cls, settings: Settings, workers: int = 1) -> ParserPool:
         return cls(options_from_settings(settings),
                    ParseLimits(settings.parse_seconds, settings.parse_memory_mb), workers)
 
@@ -104,19 +104,19 @@ class ParserPool:
         for worker in workers:
             worker.interrupt()
 
-    def __enter__(self) -> "ParserPool":
+    def __enter__(self) -> ParserPool:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _start(self) -> "_Worker":
+    def _start(self) -> _Worker:
         worker = _Worker(self.options, self.limits.memory_mb)
         with self._lock:
             self._workers.add(worker)
         return worker
 
-    def _stop(self, worker: "_Worker") -> None:
+    def _stop(self, worker: _Worker) -> None:
         worker.stop()
         with self._lock:
             self._workers.discard(worker)

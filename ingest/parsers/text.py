@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import charset_normalizer
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
 
-from . import ParseError, ParsedDocument, ParseOptions, too_large
+from . import ParsedDocument, ParseError, ParseOptions, too_large
 from .elements import element_metadata, join_lines
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")

@@ -17,7 +17,7 @@ import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 from unstructured.documents.elements import Element, NarrativeText, Title
 
-from . import ParseError, ParsedDocument, ParseOptions
+from . import ParsedDocument, ParseError, ParseOptions
 from .elements import cell_text, element_metadata, table
 from .office import refuse_encrypted
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from store import Settings
+from pgkb.settings import Settings
 
 from .masker import ENTITY_TYPES, OPERATORS, Found, Masker, MaskingError, MaskPolicy
 from .outputs import KeyCollision, OutputMasker, masks_keys

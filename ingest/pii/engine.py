@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import regex
 import spacy
-from spacy.tokens import Doc
-from spacy.vocab import Vocab
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
 
 from .recognizers import ner_recognizer, pattern_recognizers
 

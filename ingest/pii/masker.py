@@ -16,8 +16,9 @@ import logging
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..parsers import ParsedDocument
 
@@ -69,7 +70,7 @@ class MaskPolicy:
 
     @classmethod
     def parse(cls, entities: str = "all", threshold: float = 0.5, operators: str = "replace",
-              hash_key: str | None = None) -> "MaskPolicy":
+              hash_key: str | None = None) -> MaskPolicy:
         """A policy from its settings' text forms; ValueError says what is wrong.
 
         `entities`: "all", or a comma list of types, where "-TYPE" removes one ("all,-URL").
@@ -145,7 +146,7 @@ class _Segment:
         self.starts.append(self.size)
         self.size += len(text) + len(_SEPARATOR)
 
-    def close(self) -> "_Segment":
+    def close(self) -> _Segment:
         self.text = _SEPARATOR.join(self.parts)
         return self
 
@@ -168,7 +169,7 @@ class Masker:
     collection says nothing about its token in another.
     """
 
-    def __init__(self, analyzer: "AnalyzerEngine", policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = ()):
+    def __init__(self, analyzer: AnalyzerEngine, policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = ()):
         self.analyzer = analyzer
         self.policy = policy
         self.scope = scope

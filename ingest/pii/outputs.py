@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from store import Settings
+from pgkb.settings import Settings
 from store.fulltext import unstorable
 
 from ..sources import key_of

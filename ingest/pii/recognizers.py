@@ -22,8 +22,13 @@ import regex
 import tldextract
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, SpacyRecognizer,
-    UrlRecognizer, UsSsnRecognizer,
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    SpacyRecognizer,
+    UrlRecognizer,
+    UsSsnRecognizer,
 )
 
 from .checksums import cn_id_valid, luhn_valid, uscc_valid

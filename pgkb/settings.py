@@ -17,6 +17,8 @@ from pathlib import Path
 
 import platformdirs
 
+from pgkb.errors import ConfigurationError
+
 
 def _env(name: str, default=None, secret: bool = False):
     """A setting read from the environment variable `name`; a secret one is hidden in repr()."""
@@ -110,7 +112,7 @@ class Settings:
             _check_bounds(name, getattr(self, name), lowest, highest)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         """Settings from the environment, then `overrides` that are not None."""
         env = os.environ if env is None else env
         values = {}
@@ -130,7 +132,7 @@ class Settings:
         parser.add_argument("--data-dir", help="embedded server's data folder (PGKB_DATA_DIR)")
 
     @classmethod
-    def from_arguments(cls, args: argparse.Namespace, **more) -> "Settings":
+    def from_arguments(cls, args: argparse.Namespace, **more) -> Settings:
         """Settings from the environment, overridden by the shared flags and `more`."""
         return cls.from_env(collection=args.collection, model=args.model,
                             database_url=args.database_url,
@@ -158,11 +160,11 @@ def _check_bounds(name: str, value, lowest: float | None, highest: float | None)
     kinds = int if type(setting.default) is int else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "a whole number" if kinds is int else "a number"
-        raise ValueError(f"setting {name} ({env}) must be {kind}, got {value!r}")
+        raise ConfigurationError(f"setting {name} ({env}) must be {kind}, got {value!r}")
     if lowest is not None and not value >= lowest:  # "not >=" also refuses NaN
-        raise ValueError(f"setting {name} ({env}) must be at least {lowest}, got {value!r}")
+        raise ConfigurationError(f"setting {name} ({env}) must be at least {lowest}, got {value!r}")
     if highest is not None and not value <= highest:
-        raise ValueError(f"setting {name} ({env}) must be at most {highest}, got {value!r}")
+        raise ConfigurationError(f"setting {name} ({env}) must be at most {highest}, got {value!r}")
 
 
 def _convert(name: str, raw: str, kind: type):
@@ -171,17 +173,17 @@ def _convert(name: str, raw: str, kind: type):
             return True
         if raw.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"setting {name} must be on or off (1/0, true/false), got {raw!r}")
+        raise ConfigurationError(f"setting {name} must be on or off (1/0, true/false), got {raw!r}")
     if kind is float:
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
+            raise ConfigurationError(f"setting {name} must be a number, got {raw!r}") from None
     if kind is int:
         try:
             return int(raw)
         except ValueError:
-            raise ValueError(f"setting {name} must be a whole number, got {raw!r}") from None
+            raise ConfigurationError(f"setting {name} must be a whole number, got {raw!r}") from None
     if issubclass(kind, Path):
         return Path(raw).expanduser()
     return raw
