@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import ingest_e2e, parsing, search_latency
+from bench import bulk_load, ingest_e2e, parsing, search_latency
 from bench.peers import bm25, make_venv
 from bench.peers.langchain_ingest import PACKAGES as LANGCHAIN_PACKAGES
 
@@ -66,7 +66,7 @@ PEERS = {
                          ("unstructured", "unstructured-inference", "pdfminer.six", "spacy", "onnxruntime")),
     "langchain": Peer("langchain", ingest_e2e.setup_peer, LANGCHAIN_PACKAGES),
     "langchain-postgres": Peer("langchain-postgres",
-                               lambda venv: make_venv(venv, list(search_latency.PEER_REQUIREMENTS)),
+                               lambda venv: make_venv(venv, list(bulk_load.PEER_REQUIREMENTS)),
                                ("langchain-postgres", "langchain-core", "psycopg", "SQLAlchemy", "pgvector")),
     "bm25": Peer("bm25", bm25.setup, bm25.PACKAGES),
 }
