@@ -26,6 +26,7 @@ import random
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,8 +162,8 @@ def main() -> int:
         band_texts = chunk_texts(corpus_words(args.corpus), pgkb.count_tokens, args.band_chunks, low,
                                  min(high, pgkb.max_text_tokens), seed=low)
         band_contenders = {
-            "sentence-transformers encode": lambda: reference.encode(band_texts, normalize_embeddings=True),
-            "pgkb local backend": lambda: pgkb.embed_documents(band_texts),
+            "sentence-transformers encode": partial(reference.encode, band_texts, normalize_embeddings=True),
+            "pgkb local backend": partial(pgkb.embed_documents, band_texts),
         }
         band = compare(band_contenders, band_texts, [len(ids) for ids in pgkb.input_ids(band_texts)], args.repeats)
         bands.append({"band": [low, high], **band})

@@ -267,29 +267,34 @@ def retrieval_quality(d: Lookup) -> list[Figure]:
     figures = []
     for language in RETRIEVAL_LANGUAGES:
         name = next((name for name, result in sets.items() if result.get("language") == language), None)
-        found = Lookup(sets.get(name))
-        note = f"{name}: {found('documents')} documents, {found('queries')} queries, " \
-               f"{d('vector_search')} vector search" if name else ""
+        figures += _retrieval_quality_in(language, name, Lookup(sets.get(name)), d("vector_search"))
+    return figures
 
-        def figure(title: str, mode: str, peer: str | None, peer_name: str, metric: str, check: str | None = None):
-            required = found("acceptance", check, "required")
-            return Figure("retrieval_quality", 20, f"{title}, {language}", "score", peer_name,
-                          target=None if required is None else Target("min", required),
-                          pgkb=found("scores", mode, metric), peer=found("scores", peer, metric), note=note)
 
-        def better_leg(metric: str) -> str | None:
-            values = {leg: found("scores", leg, metric) for leg in ("vector", "keyword")}
-            return max((leg for leg in values if values[leg] is not None), key=values.get, default=None)
+def _retrieval_quality_in(language: str, name: str | None, found: Lookup, vector_search: object) -> list[Figure]:
+    """retrieval_quality's figures for one language, whose set `name` (None: not run) found these."""
+    note = f"{name}: {found('documents')} documents, {found('queries')} queries, " \
+           f"{vector_search} vector search" if name else ""
 
-        figures.append(figure("Keyword search nDCG@10, against plain BM25", "keyword", "bm25",
-                              "plain BM25 (bm25s, Lucene, k1 1.5, b 0.75)", "ndcg_at_10", "keyword_vs_bm25"))
-        for metric, label, check in (("ndcg_at_10", "nDCG@10", "hybrid_vs_legs_ndcg"),
-                                     ("recall_at_100", "recall@100", "hybrid_vs_legs_recall")):
-            leg = better_leg(metric)
-            figures.append(figure(f"Hybrid search {label}, against the better single leg", "hybrid", leg,
-                                  f"better single leg ({leg})" if leg else "better single leg", metric, check))
-        figures.append(figure("Vector search nDCG@10, against exact dense search", "vector", "exact_dense",
-                              "exact dense search (numpy, the same vectors)", "ndcg_at_10"))
+    def figure(title: str, mode: str, peer: str | None, peer_name: str, metric: str, check: str | None = None):
+        required = found("acceptance", check, "required")
+        return Figure("retrieval_quality", 20, f"{title}, {language}", "score", peer_name,
+                      target=None if required is None else Target("min", required),
+                      pgkb=found("scores", mode, metric), peer=found("scores", peer, metric), note=note)
+
+    def better_leg(metric: str) -> str | None:
+        values = {leg: found("scores", leg, metric) for leg in ("vector", "keyword")}
+        return max((leg for leg in values if values[leg] is not None), key=values.__getitem__, default=None)
+
+    figures = [figure("Keyword search nDCG@10, against plain BM25", "keyword", "bm25",
+                      "plain BM25 (bm25s, Lucene, k1 1.5, b 0.75)", "ndcg_at_10", "keyword_vs_bm25")]
+    for metric, label, check in (("ndcg_at_10", "nDCG@10", "hybrid_vs_legs_ndcg"),
+                                 ("recall_at_100", "recall@100", "hybrid_vs_legs_recall")):
+        leg = better_leg(metric)
+        figures.append(figure(f"Hybrid search {label}, against the better single leg", "hybrid", leg,
+                              f"better single leg ({leg})" if leg else "better single leg", metric, check))
+    figures.append(figure("Vector search nDCG@10, against exact dense search", "vector", "exact_dense",
+                          "exact dense search (numpy, the same vectors)", "ndcg_at_10"))
     return figures
 
 

@@ -247,7 +247,8 @@ def print_results(results: dict) -> None:
           "summed RSS of the process tree (pgkb's parser workers included), PostgreSQL's own excluded; "
           f"pgkb OCRs pages without a text layer ({tesseract}), "
           "PyMuPDFLoader does not; pgkb ends with an HNSW index (built once the rows are in: the collection "
-          "starts empty) and keeps a tsvector up, PGVector's default schema has no vector index; chunks: pgkb up to the model's 256 tokens without overlap, LangChain "
+          "starts empty) and keeps a tsvector up, PGVector's default schema has no vector index; chunks: "
+          "pgkb up to the model's 256 tokens without overlap, LangChain "
           "1000 characters with 200 overlap; 'distinct': chunks of distinct text, pgkb embeds each once")
     refused = results["network_attempts_refused"]
     print(f"network attempts refused: {len(refused)}" + "".join(f"\n  {attempt}" for attempt in refused))

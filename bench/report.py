@@ -217,7 +217,7 @@ def render_page(summary: dict, figures: list[Figure], plots: dict[str, str | Pat
                      f"{ratio_text(figure.ratio)} | "
                      f"{target_text(figure)} | {met_text(figure.met)} |")
     lines += ["", *sizes_section(), "", "## Plots", ""]
-    for file, (benchmark, _, caption) in PLOTS.items():
+    for file, (_, _, caption) in PLOTS.items():
         where = plots.get(file)
         if isinstance(where, Path):
             lines += [f"**{caption}**", "", f"![{caption}]({os.path.relpath(where, page.parent)})", ""]

@@ -9,9 +9,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
-Block = Union[str, list, tuple]
+Block = str | list | tuple
 Section = tuple[int, str, Sequence[Block]]
 
 _PDF_CSS = """
@@ -81,7 +80,10 @@ def _block_html(block: Block) -> str:
     if isinstance(block, list):
         return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block) + "</ul>"
     header, *rows = block
-    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in row)
+
+    def cells(row, tag):
+        return "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in row)
+
     return (f"<table><tr>{cells(header, 'th')}</tr>"
             + "".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows) + "</table>")
 

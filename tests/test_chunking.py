@@ -98,7 +98,8 @@ def test_chunk_token_counts_are_the_tokenizers_own(embedder):
     # still be what the tokenizer makes of its whole text, words cut between characters included.
     rows = ["Item | Price"] + [f"Item{i} | {i}.50" for i in range(80)]
     elements = [
-        title("Contract 合同", 0), para(" ".join(f"Clause {i}: the buyer pays, the seller delivers." for i in range(90))),
+        title("Contract 合同", 0),
+        para(" ".join(f"Clause {i}: the buyer pays, the seller delivers." for i in range(90))),
         title("违约责任", 1), para("乙方未按期交货的，应当支付违约金；逾期超过三十日的，甲方有权解除合同。" * 12),
         para(" ".join(["x" * 100] * 3)),  # words of 50 tokens, longer than a budget of 40: cut between characters
         Table("\n".join(rows), metadata=ElementMetadata(page_number=2)),

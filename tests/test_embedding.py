@@ -275,8 +275,10 @@ def test_search_embeds_queries_in_the_collections_space(qwen3_dir, settings, tmp
     from retrieval import KnowledgeBase
 
     (tmp_path / "policy.md").write_text("# Claims\n\nsubmit the claim within thirty days")
-    settings = replace(settings, model=str(qwen3_dir), dims=256, query_instruction="Find the policy", device="cpu", precision="float32")
-    ingested = load_embedder(str(qwen3_dir), device="cpu", precision="float32", dims=256, query_instruction="Find the policy")
+    settings = replace(settings, model=str(qwen3_dir), dims=256, query_instruction="Find the policy", device="cpu",
+                       precision="float32")
+    ingested = load_embedder(str(qwen3_dir), device="cpu", precision="float32", dims=256,
+                             query_instruction="Find the policy")
     assert ingest(tmp_path, settings, embedder=ingested).count("ingested") == 1
     # Search is given no model, dims or instruction: all come from the collection.
     with KnowledgeBase(replace(settings, model="ignored", dims=0, query_instruction=None)) as kb:

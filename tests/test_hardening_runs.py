@@ -409,7 +409,8 @@ def test_folder_metadata_linked_from_out_of_the_folder_is_not_read_unless_asked(
     (folder / "pgkb.yaml").symlink_to(outside / "secrets.yaml")
 
     report = ingest(folder, quick, embedder=embedder)
-    assert outcomes(report) == {"policy.txt": ("failed", "pgkb.yaml: a link out of the folder (--follow-links reads it)")}
+    assert outcomes(report) == {
+        "policy.txt": ("failed", "pgkb.yaml: a link out of the folder (--follow-links reads it)")}
     followed = ingest(folder, replace(quick, follow_links=True), embedder=embedder)
     assert outcomes(followed) == {"policy.txt": ("ingested", None)}
     with create_engine(resolve_url(quick)).connect() as conn:

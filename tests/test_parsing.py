@@ -197,7 +197,8 @@ def test_an_encrypted_pdf_opens_with_the_right_password_and_says_why_without(tmp
 
 
 def test_chinese_pdf_lines_join_without_spaces(tmp_path, embedder):
-    text = "员工出差后应在三十天内提交报销申请。每一笔超过二十五欧元的费用都需要附上收据。经理批准后，财务部门会在下一次发薪时支付。"
+    text = ("员工出差后应在三十天内提交报销申请。每一笔超过二十五欧元的费用都需要附上收据。"
+            "经理批准后，财务部门会在下一次发薪时支付。")
     path = write_pdf(tmp_path / "zh.pdf", "差旅政策", [(1, "报销", [text])])
     document = parse(path, PDF)
     assert [e.text for e in document.elements] == ["差旅政策", "报销", text]

@@ -43,7 +43,8 @@ def test_checksums_of_known_identifiers():
 # -- Chinese recognizers, in Chinese and in English text -----------------------------------
 
 CHINESE = [
-    ("CN_ID_CARD", "11010519491231002X", "员工身份证号码：{}，请妥善保管。", "Her resident ID card number is {} as printed."),
+    ("CN_ID_CARD", "11010519491231002X", "员工身份证号码：{}，请妥善保管。",
+     "Her resident ID card number is {} as printed."),
     ("CN_ID_CARD", "110105491231002", "老身份证号{}已停用。", "The old ID card number {} is no longer valid."),
     ("CN_MOBILE", "13912345678", "有事请打我手机{}。", "Call my mobile {} after six."),
     ("CN_MOBILE", "+86 139-1234-5678", "联系方式：{}（微信同号）", "Reach him on {} in Shanghai."),
@@ -67,7 +68,8 @@ def test_chinese_recognizers_find_valid_values_in_chinese_and_english_text(maske
 
 def test_full_width_digits_are_read_as_digits(masker):
     sentence = "手机：１３９１２３４５６７８，邮箱ｌｉ＠ｅｘａｍｐｌｅ．ｃｏｍ"
-    assert found(masker, sentence) == [("CN_MOBILE", "１３９１２３４５６７８"), ("EMAIL_ADDRESS", "ｌｉ＠ｅｘａｍｐｌｅ．ｃｏｍ")]
+    assert found(masker, sentence) == [("CN_MOBILE", "１３９１２３４５６７８"),
+                                       ("EMAIL_ADDRESS", "ｌｉ＠ｅｘａｍｐｌｅ．ｃｏｍ")]
 
 
 ENGLISH = [

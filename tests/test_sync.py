@@ -111,7 +111,8 @@ def test_user_metadata_reaches_filters_and_hits_and_a_change_rewrites_no_chunk(f
     legal = kb.search("holiday", k=10, filters={"metadata.department": "legal"})
     assert legal and {h.document_key for h in legal} == {"legal/handbook.docx"}
     assert legal[0].metadata["access"] == ["staff", "lawyers"] and legal[0].metadata["source_system"] == "sharepoint"
-    assert {h.document_key for h in kb.search("parking", k=10, filters={"metadata.owner": "facilities"})} == {"guide.md"}
+    hits = kb.search("parking", k=10, filters={"metadata.owner": "facilities"})
+    assert {h.document_key for h in hits} == {"guide.md"}
     assert kb.search("travel", k=10, filters={"metadata.reviewed": {"gte": "2024-01-01"}})  # TOML date as ISO text
     before = stored(settings)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 # is installed: 0.3 s and 55 MB in each parser process. Marked missing, it is skipped.
 sys.modules.setdefault("pymupdf.layout", None)
 import pymupdf  # noqa: E402
-from unstructured.documents.elements import Element, ListItem, NarrativeText, Title
+from unstructured.documents.elements import Element, ListItem, NarrativeText, Title  # noqa: E402
 
-from . import ParsedDocument, ParseError, ParseOptions, pdf_tables
-from .elements import element_metadata, join_lines, table
-from .layout import Box, reading_order
+from . import ParsedDocument, ParseError, ParseOptions, pdf_tables  # noqa: E402
+from .elements import element_metadata, join_lines, table  # noqa: E402
+from .layout import Box, reading_order  # noqa: E402
 
 # Ligatures (ﬁ, ﬂ) come out as their letters, so words match what users type; image blocks
 # are left out (their pixels are not needed); the outlines of vector graphics come along

@@ -342,7 +342,8 @@ class IpAddressRecognizer(IpRecognizer):
 
     def __init__(self, language: str):
         super().__init__(patterns=self.PATTERNS, supported_language=language,
-                         context=IpRecognizer.CONTEXT + ["address", "server", "host", "gateway", "dns", "地址", "服务器", "网关"])
+                         context=IpRecognizer.CONTEXT + ["address", "server", "host", "gateway", "dns",
+                                                         "地址", "服务器", "网关"])
         self.global_regex_flags = FLAGS
 
 
