@@ -224,7 +224,7 @@ def _pack(pieces: list[_Piece], path: tuple[str, ...], budget: int, separator: i
     for piece in pieces:
         cost = piece.tokens + (separator if current.pieces and piece.glue else 0)
         if current.pieces and (used + cost > budget or current.has_body and used >= target):
-            carried = []
+            carried: list[_Piece] = []
             while current.pieces and current.pieces[-1].kind == "Title" and current.has_body:
                 carried.insert(0, current.pieces.pop())
             chunks.append(current)
@@ -317,7 +317,7 @@ def _draft(group: _Group, document_key: str = "", ordinal: int = 0, metadata: di
 
 def _finish(groups: list[_Group], sizes: list[int], document_key: str, metadata: dict,
             embed_headings: bool) -> list[Chunk]:
-    chunks = []
+    chunks: list[Chunk] = []
     for group, size in zip(groups, sizes):
         draft = _draft(group, document_key, len(chunks), metadata, embed_headings)
         if draft.text:

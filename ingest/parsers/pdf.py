@@ -243,7 +243,7 @@ def _main_direction(raw_lines: list[tuple[int, dict, tuple[float, float]]]) -> t
     directions = {direction for _, _, direction in raw_lines}
     if len(directions) <= 1:  # most pages: no need to count
         return directions.pop() if directions else LEFT_TO_RIGHT
-    chars = Counter()
+    chars: Counter[tuple[float, float]] = Counter()
     for _, line, direction in raw_lines:
         chars[direction] += sum(len(s["text"]) for s in line["spans"])
     return chars.most_common(1)[0][0]
@@ -391,7 +391,7 @@ def _edge_lines(page: _Page) -> list[_Line]:
 
 
 def _body_size(pages: list[_Page]) -> float:
-    sizes = Counter()
+    sizes: Counter[float] = Counter()
     for page in pages:
         for line in page.lines:
             sizes[line.size] += len(line.text)
@@ -491,7 +491,7 @@ def _destination_y(page_matrix: pymupdf.Matrix, destination: dict) -> float:
 def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
     """Headings from type: short paragraphs larger than the body text, or bold where the body
     is not; bigger type is a shallower heading."""
-    chars = Counter()
+    chars: Counter[tuple[float, bool]] = Counter()
     for page in pages:
         for p in page.paragraphs:
             chars[p.style] += len(p.text)

@@ -40,7 +40,8 @@ class RuledTable:
 
 def rules(drawings: list[dict]) -> tuple[list[_Rule], list[_Rule]]:
     """Horizontal and vertical rules from PyMuPDF's drawings (page.get_cdrawings())."""
-    horizontal, vertical = [], []
+    horizontal: list[_Rule] = []
+    vertical: list[_Rule] = []
     for drawing in drawings:
         for item in drawing["items"]:
             if item[0] == "l":
