@@ -45,7 +45,7 @@ from pgkb.settings import Settings
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError
 from .fulltext import analyse
-from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState
+from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
 from .tables import chunks, collections, documents, ingest_runs
 
 log = logging.getLogger(__name__)
@@ -340,7 +340,7 @@ class Store:
                 .returning(ingest_runs.c.id)
             ).scalar_one()
 
-    def finish_run(self, run_id: int, status: str, counts: dict[str, Any], errors: list[dict]) -> None:
+    def finish_run(self, run_id: int, status: RunStatus, counts: dict[str, Any], errors: list[dict]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(ingest_runs).where(ingest_runs.c.id == run_id)
@@ -370,7 +370,7 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _document_upsert(collection: Collection, document: DocumentRecord, status: str, error: str | None,
+def _document_upsert(collection: Collection, document: DocumentRecord, status: DocumentStatus, error: str | None,
                      only_over: ColumnElement | None = None):
     """INSERT the document's row, or UPDATE the one with its key (where `only_over` holds)."""
     row = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from .errors import SpaceMismatch
 
@@ -54,6 +54,14 @@ class DocumentRecord:
     pii_counts: dict[str, int] = field(default_factory=dict)  # masked values by entity type, never the values
 
 
+# A document's row holds its chunks, or says why its file could not be read.
+DocumentStatus = Literal["ingested", "failed"]
+
+# An ingest run: running until it ends succeeded, failed (some files did), interrupted
+# (Ctrl-C) or aborted (the run itself failed, or its process is gone).
+RunStatus = Literal["running", "succeeded", "failed", "interrupted", "aborted"]
+
+
 @dataclass(frozen=True)
 class DocumentState:
     """What the store holds of a document, for deciding whether a file needs ingesting again."""
@@ -61,7 +69,7 @@ class DocumentState:
     sha256: str
     fingerprint: str
     tags: dict[str, Any]
-    status: str = "ingested"  # or "failed": the file could not be read, for `error`
+    status: DocumentStatus = "ingested"  # "failed": the file could not be read, for `error`
     error: str | None = None
 
 
