@@ -1,4 +1,5 @@
-"""Finding the files to ingest: SourceFile, a file's identity within a collection."""
+"""Finding the files to ingest, and what identifies each: its key (its path relative to the
+ingested folder, the document's identity in the collection) and its bytes (SourceFile)."""
 
 from __future__ import annotations
 
@@ -31,18 +32,17 @@ def media_type_of(path: Path) -> str | None:
 @dataclass(frozen=True)
 class SourceFile:
     path: Path
-    key: str            # path relative to the ingested root: the document's identity
     sha256: str
     size: int
     mtime: datetime
     media_type: str
 
     @classmethod
-    def read(cls, path: Path, key: str, media_type: str) -> SourceFile:
+    def read(cls, path: Path, media_type: str) -> SourceFile:
         """The file's identity, hashing its bytes; OSError if it cannot be read."""
         stat = path.stat()
         return cls(
-            path=path, key=key, sha256=_sha256(path), size=stat.st_size,
+            path=path, sha256=_sha256(path), size=stat.st_size,
             mtime=datetime.fromtimestamp(stat.st_mtime, tz=UTC), media_type=media_type,
         )
 

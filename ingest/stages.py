@@ -1,0 +1,275 @@
+"""The stages a file goes through, each with what it takes and what it gives:
+
+    identify (path -> Identified) -> skip unchanged (-> DocumentRecord) -> parse, mask, chunk
+    (-> Parsed) -> embed (several documents at once -> Embedded) -> write (-> FileOutcome)
+
+A stage that ends a file's way early gives its FileOutcome instead (skipped, failed,
+unchanged). ingest.pipeline runs the stages overlapping; ingest.run sets them up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy.exc import OperationalError
+
+from embedding import Embedder
+from pgkb.settings import Settings
+from store import Chunk, Collection, DocumentRecord, DocumentState, Store
+from store.fulltext import unstorable
+
+from .chunking import chunk_elements
+from .metadata import MetadataError, UserMetadata
+from .parsers import ParseError
+from .parsers.pool import ParserPool
+from .pii import KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker
+from .report import FileOutcome, StageClock
+from .sources import SourceFile, key_of, leads_out, media_type_of, printable, readable_name
+
+log = logging.getLogger(__name__)
+
+# Bump when parsing or chunking changes what the same file turns into, so that the next run
+# cuts every document again instead of skipping it as unchanged.
+PIPELINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Models:
+    """What parsing, masking and embedding need once the first file does: loaded once."""
+
+    embedder: Embedder
+    masker: Masker | None
+    collection: Collection  # created, or checked against the model's embedding space
+    max_tokens: int         # chunk size: the setting, capped by what the model reads
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A file pgkb reads, hashed, with the tags the user gives it."""
+
+    key: str  # the document's key: its path relative to the ingested folder, masked as the run's keys are
+    file: SourceFile
+    tags: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file parsed, masked and chunked, waiting for its vectors."""
+
+    outcome: Literal["ingested", "updated"]  # once written
+    record: DocumentRecord
+    chunks: list[Chunk]
+    pages: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.token_count for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A parsed document with its chunks' vectors; None where the model failed on its text."""
+
+    document: Parsed
+    vectors: np.ndarray | None
+    embedded: int = 0  # chunks the model embedded; the others' vectors were already stored
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """What a stored document was made with, to tell whether it must be made again."""
+
+    ingested: str  # the options that shape a document's chunks: a change means every file is cut again
+    failed: str    # those, and what decides whether a file that failed may now succeed
+
+    @classmethod
+    def of(cls, settings: Settings, policy: MaskPolicy | None) -> Fingerprints:
+        options: dict[str, Any] = {"version": PIPELINE_VERSION, "chunk_tokens": settings.chunk_tokens,
+                                   "pii": policy.describe() if policy else "off", "ocr": settings.ocr_languages}
+        if not settings.embed_headings:  # absent when on, so collections ingested before stay unchanged
+            options["embed_headings"] = False
+        # A file that failed is tried again when it changes, or when these do: the limits, or
+        # whether passwords are given (their values are never stored, even hashed).
+        failed = {**options, "seconds": settings.parse_seconds, "memory_mb": settings.parse_memory_mb,
+                  "max_chars": settings.max_document_chars,
+                  "passwords": bool(settings.passwords or settings.passwords_file)}
+        return cls(_digest(options), _digest(failed))
+
+
+class FileStages:
+    """The stages of one run, sharing its store, collection and options."""
+
+    def __init__(self, settings: Settings, store: Store, collection: Collection, models: Callable[[], Models],
+                 outputs: OutputMasker, mask_lock: threading.Lock, fingerprints: Fingerprints, root: Path,
+                 tags: dict[str, Any], force: bool, clock: StageClock):
+        self.store, self.collection, self.models, self.outputs = store, collection, models, outputs
+        self.root = root
+        self.follow_links = settings.follow_links
+        self.embed_headings = settings.embed_headings
+        self.user_metadata = UserMetadata(root, tags, settings.follow_links)
+        self.fingerprints = fingerprints
+        self.force = force
+        self.clock = clock
+        self.known: dict[str, DocumentState] = store.document_states(collection)
+        # Presidio's engines are not documented as safe to share between threads.
+        self._mask_lock = mask_lock
+
+    def prepare(self, path: Path, parser: ParserPool) -> Parsed | FileOutcome:
+        """A file up to its chunks, unless its way ends before (read in a parsing thread)."""
+        identified = self.identify(path)
+        if isinstance(identified, FileOutcome):
+            return identified
+        record = self.skip_unchanged(identified)
+        if isinstance(record, FileOutcome):
+            return record
+        return self.parse(identified, record, parser)
+
+    def identify(self, path: Path) -> Identified | FileOutcome:
+        """The file's key, bytes' hash and tags; skipped or failed if pgkb does not read it."""
+        relative = key_of(path, self.root)
+        if unstorable(relative):  # a name that is not UTF-8 (Python keeps its bytes as lone surrogates)
+            return FileOutcome(self.outputs.text(readable_name(relative)), "failed",
+                               "file name is not UTF-8: rename the file")
+        key = self.outputs.key(path)
+        if not self.follow_links and leads_out(path, self.root):
+            return FileOutcome(key, "skipped", "link out of the folder (--follow-links reads it)")
+        media_type = media_type_of(path)
+        if media_type is None:  # known by its name: the file is never read
+            return FileOutcome(key, "skipped", f"unsupported type {path.suffix or '(none)'}")
+        try:
+            self.outputs.check_unique(path)
+            with self.clock.timed("read"):
+                file = SourceFile.read(path, media_type)
+                tags = self.outputs.values(self.user_metadata.for_file(path))
+        except OSError as exc:  # unreadable, or gone since the folder was listed
+            log.warning("%s: cannot read it: %s", printable(key), exc.strerror or exc)
+            return FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}")
+        except (MetadataError, KeyCollision, MaskingError) as exc:
+            reason = self.outputs.text(str(exc))
+            log.warning("%s: %s", printable(key), reason)
+            return FileOutcome(key, "failed", reason)
+        return Identified(key, file, tags)
+
+    def skip_unchanged(self, identified: Identified) -> DocumentRecord | FileOutcome:
+        """The document's record to make, or the outcome of a file stored as it is (its tags
+        updated where only they changed, a failure recorded for the same options)."""
+        key, file, tags = identified.key, identified.file, identified.tags
+        known = self.known.get(key)
+        if known and not self.force and known.sha256 == file.sha256:
+            if (known.status, known.fingerprint) == ("ingested", self.fingerprints.ingested):
+                if known.tags == tags:
+                    return FileOutcome(key, "unchanged")
+                self.store.update_tags(self.collection, key, tags)
+                return FileOutcome(key, "updated", "tags only")
+            if (known.status, known.fingerprint) == ("failed", self.fingerprints.failed):
+                return FileOutcome(key, "failed", f"{known.error} (unchanged since; --force tries again)")
+        return DocumentRecord(key=key, path=self.outputs.path(file.path), sha256=file.sha256, size_bytes=file.size,
+                              mtime=file.mtime, media_type=file.media_type, tags=tags,
+                              fingerprint=self.fingerprints.ingested)
+
+    def parse(self, identified: Identified, record: DocumentRecord, parser: ParserPool) -> Parsed | FileOutcome:
+        """The file parsed (in a worker, under time and memory limits), masked and chunked."""
+        key, file = identified.key, identified.file
+        models = self.models()  # a model that cannot load stops the run, not just this file
+        try:
+            with self.clock.timed("parse"):
+                parsed = parser.parse(file.path, file.media_type)
+            for warning in parsed.warnings:
+                log.warning("%s: %s", printable(key), self.outputs.text(warning))
+            with self.clock.timed("mask"), self._mask_lock:
+                # Before anything else reads the text: chunks, titles and metadata only see it masked.
+                pii_counts = models.masker.mask_document(parsed) if models.masker else {}
+            with self.clock.timed("chunk"):
+                chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
+                                        {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
+        except ParseError as exc:
+            reason = self.outputs.text(str(exc))  # a parser's message can quote the document
+            log.warning("%s: %s", printable(key), reason)
+            self.store.record_failure(self.collection, replace(record, fingerprint=self.fingerprints.failed), reason)
+            return FileOutcome(key, "failed", reason)
+        except OperationalError:
+            raise  # the database went away: no later file can succeed either
+        except Exception as exc:  # a library's bug on one odd file must not stop the run
+            return self._failure(key, exc)
+        record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=pii_counts)
+        pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
+        known = self.known.get(key)
+        return Parsed("updated" if known and known.status == "ingested" else "ingested", record, chunks, pages)
+
+    def embed(self, documents: list[Parsed]) -> list[Embedded]:
+        """Vectors for several documents' chunks in one call to the model. Texts the collection
+        already holds come from the store (the embedding cache); each new text is embedded once."""
+        if not any(d.chunks for d in documents):
+            return [Embedded(d, self._no_vectors()) for d in documents]
+        with self.clock.timed("embed"):
+            found = self.store.stored_vectors(self.collection, (c.content_hash for d in documents for c in d.chunks))
+            missing: dict[str, str] = {}
+            embedded = []
+            for d in documents:
+                new = {c.content_hash: c.embedding_text for c in d.chunks
+                       if c.content_hash not in found and c.content_hash not in missing}
+                embedded.append(len(new))
+                missing.update(new)
+            try:
+                if missing:
+                    found.update(zip(missing, self.models().embedder.embed_documents(list(missing.values()))))
+            except Exception:
+                if len(documents) == 1:
+                    raise
+                broken = True  # one document's text broke the batch: find which, below
+            else:
+                broken = False
+        if broken:
+            return [self._embed_alone(d) for d in documents]
+        return [Embedded(d, np.stack([found[c.content_hash] for c in d.chunks]) if d.chunks else self._no_vectors(),
+                         count) for d, count in zip(documents, embedded)]
+
+    def _embed_alone(self, document: Parsed) -> Embedded:
+        try:
+            return self.embed([document])[0]
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.warning("%s: embedding failed: %s: %s", printable(document.record.key), type(exc).__name__,
+                        self.outputs.text(str(exc)))
+            return Embedded(document, None)
+
+    def _no_vectors(self) -> np.ndarray:
+        return np.zeros((0, self.collection.dims), dtype=np.float32)
+
+    def write(self, embedded: Embedded) -> FileOutcome:
+        """The document and its chunks stored in one transaction: whole or not at all."""
+        document = embedded.document
+        key = document.record.key
+        if embedded.vectors is None:
+            return FileOutcome(key, "failed", "embedding failed (see the log)")
+        try:
+            with self.clock.timed("write"):
+                self.store.write_document(self.collection, document.record, document.chunks, embedded.vectors)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            return self._failure(key, exc)
+        return FileOutcome(key, document.outcome, pages=document.pages, chunks=len(document.chunks),
+                           tokens=document.tokens, embedded=embedded.embedded,
+                           pii_counts=document.record.pii_counts)
+
+    def _failure(self, key: str, exc: Exception) -> FileOutcome:
+        reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
+        log.warning("%s: %s", printable(key), reason)
+        # The frames only: the traceback's last line would repeat the message unmasked.
+        log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
+        return FileOutcome(key, "failed", reason)
+
+
+def _digest(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
