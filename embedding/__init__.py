@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from .base import Embedder
-from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device
+from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device, set_threads_for_search
 from .models import DEFAULT_MODEL, EmbeddingError, ModelNotFound, resolve_model_dir
 from .profiles import ModelProfile, resolve_profile, unsupported_modules
 from .server import ServerEmbedder, ServerError
@@ -85,5 +85,5 @@ def _hidden_size(model_dir: Path) -> int | None:
 __all__ = [
     "DEFAULT_MODEL", "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile",
     "ServerEmbedder", "ServerError", "TransformersEmbedder", "load_embedder", "load_embedder_for_space",
-    "resolve_model_dir", "resolve_profile",
+    "resolve_model_dir", "resolve_profile", "set_threads_for_search",
 ]

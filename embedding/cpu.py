@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,6 +44,19 @@ def speed_up(model) -> None:
     if use_onednn_linear(model):
         fuse_gelu_into_linear(model)
     use_sliced_attention(model)
+
+
+def bound_onednn_caches() -> None:
+    """Keep oneDNN's caches of built matmuls small; read when the first oneDNN op runs, so set
+    before it (a value the user set is kept).
+
+    oneDNN (and ideep, PyTorch's layer over it) keep the matmul built for each input shape, up
+    to 1,024 of each, about 1.5 MB apiece. Sorted batches rarely repeat a shape (texts x width),
+    so the caches only grew with the corpus: 150 batches took 230 MB; a few entries are enough
+    for a forward pass's layers to share theirs.
+    """
+    for cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        os.environ.setdefault(cache, "16")
 
 
 def cpu_has_native_bf16() -> bool:

@@ -32,22 +32,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# oneDNN (and ideep, PyTorch's layer over it) keep the matmul built for each input shape, up
-# to 1,024 of each, about 1.5 MB apiece. Sorted batches rarely repeat a shape (texts x width),
-# so the caches only grew with the corpus: 150 batches took 230 MB; a few entries are enough
-# for a forward pass's layers to share theirs. Read when the first oneDNN op runs.
-for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-    os.environ.setdefault(_cache, "16")
-
 # Texts tokenised at a time: enough for well-filled sorted batches, few enough to overlap.
 TOKENIZE_WINDOW = 1024
 # A batch ends before a text that would fill less than this share of its padded width, once
 # it holds this share of the token budget (so that short texts still share batches).
 MIN_WIDTH_FILLED = 0.9
 MIN_BUDGET_FILLED = 1 / 8
-# A search's queries, at most this many, are embedded on one CPU thread (see embed_queries).
-FEW_QUERIES = 8
+
+
+def set_threads_for_search() -> None:
+    """One CPU thread for torch, in a process that embeds only a search's queries (the search
+    command); call it once, where that process starts. A query is a few dozen tokens: on a
+    CPU, spreading its matrix products over threads gains less than their synchronisation
+    costs, and while the database works on the same cores they wait on each other (search p95
+    at 100,000 chunks: query embedding 25 ms on torch's 2 threads, 5.5 ms on one;
+    bench/search_latency.py). A process that ingests keeps torch's threads, one per core: the
+    count is the process's (threads started later inherit it), so it is not switched per call,
+    which would race between a thread that ingests and one that searches."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pick_device(device: str) -> str:
@@ -73,6 +77,8 @@ def load_model(model_dir: Path, device: str, precision: str = "auto"):
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if device == "cpu":
+        cpu.bound_onednn_caches()  # before the first oneDNN op, which reads them
     transformers_logging.disable_progress_bar()  # a per-load weights bar is noise in a CLI
     if precision == "auto":
         native_bf16 = device.startswith("cuda") or (device == "cpu" and cpu.cpu_has_native_bf16())
@@ -87,6 +93,11 @@ def load_model(model_dir: Path, device: str, precision: str = "auto"):
 
 def load_tokenizer(model_dir: Path, profile: ModelProfile):
     from transformers import AutoTokenizer
+
+    # Texts are tokenised a window at a time by one thread beside the model (see `prefetched`);
+    # tokenizers' own threads would compete with the model's, and warn after a fork (the
+    # parser workers). Set before the first tokenizer runs; a value the user set is kept.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True, padding_side=profile.padding_side)
 
@@ -103,8 +114,6 @@ class TransformersEmbedder(Embedder):
 
     def __init__(self, name: str, model, tokenizer, profile: ModelProfile, *, dims: int | None = None,
                  query_prefix: str = "", batch_tokens: int = 16384):
-        import torch
-
         self.model = model
         model.config.use_cache = False  # a decoder would keep every layer's keys and values
         self.device = next(model.parameters()).device
@@ -114,29 +123,7 @@ class TransformersEmbedder(Embedder):
                                query_instruction=query_prefix or None, max_tokens=profile.max_tokens)
         super().__init__(tokenizer, profile, space)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._document_threads = torch.get_num_threads()
         log.info("loaded %s on %s in %s (%d dims)", name, self.device, next(model.parameters()).dtype, dims)
-
-    def embed_queries(self, texts):
-        """A search's query is a few dozen tokens: on a CPU, spreading its matrix products over
-        threads gains less than their synchronisation costs, and while the database works on
-        the same cores they wait on each other (search p95 at 100,000 chunks: query embedding
-        25 ms on torch's 2 threads, 5.5 ms on one; bench/search_latency.py). So queries run on
-        one thread; documents go back to the threads torch had when the model loaded. (The
-        count is the process's: it changes only when the kind of work does.)"""
-        if len(texts) <= FEW_QUERIES:
-            self._use_threads(1)
-        return super().embed_queries(texts)
-
-    def embed_documents(self, texts):
-        self._use_threads(self._document_threads)
-        return super().embed_documents(texts)
-
-    def _use_threads(self, count: int) -> None:
-        import torch
-
-        if self.device.type == "cpu" and torch.get_num_threads() != count:
-            torch.set_num_threads(count)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         import torch

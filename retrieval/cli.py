@@ -11,7 +11,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from embedding import ModelNotFound
+from embedding import ModelNotFound, set_threads_for_search
 from pgkb.settings import Settings, configure_logging
 from store import StoreError
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     Settings.add_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
+    set_threads_for_search()
     console = Console(soft_wrap=True)
     try:
         filters = json.loads(args.where) if args.where else {}
