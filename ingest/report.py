@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -51,7 +51,7 @@ class IngestReport:
     seconds: float = 0.0
     # Busy time per stage, summed over the threads doing it (stages overlap, so the sum
     # exceeds the wall time).
-    stage_seconds: Counter[Stage] = field(default_factory=Counter)
+    stage_seconds: defaultdict[Stage, float] = field(default_factory=lambda: defaultdict(float))
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for f in self.files if f.outcome == outcome)
@@ -94,7 +94,7 @@ class IngestReport:
 class StageClock:
     """Busy time per stage, added up by the threads that do the stages."""
 
-    def __init__(self, seconds: Counter[Stage]):
+    def __init__(self, seconds: defaultdict[Stage, float]):
         self.seconds = seconds
         self._lock = threading.Lock()
 

@@ -82,8 +82,8 @@ def discover(root: Path, follow_links: bool = False) -> list[Path]:
         return [root]
     found = []
     entered = {root}
-    for folder, folders, files in os.walk(root, followlinks=follow_links, onerror=_unlisted(root)):
-        folder = Path(folder)
+    for top, folders, files in os.walk(root, followlinks=follow_links, onerror=_unlisted(root)):
+        folder = Path(top)
         kept = []
         for name in sorted(folders):
             path = folder / name

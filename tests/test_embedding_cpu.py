@@ -111,3 +111,35 @@ def test_the_default_model_runs_sped_up_on_cpu(embedder):
     assert config._attn_implementation == (cpu.SLICED_ATTENTION if faster else "sdpa")
     fused = cpu.onednn_linear_class("gelu")
     assert sum(type(m) is fused for m in embedder.model.modules()) == embedder.model.config.num_hidden_layers
+
+
+def test_embedding_leaves_torch_threads_as_they_are_and_the_search_command_sets_one(embedder):
+    import os
+
+    from embedding import set_threads_for_search
+
+    threads = torch.get_num_threads()
+    embedder.embed_queries(["when does the canteen open"])
+    assert torch.get_num_threads() == threads  # no longer switched per call: a thread ingesting keeps its count
+    embedder.embed_documents(["The canteen opens at eight."])
+    assert torch.get_num_threads() == threads
+    try:
+        set_threads_for_search()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    # Set when the tokenizer and the model loaded, not when embedding was imported.
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == os.environ["LRU_CACHE_CAPACITY"] == "16"
+
+
+def test_importing_embedding_sets_no_environment_variable():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os; before = set(os.environ); import embedding; print(sorted(set(os.environ) - before))"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TOKENIZERS_PARALLELISM", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    added = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert added.stdout.strip() == "[]"
