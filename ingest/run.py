@@ -90,7 +90,7 @@ def ingest(
         stored_root = outputs.name(stages.root, paths)
         if prune:
             _check_prune(stages, paths, settings.prune_max_share if not prune_any_share else 1.0)
-        report.run_id = store.start_run(collection, {
+        run_id = report.run_id = store.start_run(collection, {
             "path": stored_root, "model": collection.space["model"], "prune": prune,
             "force": force, "tags": outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
             "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
@@ -109,7 +109,7 @@ def ingest(
             raise
         finally:
             report.seconds = time.perf_counter() - started
-            _record_end(store, report)
+            _record_end(store, run_id, report)
         return report
     finally:
         store.close()
@@ -232,10 +232,10 @@ def _abort_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__  # a signal's exception says which
 
 
-def _record_end(store: Store, report: IngestReport) -> None:
+def _record_end(store: Store, run_id: int, report: IngestReport) -> None:
     counts = {**report.counts(), "stage_seconds": {k: round(v, 3) for k, v in report.stage_seconds.items()}}
     errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
     try:
-        store.finish_run(report.run_id, report.status, counts, errors)
+        store.finish_run(run_id, report.status, counts, errors)
     except OperationalError as exc:  # the database went away: say so, but keep the first error
-        log.warning("could not record the end of ingest run %s: %s", report.run_id, exc.orig)
+        log.warning("could not record the end of ingest run %s: %s", run_id, exc.orig)
