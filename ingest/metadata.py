@@ -18,13 +18,15 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
+from pgkb.errors import ConfigurationError
+
 FOLDER_FILES = ("pgkb.toml", "pgkb.yaml", "pgkb.yml")
 SIDECAR_SUFFIX = ".meta.json"
 # Metadata files are a few lines; a larger one is refused before it is parsed.
 MAX_METADATA_BYTES = 1 << 20
 
 
-class MetadataError(ValueError):
+class MetadataError(ConfigurationError):
     """A metadata file or tag that cannot be read; the message names it."""
 
 

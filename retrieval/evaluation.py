@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from sqlalchemy import select
 
+from pgkb.errors import ConfigurationError, StoreError
 from store.tables import chunks
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Judged:
     level: Level = "document"
 
 
-class JudgmentsError(ValueError):
+class JudgmentsError(ConfigurationError):
     """Judgments that cannot be read; the message names the file, the line and the field."""
 
 
@@ -133,7 +134,7 @@ def evaluate(kb: KnowledgeBase, judged: Sequence[Judged], modes: Sequence[str] =
     chunk-id judgments rank chunks. `exact` as in `KnowledgeBase.search`.
     """
     if not judged:
-        raise ValueError("no judged queries to evaluate")
+        raise JudgmentsError("no judged queries to evaluate")
     return Evaluation(kb.collection.name, k, {mode: _evaluate_mode(kb, judged, mode, k, exact) for mode in modes})
 
 
@@ -180,7 +181,7 @@ def health_check(kb: KnowledgeBase, queries: int = HEALTH_QUERIES, seed: int = 0
     not indexed) or a wrong model (vectors that find nothing), not at hard questions."""
     judged = collection_queries(kb, queries, seed)
     if not judged:
-        raise ValueError(f"collection {kb.collection.name!r} has no headings or sentences to draw queries from")
+        raise StoreError(f"collection {kb.collection.name!r} has no headings or sentences to draw queries from")
     return evaluate(kb, judged, modes, k)
 
 

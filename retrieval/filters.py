@@ -34,12 +34,13 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.types import Float, Text
 
+from pgkb.errors import QueryError
 from store.fulltext import unstorable
 from store.tables import chunks, document_metadata, documents
 
 
-class FilterError(ValueError):
-    pass
+class FilterError(QueryError):
+    """A search filter pgkb cannot apply: an unknown field, operator or value."""
 
 
 _COLUMNS = {

@@ -50,6 +50,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 from sqlalchemy.sql.selectable import CTE
 
+from pgkb.errors import ConfigurationError, QueryError
+from pgkb.settings import default
 from store import Collection, indexed_embedding
 from store.fulltext import KeywordQuery
 from store.tables import chunks, collection_statistics, documents, hit_metadata, term_statistics
@@ -69,14 +71,14 @@ class LegWeights:
 class BM25:
     """BM25's parameters (Settings.bm25_k1, bm25_b)."""
 
-    k1: float = 1.2
-    b: float = 0.75
+    k1: float = default("bm25_k1")
+    b: float = default("bm25_b")
 
     def __post_init__(self):
         if not self.k1 >= 0:
-            raise ValueError(f"BM25's k1 (PGKB_BM25_K1) must be 0 or more, not {self.k1}")
+            raise ConfigurationError(f"BM25's k1 (PGKB_BM25_K1) must be 0 or more, not {self.k1}")
         if not 0 <= self.b <= 1:
-            raise ValueError(f"BM25's b (PGKB_BM25_B) must be between 0 and 1, not {self.b}")
+            raise ConfigurationError(f"BM25's b (PGKB_BM25_B) must be between 0 and 1, not {self.b}")
 
 
 def search_statement(
@@ -88,10 +90,10 @@ def search_statement(
 
     keyword_scan_budget: scan only for the query's rarer words (see _query_lexemes)."""
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+        raise QueryError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
     has_keywords = keyword_query is not None and not keyword_query.empty
     if query_vector is None and not has_keywords:
-        raise ValueError("a search needs a query vector or keyword terms")
+        raise QueryError("a search needs a query vector or keyword terms")
     lexemes = _query_lexemes(collection, keyword_scan_budget) if has_keywords else None
     terms = _query_terms(collection, keyword_query, lexemes) if has_keywords else None
     if query_vector is not None:

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 from sqlalchemy import ColumnElement, func, literal_column
 
+from pgkb.errors import QueryError
+
 # Han, Hiragana, Katakana, Hangul and CJK punctuation/compatibility blocks.
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -65,10 +67,6 @@ def cjk_words(run: str) -> list[str]:
     """A CJK query run as jieba's words (accurate mode); the index holds each of them, since
     search mode adds finer words to the same cut."""
     return [w for w in _jieba().lcut(run) if _WORD.search(w)]
-
-
-class QueryError(ValueError):
-    """A query that cannot be searched as given (too long, too many phrases, not text)."""
 
 
 def unstorable(text: str) -> str | None:

@@ -17,16 +17,10 @@ from typing import Any
 
 from unstructured.documents.elements import Element
 
+from pgkb.errors import ParseError
+from pgkb.settings import default
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class ParseError(Exception):
-    """A file pgkb cannot read; `reason` is short and stable (encrypted, corrupt, empty...)."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 def too_large(max_chars: int) -> ParseError:
@@ -39,9 +33,9 @@ class ParseOptions:
 
     # Tried in order on encrypted PDFs after the empty password; never logged or shown.
     passwords: tuple[str, ...] = field(default=(), repr=False)
-    # Tesseract languages for pages without a text layer ("eng+chi_sim"); "" turns OCR off.
-    ocr_languages: str = "eng+chi_sim"
-    # The most characters of text a document may hold (Settings.max_document_chars); None: no limit.
+    # Tesseract languages for pages without a text layer ("eng+chi_sim"); "none" or "" turns OCR off.
+    ocr_languages: str = default("ocr_languages")
+    # The most characters of text a document may hold; None: no limit.
     max_chars: int | None = None
 
 

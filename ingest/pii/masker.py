@@ -18,7 +18,10 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast, get_args
+
+from pgkb.errors import ConfigurationError, MaskingError
+from pgkb.settings import default
 
 from ..parsers import ParsedDocument
 
@@ -35,7 +38,9 @@ PATTERN_ENTITIES = (
 # Entity types only a named-entity model finds.
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION")
 ENTITY_TYPES = PATTERN_ENTITIES + NER_ENTITIES
-OPERATORS = ("replace", "redact", "hash")
+# What a masked value becomes: a typed placeholder, nothing, or a keyed hash.
+Operator = Literal["replace", "redact", "hash"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
 # A type whose recognizer takes any number of the right shape: for the same digits, a
 # Chinese recognizer's type (CN_MOBILE, CN_LANDLINE) is the better label.
 GENERIC_TYPES = {"PHONE_NUMBER"}
@@ -52,29 +57,25 @@ _LATIN = re.compile(r"[A-Za-z]")
 _HALF_WIDTH = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
 
 
-class MaskingError(Exception):
-    """Masking a document failed. The message never quotes the document's text."""
-
-
 @dataclass(frozen=True)
 class MaskPolicy:
     """Which entity types are masked, from which score, and with which operator:
     "replace" (a typed placeholder such as <CN_ID_CARD>), "redact" (removed) or "hash"
     (<TYPE:hmac> with `hash_key`: equal values give equal tokens within a collection)."""
 
-    entities: tuple[str, ...] = ENTITY_TYPES
-    threshold: float = 0.5
-    default_operator: str = "replace"
-    operators: Mapping[str, str] = field(default_factory=dict)
-    hash_key: str | None = field(default=None, repr=False)  # a secret
+    entities: tuple[str, ...]
+    threshold: float
+    default_operator: Operator
+    operators: Mapping[str, Operator]
+    hash_key: str | None = field(repr=False)  # a secret
 
     @classmethod
-    def parse(cls, entities: str = "all", threshold: float = 0.5, operators: str = "replace",
-              hash_key: str | None = None) -> MaskPolicy:
-        """A policy from its settings' text forms; ValueError says what is wrong.
+    def parse(cls, entities: str = default("pii_entities"), threshold: float = default("pii_threshold"),
+              operators: str = default("pii_operators"), hash_key: str | None = None) -> MaskPolicy:
+        """A policy from its settings' text forms (PGKB_PII_*); ConfigurationError says what is wrong.
 
         `entities`: "all", or a comma list of types, where "-TYPE" removes one ("all,-URL").
-        `operators`: a comma list of OPERATOR (the default) and TYPE=OPERATOR entries.
+        `operators`: a comma list of OPERATOR (the default, else replace) and TYPE=OPERATOR entries.
         """
         chosen: list[str] = []
         for item in _items(entities):
@@ -85,21 +86,20 @@ class MaskPolicy:
             else:
                 chosen.append(_entity(item))
         if not 0 <= threshold <= 1:
-            raise ValueError(f"the PII score threshold must be between 0 and 1, got {threshold}")
-        default, per_type = "replace", {}
+            raise ConfigurationError(f"the PII score threshold must be between 0 and 1, got {threshold}")
+        chosen_default: Operator = "replace"
+        per_type: dict[str, Operator] = {}
         for item in _items(operators):
             name, _, operator = item.rpartition("=")
-            if operator not in OPERATORS:
-                raise ValueError(f"unknown PII operator {operator!r}: use one of {', '.join(OPERATORS)}")
             if name:
-                per_type[_entity(name)] = operator
+                per_type[_entity(name)] = _operator(operator)
             else:
-                default = operator
-        if "hash" in (default, *per_type.values()) and not hash_key:
-            raise ValueError("the hash operator needs a secret key: set PGKB_PII_HASH_KEY")
-        return cls(tuple(dict.fromkeys(chosen)), threshold, default, per_type, hash_key)
+                chosen_default = _operator(operator)
+        if "hash" in (chosen_default, *per_type.values()) and not hash_key:
+            raise ConfigurationError("the hash operator needs a secret key: set PGKB_PII_HASH_KEY")
+        return cls(tuple(dict.fromkeys(chosen)), threshold, chosen_default, per_type, hash_key)
 
-    def operator(self, entity: str) -> str:
+    def operator(self, entity: str) -> Operator:
         return self.operators.get(entity, self.default_operator)
 
     def describe(self) -> dict:
@@ -112,10 +112,16 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _operator(name: str) -> Operator:
+    if name not in OPERATORS:
+        raise ConfigurationError(f"unknown PII operator {name!r}: use one of {', '.join(OPERATORS)}")
+    return cast(Operator, name)
+
+
 def _entity(name: str) -> str:
     entity = name.strip().upper()
     if entity not in ENTITY_TYPES:
-        raise ValueError(f"unknown PII entity type {name!r}; known types: {', '.join(ENTITY_TYPES)}")
+        raise ConfigurationError(f"unknown PII entity type {name!r}; known types: {', '.join(ENTITY_TYPES)}")
     return entity
 
 

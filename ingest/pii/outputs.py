@@ -17,24 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pgkb.settings import Settings
 from store.fulltext import unstorable
 
 from ..sources import key_of
 from .masker import Masker, MaskingError
 
-KEY_CHOICES = ("mask", "keep")
 
-
-class KeyCollision(Exception):
+class KeyCollision(MaskingError):
     """Two files' paths mask to the same key; the message names the key, never the paths."""
-
-
-def masks_keys(settings: Settings) -> bool:
-    """Whether the settings ask for masked keys (PGKB_PII_KEYS); ValueError for a bad value."""
-    if settings.pii_keys not in KEY_CHOICES:
-        raise ValueError(f"PGKB_PII_KEYS must be mask or keep, got {settings.pii_keys!r}")
-    return settings.pii_keys == "mask"
 
 
 class OutputMasker:
