@@ -130,7 +130,8 @@ def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_p
         scale_files: int | None = None, scale_peer: bool = False) -> dict:
     """The side-by-side rounds at 1x, pgkb's re-runs, then the scale series: pgkb (and
     LangChain, with `scale_peer`) at each scale of the 1x corpus or of its `scale_files` sample."""
-    from embedding.models import DEFAULT_MODEL, resolve_model_dir
+    from embedding.models import resolve_model_dir
+    from pgkb.settings import default
 
     with tempfile.TemporaryDirectory(prefix="pgkb-ingest-e2e-") as tmp:
         folder = Path(tmp)
@@ -147,7 +148,7 @@ def run(corpus: Path, repeats: int, scales: list[int], limit: int | None, peer_p
             series[scale] = (path, build_corpus(corpus, path, scale, limit, sample=scale_files))
             print(f"scale series at {scale}x: {len(series[scale][1])} files", file=sys.stderr, flush=True)
         with embedded_server(folder / "db") as url:
-            bench = Bench(url, resolve_model_dir(DEFAULT_MODEL), peer_python, folder)
+            bench = Bench(url, resolve_model_dir(default("model")), peer_python, folder)
             rounds = side_by_side(bench, folder / "corpus-1x", corpus_1x, repeats)
             at_scale: dict[str, dict[int, Run]] = {"pgkb": {}, "langchain": {}}
             for scale, (path, files) in series.items():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.corpus import evenly_spread
+from ingest.options import masker_options
 from ingest.parsers import parse
 from ingest.pii import Found, Masker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid, org_code_check_char, uscc_check_char
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    masker = load_masker(Settings(collection="pii-bench"))
+    masker = load_masker(masker_options(Settings(collection="pii-bench")))
     print(f"policy: threshold {masker.policy.threshold}, NER models loaded for: "
           f"{', '.join(masker.ner_languages) or 'none (pattern and checksum recognizers only)'}")
 

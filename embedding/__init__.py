@@ -14,27 +14,32 @@ import os
 import threading
 from pathlib import Path
 
+from pgkb.settings import Precision, default
+
 from .base import Embedder
 from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device, set_threads_for_search
-from .models import DEFAULT_MODEL, EmbeddingError, ModelNotFound, resolve_model_dir
+from .models import EmbeddingError, ModelNotFound, resolve_model_dir
 from .profiles import ModelProfile, resolve_profile, unsupported_modules
 from .server import ServerEmbedder, ServerError
-from .space import EmbeddingSpace
+from .space import EmbeddingSpace, Pooling
 
 # Models load one at a time: transformers' lazily imported names are not safe to import from
 # two threads at once (eight threads loading together failed on `import AutoTokenizer`).
 _LOADING = threading.Lock()
 
 
-def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_instruction: str | None = None,
-                  device: str = "auto", precision: str = "auto", batch_tokens: int = 16384,
-                  embed_url: str | None = None, api_key_env: str | None = None,
-                  profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
+def load_embedder(model: str = default("model"), *, dims: int | None = None, query_instruction: str | None = None,
+                  device: str = default("device"), precision: Precision = default("precision"),
+                  batch_tokens: int = default("batch_tokens"), embed_url: str | None = None,
+                  api_key_env: str | None = None, profile_file: Path | None = None,
+                  allow_download: bool = default("allow_download")) -> Embedder:
     """An embedder for `model` (an id in the HF cache, a packaged model, or a directory).
 
     `dims` asks for shorter Matryoshka vectors; `query_instruction` is the task of an
-    instruction-following model (Qwen3-Embedding), or else the literal prefix of queries.
-    With `embed_url` the vectors come from that server, with the key in env `api_key_env`.
+    instruction-following model's query template (Qwen3-Embedding), or else the literal
+    prefix of queries (see ModelProfile.query_prefix). With `embed_url` the vectors come
+    from that server, with the key in env `api_key_env`. The other options are Settings'
+    (`Settings.embedder_options()`), and default to them.
     """
     with _LOADING:
         model_dir = resolve_model_dir(model, allow_download)
@@ -43,9 +48,11 @@ def load_embedder(model: str = DEFAULT_MODEL, *, dims: int | None = None, query_
                       device, precision, batch_tokens, embed_url, api_key_env)
 
 
-def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", precision: str = "auto",
-                            batch_tokens: int = 16384, embed_url: str | None = None, api_key_env: str | None = None,
-                            profile_file: Path | None = None, allow_download: bool = False) -> Embedder:
+def load_embedder_for_space(space: EmbeddingSpace, *, device: str = default("device"),
+                            precision: Precision = default("precision"), batch_tokens: int = default("batch_tokens"),
+                            embed_url: str | None = None, api_key_env: str | None = None,
+                            profile_file: Path | None = None,
+                            allow_download: bool = default("allow_download")) -> Embedder:
     """An embedder whose vectors are in `space`: same model, dims and query instruction."""
     with _LOADING:
         model_dir = resolve_model_dir(space.model, allow_download)
@@ -61,7 +68,7 @@ def load_embedder_for_space(space: EmbeddingSpace, *, device: str = "auto", prec
 
 
 def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None, query_prefix: str,
-           device: str, precision: str, batch_tokens: int, embed_url: str | None,
+           device: str, precision: Precision, batch_tokens: int, embed_url: str | None,
            api_key_env: str | None) -> Embedder:
     tokenizer = load_tokenizer(model_dir, profile)
     extra_modules = unsupported_modules(model_dir)
@@ -83,7 +90,7 @@ def _hidden_size(model_dir: Path) -> int | None:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile",
+    "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile", "Pooling",
     "ServerEmbedder", "ServerError", "TransformersEmbedder", "load_embedder", "load_embedder_for_space",
     "resolve_model_dir", "resolve_profile", "set_threads_for_search",
 ]

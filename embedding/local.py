@@ -18,9 +18,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, get_args
 
 import numpy as np
+
+from pgkb.errors import ConfigurationError
+from pgkb.settings import Precision, default
 
 from . import cpu
 from .base import Embedder
@@ -62,10 +65,10 @@ def pick_device(device: str) -> str:
     return device
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
-def load_model(model_dir: Path, device: str, precision: str = "auto"):
+def load_model(model_dir: Path, device: str, precision: Precision = default("precision")):
     """The model with SDPA attention, ready for inference, in `precision`.
 
     "auto": bf16 on CUDA, and on CPUs that compute bf16 natively (1.7x float32's speed for
@@ -76,7 +79,7 @@ def load_model(model_dir: Path, device: str, precision: str = "auto"):
     from transformers.utils import logging as transformers_logging
 
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise ConfigurationError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if device == "cpu":
         cpu.bound_onednn_caches()  # before the first oneDNN op, which reads them
     transformers_logging.disable_progress_bar()  # a per-load weights bar is noise in a CLI
@@ -113,7 +116,7 @@ class TransformersEmbedder(Embedder):
     """Embeds texts with a loaded transformers model, following its ModelProfile."""
 
     def __init__(self, name: str, model, tokenizer, profile: ModelProfile, *, dims: int | None = None,
-                 query_prefix: str = "", batch_tokens: int = 16384):
+                 query_prefix: str = "", batch_tokens: int = default("batch_tokens")):
         self.model = model
         model.config.use_cache = False  # a decoder would keep every layer's keys and values
         self.device = next(model.parameters()).device

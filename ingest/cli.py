@@ -20,90 +20,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from embedding import ModelNotFound
-from pgkb.settings import Settings, configure_logging
-from store import StoreError
+from pgkb.cli import add_verbose, add_version, print_error
+from pgkb.errors import PgkbError
+from pgkb.settings import COMMON_FLAGS, Settings, configure_logging, default
 
-from .metadata import MetadataError, parse_tags
-from .pii.outputs import KEY_CHOICES
-from .run import FileOutcome, IngestReport, UsageError, ingest
+from .metadata import parse_tags
+from .run import FileOutcome, IngestReport, ingest
 from .sources import printable
 
 PRUNED_SHOWN = 10  # keys of pruned documents the summary names (the report holds them all)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
-    parser.add_argument("path", help="a folder (read recursively) or a single file")
-    Settings.add_arguments(parser)
-    sync = parser.add_argument_group("keeping a collection in step with a folder")
-    sync.add_argument("--prune", action="store_true",
-                      help="remove the documents whose files are no longer in the folder")
-    sync.add_argument("--yes", action="store_true",
-                      help="let --prune remove more than PGKB_PRUNE_MAX_SHARE (default half) of the collection")
-    sync.add_argument("--force", action="store_true", help="ingest every file again, even unchanged ones")
-    sync.add_argument("--tag", action="append", metavar="KEY=VALUE",
-                      help="metadata for every document of this run, for search filters (repeatable); "
-                           "see also pgkb.toml and FILE.meta.json in the README")
-    parser.add_argument("--chunk-tokens", type=int, help="target chunk size in model tokens (PGKB_CHUNK_TOKENS)")
-    parser.add_argument("--no-embed-headings", action="store_true",
-                        help="embed each chunk's text alone, not its section path first (PGKB_EMBED_HEADINGS=0)")
-    parser.add_argument("--batch-tokens", type=int, help="tokens per embedding batch (PGKB_BATCH_TOKENS)")
-    parser.add_argument("--workers", type=int,
-                        help="files parsed at once, at most one per CPU core (PGKB_WORKERS; default: CPU cores, "
-                             "at most 4)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (PGKB_DEVICE)")
-    parser.add_argument("--dims", type=int,
-                        help="shorter (Matryoshka) vectors for models trained for them, e.g. 256 (PGKB_DIMS)")
-    parser.add_argument("--query-instruction", metavar="TASK",
-                        help="the task in the model's query instruction (Qwen3-Embedding), or the query "
-                             "prefix of other models; stored with the collection (PGKB_QUERY_INSTRUCTION)")
-    parser.add_argument("--embed-url", metavar="URL",
-                        help="embed through an OpenAI-compatible server (vLLM, SGLang, TEI, Infinity) "
-                             "serving --model; its API key is read from $PGKB_EMBED_API_KEY (PGKB_EMBED_URL)")
-    pii = parser.add_argument_group("personal data masking (on by default)")
-    pii.add_argument("--no-pii", action="store_true", help="store text unmasked (PGKB_PII=0)")
-    pii.add_argument("--pii-entities", metavar="TYPES",
-                     help='entity types to mask: "all" or a comma list, "-TYPE" removes one, e.g. all,-URL '
-                          "(PGKB_PII_ENTITIES)")
-    pii.add_argument("--pii-threshold", type=float, metavar="SCORE",
-                     help="lowest score that is masked, 0 to 1 (PGKB_PII_THRESHOLD, default 0.5)")
-    pii.add_argument("--pii-operator", metavar="OPERATORS",
-                     help="replace (<TYPE>), redact or hash, and per type TYPE=OPERATOR, e.g. "
-                          "replace,EMAIL_ADDRESS=hash; hash needs PGKB_PII_HASH_KEY (PGKB_PII_OPERATORS)")
-    pii.add_argument("--pii-keys", choices=KEY_CHOICES,
-                     help="mask personal data in file and folder names, which make the documents' keys and "
-                          "paths (default), or keep the real ones (PGKB_PII_KEYS)")
-    parser.add_argument("--follow-links", action="store_true",
-                        help="read symbolic links that lead out of the folder (PGKB_FOLLOW_LINKS; default: "
-                             "they are skipped, links within the folder are read)")
-    passwords = parser.add_argument_group("passwords for encrypted PDFs")
-    passwords.add_argument("--password", action="append", metavar="PASSWORD",
-                           help="a password to try (repeatable); other users of this machine can see it in "
-                                "the process list, so prefer --passwords-stdin or --passwords-file")
-    passwords.add_argument("--passwords-stdin", action="store_true",
-                           help="read passwords to try from standard input, one per line")
-    passwords.add_argument("--passwords-file", metavar="FILE",
-                           help="a file of passwords to try, one per line (PGKB_PASSWORDS_FILE)")
-    parser.add_argument("--report", metavar="FILE", help="write the summary and every file's outcome here as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each file")
-    args = parser.parse_args(argv)
-
+    args = _parser().parse_args(argv)
     console = Console(stderr=True)
     configure_logging(args.verbose)
     stop = threading.Event()
     report = None
     try:
-        settings = Settings.from_arguments(args, chunk_tokens=args.chunk_tokens,
-                                           embed_headings=False if args.no_embed_headings else None,
-                                           batch_tokens=args.batch_tokens, workers=args.workers, device=args.device,
-                                           dims=args.dims, query_instruction=args.query_instruction,
-                                           embed_url=args.embed_url,
-                                           pii=False if args.no_pii else None, pii_entities=args.pii_entities,
-                                           pii_threshold=args.pii_threshold, pii_operators=args.pii_operator,
-                                           passwords=_passwords(args), passwords_file=args.passwords_file,
-                                           follow_links=args.follow_links or None, pii_keys=args.pii_keys)
+        settings = Settings.from_arguments(args, passwords=_passwords(args))
         tags = parse_tags(args.tag or [])
         report = IngestReport(settings.collection)
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
@@ -113,11 +48,47 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         if report is not None and report.run_id is not None:  # the run began: say what it did
             return _finish(report, args.report, console, stopped_by=exc)
-        if isinstance(exc, (UsageError, ModelNotFound, StoreError, MetadataError, ValueError, Terminated)):
+        if isinstance(exc, Terminated):
             print(f"error: {exc}", file=sys.stderr)
-            return 143 if isinstance(exc, Terminated) else 2
+            return 143
+        if isinstance(exc, PgkbError):
+            print_error(exc, args.verbose)
+            return 2
         raise
     return _finish(report, args.report, console)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
+    add_version(parser)
+    parser.add_argument("path", help="a folder (read recursively) or a single file")
+    Settings.add_arguments(parser, COMMON_FLAGS)
+    sync = parser.add_argument_group("keeping a collection in step with a folder")
+    sync.add_argument("--prune", action="store_true",
+                      help="remove the documents whose files are no longer in the folder")
+    sync.add_argument("--yes", action="store_true",
+                      help="let --prune remove more than PGKB_PRUNE_MAX_SHARE "
+                           f"(default {default('prune_max_share')}) of the collection")
+    sync.add_argument("--force", action="store_true", help="ingest every file again, even unchanged ones")
+    sync.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                      help="metadata for every document of this run, for search filters (repeatable); "
+                           "see also pgkb.toml and FILE.meta.json in the README")
+    Settings.add_arguments(parser, ("chunk_tokens", "embed_headings", "batch_tokens", "workers", "device", "dims",
+                                    "query_instruction", "embed_url"))
+    pii = parser.add_argument_group("personal data masking (on by default)")
+    Settings.add_arguments(pii, ("pii", "pii_entities", "pii_threshold", "pii_operators", "pii_keys"))
+    Settings.add_arguments(parser, ("follow_links",))
+    passwords = parser.add_argument_group("passwords for encrypted PDFs")
+    passwords.add_argument("--password", action="append", metavar="PASSWORD",
+                           help="a password to try (repeatable); other users of this machine can see it in "
+                                "the process list, so prefer --passwords-stdin or --passwords-file")
+    passwords.add_argument("--passwords-stdin", action="store_true",
+                           help="read passwords to try from standard input, one per line")
+    Settings.add_arguments(passwords, ("passwords_file",))
+    parser.add_argument("--report", metavar="FILE", help="write the summary and every file's outcome here as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_verbose(parser, "log each file, and show an error's traceback")
+    return parser
 
 
 def _passwords(args: argparse.Namespace) -> tuple[str, ...] | None:

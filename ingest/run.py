@@ -23,13 +23,15 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder, resolve_model_dir
+from pgkb.errors import ConfigurationError
 from pgkb.settings import Settings
 from store import Collection, Store
 from store.fulltext import unstorable
 
 from .heap import map_large_blocks_apart
+from .options import mask_policy, masker_options, parse_limits, parse_options
 from .parsers.pool import ParserPool
-from .pii import Masker, OutputMasker, load_masker, masks_keys, policy_from_settings
+from .pii import Masker, OutputMasker, load_masker
 from .pipeline import run_files
 from .report import FileOutcome, IngestReport, StageClock
 from .sources import discover, key_of, leads_out, media_type_of, printable
@@ -38,7 +40,7 @@ from .stages import FileStages, Fingerprints, Models
 log = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
+class UsageError(ConfigurationError):
     """Bad input from the user (a missing path, an unknown model...): nothing was ingested."""
 
 
@@ -70,8 +72,8 @@ def ingest(
     # Settings are checked now; the masker and the model load when first needed (the masker for
     # file names, unless PGKB_PII_KEYS=keep, so a run that finds every file unchanged never
     # loads the model, and with real keys and no tags not the masker either).
-    policy = masker.policy if masker else policy_from_settings(settings) if settings.pii else None
-    mask_keys = masks_keys(settings)
+    policy = masker.policy if masker else mask_policy(settings) if settings.pii else None
+    mask_keys = settings.pii_keys == "mask"
     if embedder is None:
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     store = Store.open(settings)
@@ -135,8 +137,8 @@ class _ModelLoader:
     def masker(self) -> Masker | None:
         """The masker alone (file names, tags and error texts need no model)."""
         with self._masker_lock:
-            if self._masker is None:
-                self._masker = load_masker(self.settings)
+            if self._masker is None and self.settings.pii:
+                self._masker = load_masker(masker_options(self.settings))
             return self._masker
 
     def load(self) -> Models:
@@ -195,7 +197,7 @@ def _sync(settings: Settings, store: Store, stages: FileStages, paths: list[Path
         if on_file:
             on_file(outcome, report)
 
-    with ParserPool.from_settings(settings, workers) as parser, store.bulk_load(stages.collection) as load:
+    with ParserPool(parse_options(settings), parse_limits(settings), workers) as parser, store.bulk_load(stages.collection) as load:
         run_files(stages, paths, parser, workers, stop, settings.batch_tokens, record)
         report.files.sort(key=lambda outcome: outcome.key)
     if load.deferred:

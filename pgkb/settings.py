@@ -1,28 +1,46 @@
-"""pgkb's configuration, in one place.
+"""pgkb's configuration, in one place: every setting's default, environment variable,
+command-line flag and help live on its field here, and nowhere else.
 
-Every field can be set by an environment variable (named in the field's metadata) and
-overridden by the caller, which is how the CLI flags win over the environment:
+Each field can be set by its environment variable and overridden by the caller, which is
+how the CLI flags win over the environment:
 
     settings = Settings.from_env(collection="handbook")
+
+The command-line tools derive their flags from the fields (`Settings.add_arguments`), and
+each stage gets a small options object built from Settings by the code that wires it
+(ingest.options, `Settings.embedder_options`); a stage's own defaults, where it has any,
+are read from here (`default`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
+import types
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import platformdirs
 
 from pgkb.errors import ConfigurationError
 
+Precision = Literal["auto", "float32", "bfloat16"]
+KeyNames = Literal["mask", "keep"]
 
-def _env(name: str, default=None, secret: bool = False):
-    """A setting read from the environment variable `name`; a secret one is hidden in repr()."""
-    return field(default=default, repr=not secret, metadata={"env": name})
+
+def _setting(env: str | None, default: Any = None, *, flag: str | None = None, help: str = "",
+             metavar: str | None = None, secret: bool = False) -> Any:
+    """A setting read from the environment variable `env`, given on the command line by `flag`
+    (a switch's flag names the non-default side: --no-pii, --follow-links); a secret one is
+    hidden in repr()."""
+    return field(default=default, repr=not secret,
+                 metadata={"env": env, "flag": flag, "help": help, "metavar": metavar})
 
 
 # The range of each numeric setting (None: unbounded), checked whenever Settings are made:
@@ -36,113 +54,164 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+# The settings every command line takes as flags (ingest, search, pgkb eval).
+COMMON_FLAGS = ("collection", "model", "database_url", "data_dir")
+
+
 @dataclass(frozen=True)
 class Settings:
-    # Any PostgreSQL with pgvector; when unset, pgkb runs an embedded server in data_dir.
-    database_url: str | None = _env("DATABASE_URL", secret=True)  # may hold a password
+    database_url: str | None = _setting(
+        "DATABASE_URL", flag="--database-url", secret=True,  # may hold a password
+        help="any PostgreSQL with pgvector; unset: an embedded server in the data folder")
     # Root's home is often private, and as root the embedded server runs as another user.
-    data_dir: Path = _env("PGKB_DATA_DIR", Path("/var/lib/pgkb") if os.name == "posix" and os.geteuid() == 0
-                          else Path(platformdirs.user_data_dir("pgkb")))
-    collection: str = _env("PGKB_COLLECTION", "default")
-    model: str = _env("PGKB_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
-    device: str = _env("PGKB_DEVICE", "auto")
-    # The model's number format: "auto" is bf16 on CUDA and on CPUs with native bf16
-    # (AVX512-BF16, AMX), float32 elsewhere; "float32" or "bfloat16" to choose.
-    precision: str = _env("PGKB_PRECISION", "auto")
-    # Tokens per embedding batch (padding included): the batch size adapts to text length.
-    batch_tokens: int = _env("PGKB_BATCH_TOKENS", 16384)
-    # Target chunk size in the embedding model's tokens, capped by what the model reads.
-    chunk_tokens: int = _env("PGKB_CHUNK_TOKENS", 400)
-    # Whether the model reads a chunk's section path before its text (stored text is the same).
-    embed_headings: bool = _env("PGKB_EMBED_HEADINGS", True)
-    # Vector size for models trained for shorter (Matryoshka) vectors, e.g. Qwen3-Embedding's
-    # 32 up to its full size; 0: the model's full size.
-    dims: int = _env("PGKB_DIMS", 0)
-    # The task in an instruction-following model's query template (Qwen3-Embedding), or else
-    # the literal prefix of every query; unset: the model's own default.
-    query_instruction: str | None = _env("PGKB_QUERY_INSTRUCTION")
-    # An OpenAI-compatible embeddings server (vLLM, SGLang, TEI, Infinity, OpenAI) serving
-    # `model`; unset: the model runs in this process.
-    embed_url: str | None = _env("PGKB_EMBED_URL")
-    # The environment variable holding the server's API key (the key is never a setting itself).
-    embed_api_key_env: str = _env("PGKB_EMBED_API_KEY_ENV", "PGKB_EMBED_API_KEY")
-    # A JSON file of rules for a model pgkb has none for (see embedding/profiles.py).
-    model_profile: str | None = _env("PGKB_MODEL_PROFILE")
-    # Let a model that is not on this machine be downloaded from the Hugging Face Hub.
-    allow_download: bool = _env("PGKB_ALLOW_DOWNLOAD", False)
-    # Files parsed at once, each in its own worker process; 0: one per CPU core, at most 4.
-    workers: int = _env("PGKB_WORKERS", 0)
-    # Each file is parsed in a worker process under these limits; past them it fails alone.
-    parse_seconds: int = _env("PGKB_PARSE_SECONDS", 300)
-    parse_memory_mb: int = _env("PGKB_PARSE_MEMORY_MB", 4096)
-    # The most characters of text one document may hold (20 million: some 8,000 pages of dense
-    # text); a larger one fails alone as "too large", refused in its worker before the main
-    # process holds any of it.
-    max_document_chars: int = _env("PGKB_MAX_DOCUMENT_CHARS", 20_000_000)
-    # Tesseract languages for PDF pages without a text layer, used when tesseract is installed ("none": no OCR).
-    ocr_languages: str = _env("PGKB_OCR_LANGUAGES", "eng+chi_sim")
-    # Passwords tried on encrypted PDFs: a file with one per line, and --password (never from the environment).
-    passwords_file: str | None = _env("PGKB_PASSWORDS_FILE")
-    passwords: tuple[str, ...] = field(default=(), repr=False, metadata={"env": None})
-    # Personal data masking before anything is embedded or stored (ingest.pii): on unless
-    # PGKB_PII=0 or --no-pii. Entity types: "all" or a comma list ("-URL" removes one).
-    pii: bool = _env("PGKB_PII", True)
-    pii_entities: str = _env("PGKB_PII_ENTITIES", "all")
-    pii_threshold: float = _env("PGKB_PII_THRESHOLD", 0.5)
-    # replace (<TYPE>), redact or hash (keyed, needs pii_hash_key); per type: "replace,EMAIL_ADDRESS=hash".
-    pii_operators: str = _env("PGKB_PII_OPERATORS", "replace")
-    pii_hash_key: str | None = _env("PGKB_PII_HASH_KEY", secret=True)
-    # Document keys and paths: "mask" (file and folder names are masked like text) or "keep".
-    pii_keys: str = _env("PGKB_PII_KEYS", "mask")
-    # spaCy NER models by language (or "none"), used when installed: names, places, organisations.
-    pii_spacy_models: str = _env("PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm")
-    # BM25 keyword ranking: k1, how soon a word's repeats in a chunk stop adding to its score;
-    # b, how much a long chunk's length discounts its matches (0: not at all, to 1: fully).
-    bm25_k1: float = _env("PGKB_BM25_K1", 1.2)
-    bm25_b: float = _env("PGKB_BM25_B", 0.75)
-    # Whether a symbolic link in the ingested folder to a file or folder outside it is read
-    # (links within the folder are read either way).
-    follow_links: bool = _env("PGKB_FOLLOW_LINKS", False)
-    # The largest share of a collection's documents one --prune removes without --yes: more
-    # looks like a folder unmounted, emptied or mistyped.
-    prune_max_share: float = _env("PGKB_PRUNE_MAX_SHARE", 0.5)
+    data_dir: Path = _setting(
+        "PGKB_DATA_DIR", Path("/var/lib/pgkb") if os.name == "posix" and os.geteuid() == 0
+        else Path(platformdirs.user_data_dir("pgkb")),
+        flag="--data-dir", help="the embedded server's data folder")
+    collection: str = _setting("PGKB_COLLECTION", "default", flag="--collection", help="collection name")
+    model: str = _setting("PGKB_MODEL", "sentence-transformers/all-MiniLM-L6-v2", flag="--model",
+                          help="embedding model: an id in the Hugging Face cache, or a local directory")
+    device: str = _setting("PGKB_DEVICE", "auto", flag="--device", help="cpu, cuda, cuda:1 or auto")
+    # "auto" is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), float32 elsewhere.
+    precision: Precision = _setting("PGKB_PRECISION", "auto", help="the model's number format")
+    # The batch size adapts to text length.
+    batch_tokens: int = _setting("PGKB_BATCH_TOKENS", 16384, flag="--batch-tokens",
+                                 help="tokens per embedding batch, padding included")
+    chunk_tokens: int = _setting("PGKB_CHUNK_TOKENS", 400, flag="--chunk-tokens",
+                                 help="target chunk size in model tokens, capped by what the model reads")
+    # The stored text is the same either way.
+    embed_headings: bool = _setting("PGKB_EMBED_HEADINGS", True, flag="--no-embed-headings",
+                                    help="embed each chunk's text alone, not its section path first")
+    # Only for models trained for shorter (Matryoshka) vectors, e.g. Qwen3-Embedding's 32 up
+    # to its full size.
+    dims: int = _setting("PGKB_DIMS", 0, flag="--dims",
+                         help="shorter (Matryoshka) vectors for models trained for them, e.g. 256; "
+                              "0: the model's full size")
+    # One setting for two models' ways: Qwen3-Embedding's query template takes a task, other
+    # models take text put before each query. Either way the resulting prefix is stored with
+    # the collection (EmbeddingSpace.query_instruction), so its searches use the same.
+    query_instruction: str | None = _setting(
+        "PGKB_QUERY_INSTRUCTION", flag="--query-instruction", metavar="TASK",
+        help="for a model with an instruction template (Qwen3-Embedding), the task it names; for "
+             "other models, the text put before every query; stored with the collection; unset: the "
+             "model's own")
+    embed_url: str | None = _setting(
+        "PGKB_EMBED_URL", flag="--embed-url", metavar="URL",
+        help="embed through an OpenAI-compatible server (vLLM, SGLang, TEI, Infinity) serving --model; "
+             "its API key is read from the variable PGKB_EMBED_API_KEY_ENV names; unset: the model runs here")
+    # The key itself is never a setting: it would show in the process list or a settings dump.
+    embed_api_key_env: str = _setting("PGKB_EMBED_API_KEY_ENV", "PGKB_EMBED_API_KEY",
+                                      help="the environment variable holding the embedding server's API key")
+    model_profile: str | None = _setting(
+        "PGKB_MODEL_PROFILE", help="a JSON file of rules for a model pgkb has none for (embedding/profiles.py)")
+    allow_download: bool = _setting("PGKB_ALLOW_DOWNLOAD", False,
+                                    help="let a model not on this machine be downloaded from the Hugging Face Hub")
+    workers: int = _setting("PGKB_WORKERS", 0, flag="--workers",
+                            help="files parsed at once, each in its own process, at most one per CPU core; "
+                                 "0: one per CPU core, at most 4")
+    # Past these limits a file fails alone.
+    parse_seconds: int = _setting("PGKB_PARSE_SECONDS", 300, help="time limit to parse one file")
+    parse_memory_mb: int = _setting("PGKB_PARSE_MEMORY_MB", 4096,
+                                    help="memory (address space) limit of a parser worker")
+    # 20 million: some 8,000 pages of dense text. A larger document is refused in its worker,
+    # before the main process holds any of it.
+    max_document_chars: int = _setting("PGKB_MAX_DOCUMENT_CHARS", 20_000_000,
+                                       help="the most characters of text one document may hold")
+    ocr_languages: str = _setting(
+        "PGKB_OCR_LANGUAGES", "eng+chi_sim",
+        help="Tesseract languages for PDF pages without a text layer, used when tesseract is installed "
+             "(none: no OCR)")
+    passwords_file: str | None = _setting("PGKB_PASSWORDS_FILE", flag="--passwords-file", metavar="FILE",
+                                          help="a file of passwords to try on encrypted PDFs, one per line")
+    # Never from the environment, which other processes of the user can read.
+    passwords: tuple[str, ...] = _setting(None, (), secret=True, help="passwords to try on encrypted PDFs")
+    pii: bool = _setting("PGKB_PII", True, flag="--no-pii",
+                         help="store text unmasked: no personal data masking")
+    pii_entities: str = _setting("PGKB_PII_ENTITIES", "all", flag="--pii-entities", metavar="TYPES",
+                                 help='entity types to mask: "all" or a comma list, "-TYPE" removes one, '
+                                      "e.g. all,-URL")
+    pii_threshold: float = _setting("PGKB_PII_THRESHOLD", 0.5, flag="--pii-threshold", metavar="SCORE",
+                                    help="lowest score that is masked, 0 to 1")
+    pii_operators: str = _setting(
+        "PGKB_PII_OPERATORS", "replace", flag="--pii-operator", metavar="OPERATORS",
+        help="replace (<TYPE>), redact or hash, and per type TYPE=OPERATOR, e.g. replace,EMAIL_ADDRESS=hash; "
+             "hash needs PGKB_PII_HASH_KEY")
+    pii_hash_key: str | None = _setting("PGKB_PII_HASH_KEY", secret=True, help="the hash operator's secret key")
+    pii_keys: KeyNames = _setting(
+        "PGKB_PII_KEYS", "mask", flag="--pii-keys",
+        help="mask personal data in file and folder names, which make the documents' keys and paths, "
+             "or keep the real ones")
+    pii_spacy_models: str = _setting(
+        "PGKB_PII_SPACY_MODELS", "en:en_core_web_sm,zh:zh_core_web_sm",
+        help="spaCy NER models by language (names, places, organisations), used when installed; none: no model")
+    # k1: how soon a word's repeats in a chunk stop adding to its score; b: how much a long
+    # chunk's length discounts its matches (0: not at all, to 1: fully).
+    bm25_k1: float = _setting("PGKB_BM25_K1", 1.2, help="BM25's saturation of repeated words")
+    bm25_b: float = _setting("PGKB_BM25_B", 0.75, help="BM25's length discount, 0 to 1")
+    # Links within the folder are read either way.
+    follow_links: bool = _setting("PGKB_FOLLOW_LINKS", False, flag="--follow-links",
+                                  help="read symbolic links that lead out of the folder")
+    # More looks like a folder unmounted, emptied or mistyped.
+    prune_max_share: float = _setting("PGKB_PRUNE_MAX_SHARE", 0.5,
+                                      help="the largest share of a collection one --prune removes without --yes")
 
     def __post_init__(self) -> None:
         for name, (lowest, highest) in NUMBER_BOUNDS.items():
             _check_bounds(name, getattr(self, name), lowest, highest)
+        for setting in dataclasses.fields(self):
+            choices = _choices(setting)
+            if choices and getattr(self, setting.name) not in choices:
+                raise ConfigurationError(
+                    f"{setting.metadata['env']} must be {', '.join(choices[:-1])} or {choices[-1]}, "
+                    f"got {getattr(self, setting.name)!r} (setting {setting.name})")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+    def from_env(cls, env: typing.Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment, then `overrides` that are not None."""
         env = os.environ if env is None else env
         values = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f.metadata["env"]) if f.metadata["env"] else None
+        for setting in dataclasses.fields(cls):
+            raw = env.get(setting.metadata["env"]) if setting.metadata["env"] else None
             if raw not in (None, ""):
-                values[f.name] = _convert(f.name, raw, type(f.default))
+                values[setting.name] = _convert(setting, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """The flags `ingest` and `search` share; each overrides its environment variable."""
-        parser.add_argument("-c", "--collection", help="collection name (PGKB_COLLECTION, default: default)")
-        parser.add_argument("--model", help="embedding model id or local path (PGKB_MODEL)")
-        parser.add_argument("--database-url", help="PostgreSQL URL (DATABASE_URL); default: embedded server")
-        parser.add_argument("--data-dir", help="embedded server's data folder (PGKB_DATA_DIR)")
+    def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Iterable[str]) -> None:
+        """A flag for each setting in `names`, its help from the field: what it does, its
+        environment variable and its default. An absent flag leaves the environment's value."""
+        for name in names:
+            setting = Settings.__dataclass_fields__[name]
+            flag, env, default = setting.metadata["flag"], setting.metadata["env"], setting.default
+            flags = ["-c", flag] if name == "collection" else [flag]
+            if _kind(setting) is bool:
+                parser.add_argument(*flags, dest=name, action="store_const", const=not default,
+                                    help=f"{setting.metadata['help']} ({env}={int(not default)}; "
+                                         f"default: {'on' if default else 'off'})")
+                continue
+            shown = "" if default is None else f"; default: {default}"
+            parser.add_argument(*flags, dest=name, type=lambda raw, s=setting: _convert(s, raw),
+                                choices=_choices(setting), metavar=setting.metadata["metavar"],
+                                help=f"{setting.metadata['help']} ({env}{shown})")
 
     @classmethod
-    def from_arguments(cls, args: argparse.Namespace, **more) -> Settings:
-        """Settings from the environment, overridden by the shared flags and `more`."""
-        return cls.from_env(collection=args.collection, model=args.model,
-                            database_url=args.database_url,
-                            data_dir=Path(args.data_dir).expanduser() if args.data_dir else None, **more)
+    def from_arguments(cls, args: argparse.Namespace, **more: Any) -> Settings:
+        """Settings from the environment, overridden by the flags `add_arguments` made and `more`."""
+        flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        return cls.from_env(**flags, **more)
 
     def embedder_options(self) -> dict:
         """How to run the embedding model, for `embedding.load_embedder[_for_space]`."""
-        return {"device": self.device, "precision": self.precision, "batch_tokens": self.batch_tokens, "embed_url": self.embed_url,
-                "api_key_env": self.embed_api_key_env, "profile_file": self.model_profile,
-                "allow_download": self.allow_download}
+        return {"device": self.device, "precision": self.precision, "batch_tokens": self.batch_tokens,
+                "embed_url": self.embed_url, "api_key_env": self.embed_api_key_env,
+                "profile_file": self.model_profile, "allow_download": self.allow_download}
+
+
+def default(name: str) -> Any:
+    """The default of setting `name`: what a stage's own options default to, so that a default
+    has one home."""
+    return Settings.__dataclass_fields__[name].default
 
 
 def configure_logging(verbose: bool) -> None:
@@ -154,20 +223,50 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
-def _check_bounds(name: str, value, lowest: float | None, highest: float | None) -> None:
-    setting = Settings.__dataclass_fields__[name]
+def _named(setting: dataclasses.Field) -> str:
     env = setting.metadata["env"]
-    kinds = int if type(setting.default) is int else (int, float)
+    return f"{setting.name} ({env})" if env else setting.name
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _type(setting: dataclasses.Field) -> Any:
+    """The field's type, without its "| None"."""
+    hint = _hints()[setting.name]
+    if isinstance(hint, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _kind(setting: dataclasses.Field) -> type:
+    """What a raw value of the setting converts to: bool, int, float, Path or str."""
+    hint = _type(setting)
+    return str if typing.get_origin(hint) is Literal else hint
+
+
+def _choices(setting: dataclasses.Field) -> tuple[str, ...] | None:
+    hint = _type(setting)
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def _check_bounds(name: str, value: Any, lowest: float | None, highest: float | None) -> None:
+    setting = Settings.__dataclass_fields__[name]
+    kinds = int if _kind(setting) is int else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "a whole number" if kinds is int else "a number"
-        raise ConfigurationError(f"setting {name} ({env}) must be {kind}, got {value!r}")
+        raise ConfigurationError(f"setting {_named(setting)} must be {kind}, got {value!r}")
     if lowest is not None and not value >= lowest:  # "not >=" also refuses NaN
-        raise ConfigurationError(f"setting {name} ({env}) must be at least {lowest}, got {value!r}")
+        raise ConfigurationError(f"setting {_named(setting)} must be at least {lowest}, got {value!r}")
     if highest is not None and not value <= highest:
-        raise ConfigurationError(f"setting {name} ({env}) must be at most {highest}, got {value!r}")
+        raise ConfigurationError(f"setting {_named(setting)} must be at most {highest}, got {value!r}")
 
 
-def _convert(name: str, raw: str, kind: type):
+def _convert(setting: dataclasses.Field, raw: str) -> Any:
+    """A setting's value from its text (an environment variable's or a flag's)."""
+    name, kind = setting.name, _kind(setting)
     if kind is bool:
         if raw.strip().lower() in ("1", "true", "yes", "on"):
             return True
@@ -184,6 +283,6 @@ def _convert(name: str, raw: str, kind: type):
             return int(raw)
         except ValueError:
             raise ConfigurationError(f"setting {name} must be a whole number, got {raw!r}") from None
-    if issubclass(kind, Path):
+    if kind is Path:
         return Path(raw).expanduser()
     return raw

@@ -11,9 +11,10 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from embedding import ModelNotFound, set_threads_for_search
-from pgkb.settings import Settings, configure_logging
-from store import StoreError
+from embedding import set_threads_for_search
+from pgkb.cli import add_verbose, add_version, print_error
+from pgkb.errors import PgkbError
+from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
 from .filters import FilterError
 from .hybrid import FUSIONS
@@ -22,20 +23,23 @@ from .search import MODES, KnowledgeBase
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="search", description="Search a pgkb knowledge base.")
+    add_version(parser)
     parser.add_argument("query", help='words, "quoted phrases", -excluded (Chinese and English)')
     parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     parser.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid")
     parser.add_argument("--fusion", choices=FUSIONS, default="score",
-                        help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; default) or rrf")
+                        help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; "
+                             "default) or rrf")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="keep hits whose KEY equals VALUE (source, section, page, metadata.NAME...)")
     parser.add_argument("--where", metavar="JSON", help='filters in the filter language, e.g. \'{"page": {"gte": 3}}\'')
     parser.add_argument("--group-by", choices=["document"], help="the best chunk of each document")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
     parser.add_argument("--json", action="store_true", help="print hits as JSON")
-    Settings.add_arguments(parser)
+    Settings.add_arguments(parser, COMMON_FLAGS)
+    add_verbose(parser)
     args = parser.parse_args(argv)
-    configure_logging(verbose=False)
+    configure_logging(args.verbose)
     set_threads_for_search()
     console = Console(soft_wrap=True)
     try:
@@ -49,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: --where is not valid JSON ({exc})", file=sys.stderr)
         return 2
-    except (FilterError, ModelNotFound, StoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except PgkbError as exc:
+        print_error(exc, args.verbose)
         return 2
     if args.json:
         print(json.dumps([{**dataclasses.asdict(h), "citation": h.citation} for h in hits],

@@ -15,9 +15,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from embedding import ModelNotFound
-from pgkb.settings import Settings, configure_logging
-from store import StoreError
+from pgkb.cli import add_verbose, add_version, print_error
+from pgkb.errors import PgkbError
+from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
 from .evaluation import HEALTH_QUERIES, MODES, Evaluation, evaluate, health_check, load_judgments
 from .search import KnowledgeBase
@@ -25,10 +25,11 @@ from .search import KnowledgeBase
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgkb", description="Work with a pgkb knowledge base.")
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(commands)
     args = parser.parse_args(argv)
-    configure_logging(verbose=False)
+    configure_logging(args.verbose)
     return args.run(args)
 
 
@@ -49,7 +50,8 @@ def _add_eval(commands) -> None:
     parser.add_argument("-k", "--k", type=int, default=100, help="results per query, for recall@k (default 100)")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE ('-': stdout, no table)")
-    Settings.add_arguments(parser)
+    Settings.add_arguments(parser, COMMON_FLAGS)
+    add_verbose(parser)
     parser.set_defaults(run=_eval)
 
 
@@ -66,8 +68,8 @@ def _eval(args: argparse.Namespace) -> int:
                 result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k)
             else:
                 result = evaluate(kb, judged, modes, k=args.k, exact=True if args.exact else None)
-    except (ModelNotFound, StoreError, ValueError) as exc:  # JudgmentsError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
+    except PgkbError as exc:
+        print_error(exc, args.verbose)
         return 2
     if args.json == "-":
         print(json.dumps(result.to_dict(), indent=2))

@@ -26,7 +26,6 @@ if __name__ != "__main__":
     import pytest
 
     from embedding import (
-        DEFAULT_MODEL,
         EmbeddingError,
         EmbeddingSpace,
         ServerEmbedder,
@@ -37,8 +36,11 @@ if __name__ != "__main__":
         resolve_profile,
     )
     from ingest import ingest
+    from pgkb.settings import default
     from retrieval import KnowledgeBase
     from tests.test_embedding import TEXTS, _save_qwen3
+
+    DEFAULT_MODEL = default("model")
 
 
 # -- the server ----------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from ingest.chunking import chunk_elements  # first: ingest opts out of unstructured's telemetry
+from ingest.options import parse_options
 from ingest.parsers import ParseError, ParseOptions, parse  # noqa: I001
-from ingest.parsers.pool import ParseLimits, ParserPool, options_from_settings
+from ingest.parsers.pool import ParseLimits, ParserPool
 from pgkb.settings import Settings
 from tests.documents import (
     write_docx,
@@ -190,7 +191,7 @@ def test_an_encrypted_pdf_opens_with_the_right_password_and_says_why_without(tmp
 
     passwords = tmp_path / "passwords.txt"
     passwords.write_text("first guess\nopen sesame\n")
-    options = options_from_settings(Settings(passwords_file=str(passwords)))
+    options = parse_options(Settings(passwords_file=str(passwords)))
     assert options.passwords == ("first guess", "open sesame") and "sesame" not in repr(options)
     with ParserPool(options) as pool:
         assert pool.parse(path, PDF).metadata["pages"] >= 1

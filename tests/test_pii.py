@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ingest import ingest
+from ingest.options import masker_options
 from ingest.pii import Masker, MaskPolicy, load_masker
 from ingest.pii.checksums import cn_id_check_char, cn_id_valid, luhn_valid, uscc_valid
 from pgkb.settings import Settings
@@ -20,7 +21,7 @@ from tests.documents import write_docx, write_pdf
 @pytest.fixture(scope="module")
 def masker() -> Masker:
     """The default masker (no spaCy model is installed here): built once, it takes a second."""
-    return load_masker(Settings(collection="pii-tests"))
+    return load_masker(masker_options(Settings(collection="pii-tests")))
 
 
 def found(masker: Masker, text_: str) -> list[tuple[str, str]]:
@@ -156,7 +157,8 @@ def test_entity_selection_threshold_and_bad_settings(masker):
 
 def test_an_absent_spacy_model_is_one_log_line_and_no_download(caplog):
     caplog.set_level(logging.INFO)
-    masker = load_masker(Settings(collection="pii-tests", pii_spacy_models="en:en_core_web_absent,zh:none_here_zh"))
+    masker = load_masker(masker_options(Settings(collection="pii-tests",
+                                                 pii_spacy_models="en:en_core_web_absent,zh:none_here_zh")))
     lines = [r.getMessage() for r in caplog.records if "spaCy" in r.getMessage()]
     assert len(lines) == 1 and "models en_core_web_absent (en) and none_here_zh (zh) are not installed" in lines[0]
     assert masker.ner_languages == ()
@@ -172,7 +174,8 @@ def test_an_installed_spacy_model_switches_on_names_places_and_organisations(tmp
         {"label": "PERSON", "pattern": "Wang Fang"}, {"label": "GPE", "pattern": "Hangzhou"},
         {"label": "ORG", "pattern": "Acme Trading"}])
     nlp.to_disk(tmp_path / "ner-model")
-    masker = load_masker(Settings(collection="pii-tests", pii_spacy_models=f"en:{tmp_path / 'ner-model'}"))
+    masker = load_masker(masker_options(Settings(collection="pii-tests",
+                                                 pii_spacy_models=f"en:{tmp_path / 'ner-model'}")))
     assert masker.ner_languages == ("en",)
     masked, counts = masker.mask_texts(["Wang Fang moved to Hangzhou to join Acme Trading, tel. 13912345678."])
     assert masked == ["<PERSON> moved to <LOCATION> to join <ORGANIZATION>, tel. <CN_MOBILE>."]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from ingest.options import masker_options
 from ingest.pii import Masker, OutputMasker, load_masker
 from ingest.pii.checksums import cn_id_check_char, luhn_valid
 from pgkb.settings import Settings
@@ -22,7 +23,7 @@ from tests.documents import write_docx, write_xlsx
 
 @pytest.fixture(scope="module")
 def masker() -> Masker:
-    return load_masker(Settings(collection="pii-hardening"))
+    return load_masker(masker_options(Settings(collection="pii-hardening")))
 
 
 def _resident_id(body17: str) -> str:

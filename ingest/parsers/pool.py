@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from pgkb.settings import Settings
+from pgkb.settings import default
 
 from . import ParsedDocument, ParseError, ParseOptions
 
@@ -35,22 +35,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 @dataclass(frozen=True)
 class ParseLimits:
-    seconds: float = 300.0
-    memory_mb: int = 4096  # the worker's whole address space, the parser libraries included
-
-
-def options_from_settings(settings: Settings) -> ParseOptions:
-    """Parse options from settings: passwords given directly and those in the passwords file."""
-    passwords = list(settings.passwords)
-    if settings.passwords_file:
-        path = Path(settings.passwords_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ValueError(f"passwords file {path}: {exc.strerror or exc}") from None
-        passwords += [line for line in lines if line.strip()]
-    return ParseOptions(passwords=tuple(dict.fromkeys(passwords)), ocr_languages=settings.ocr_languages,
-                        max_chars=settings.max_document_chars)
+    seconds: float = default("parse_seconds")
+    memory_mb: int = default("parse_memory_mb")  # the worker's whole address space, the parser libraries included
 
 
 class ParseInterrupted(BaseException):
@@ -67,20 +53,15 @@ class ParserPool:
     `parse` may be called from several threads; each call borrows a worker.
     """
 
-    def __init__(self, options: ParseOptions = ParseOptions(), limits: ParseLimits = ParseLimits(),
+    def __init__(self, options: ParseOptions | None = None, limits: ParseLimits | None = None,
                  workers: int = 1):
-        self.options = options
-        self.limits = limits
+        self.options = options or ParseOptions()
+        self.limits = limits or ParseLimits()
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
         for _ in range(workers):
             self._idle.put(None)  # a free slot; its worker starts on first use
         self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, workers: int = 1) -> ParserPool:
-        return cls(options_from_settings(settings),
-                   ParseLimits(settings.parse_seconds, settings.parse_memory_mb), workers)
 
     def parse(self, path: Path, media_type: str) -> ParsedDocument:
         """Parse one file in a worker, or raise ParseError saying why not."""

@@ -9,35 +9,34 @@ itself are in masker.py; keys, paths, tags and error texts are masked in outputs
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
-from pgkb.settings import Settings
+from pgkb.errors import ConfigurationError
 
-from .masker import ENTITY_TYPES, OPERATORS, Found, Masker, MaskingError, MaskPolicy
-from .outputs import KeyCollision, OutputMasker, masks_keys
+from .masker import ENTITY_TYPES, OPERATORS, Found, Masker, MaskingError, MaskPolicy, Operator
+from .outputs import KeyCollision, OutputMasker
 
-log = logging.getLogger(__name__)
-
-__all__ = ["ENTITY_TYPES", "OPERATORS", "Found", "KeyCollision", "Masker", "MaskingError", "MaskPolicy",
-           "OutputMasker", "load_masker", "masks_keys", "policy_from_settings"]
+__all__ = ["ENTITY_TYPES", "OPERATORS", "Found", "KeyCollision", "Masker", "MaskerOptions", "MaskingError",
+           "MaskPolicy", "Operator", "OutputMasker", "load_masker"]
 
 
-def policy_from_settings(settings: Settings) -> MaskPolicy:
-    """The masking policy the settings describe; ValueError when they are inconsistent."""
-    return MaskPolicy.parse(settings.pii_entities, settings.pii_threshold, settings.pii_operators,
-                            settings.pii_hash_key)
+@dataclass(frozen=True)
+class MaskerOptions:
+    """What a masker is made of (ingest.options builds it from Settings)."""
+
+    policy: MaskPolicy
+    # spaCy NER models by language, "en:en_core_web_sm,zh:zh_core_web_sm"; "none": none.
+    spacy_models: str
+    # Where keyed hashes are made (the collection): equal values hash alike only within it.
+    scope: str
 
 
-def load_masker(settings: Settings) -> Masker | None:
-    """The masker for `settings.collection`, or None when masking is off (`--no-pii`)."""
-    if not settings.pii:
-        log.info("personal data masking is off")
-        return None
+def load_masker(options: MaskerOptions) -> Masker:
+    """A masker with the NER models of `options` that are installed (seconds to load)."""
     from .engine import build_analyzer  # Presidio and spaCy: seconds to import, so only here
 
-    policy = policy_from_settings(settings)
-    analyzer, ner_languages = build_analyzer(_spacy_models(settings.pii_spacy_models))
-    return Masker(analyzer, policy, scope=settings.collection, ner_languages=ner_languages)
+    analyzer, ner_languages = build_analyzer(_spacy_models(options.spacy_models))
+    return Masker(analyzer, options.policy, scope=options.scope, ner_languages=ner_languages)
 
 
 def _spacy_models(spec: str) -> dict[str, str]:
@@ -49,6 +48,6 @@ def _spacy_models(spec: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         language, sep, model = item.partition(":")
         if not sep or not model.strip():
-            raise ValueError(f"PGKB_PII_SPACY_MODELS entries are LANGUAGE:MODEL, got {item!r}")
+            raise ConfigurationError(f"PGKB_PII_SPACY_MODELS entries are LANGUAGE:MODEL, got {item!r}")
         models[language.strip()] = model.strip()
     return models
