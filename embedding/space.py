@@ -28,4 +28,5 @@ class EmbeddingSpace:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EmbeddingSpace:
         """The space a collection was created with (as stored by `to_dict`)."""
-        return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+        stored: dict[str, Any] = {f.name: values.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**stored)

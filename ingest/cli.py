@@ -136,7 +136,7 @@ class _progress:
                             console=console, disable=not enabled, transient=False)
         self.task = self.bar.add_task("files", total=None, detail="")
         # Running totals: summing the report at every file would cost O(files) each time.
-        self.totals = Counter()
+        self.totals: Counter[str] = Counter()
 
     def __enter__(self):
         self.bar.__enter__()

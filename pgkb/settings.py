@@ -191,7 +191,7 @@ class Settings:
                                          f"default: {'on' if default else 'off'})")
                 continue
             shown = "" if default is None else f"; default: {default}"
-            parser.add_argument(*flags, dest=name, type=lambda raw, s=setting: _convert(s, raw),
+            parser.add_argument(*flags, dest=name, type=functools.partial(_convert, setting),
                                 choices=_choices(setting), metavar=setting.metadata["metavar"],
                                 help=f"{setting.metadata['help']} ({env}{shown})")
 

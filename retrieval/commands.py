@@ -62,7 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        judged = None if args.health else load_judgments(args.judgments, args.split)
+        judged = [] if args.health else load_judgments(args.judgments, args.split)
         with KnowledgeBase(Settings.from_arguments(args)) as kb:
             if args.health:
                 result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k)

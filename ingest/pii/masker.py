@@ -268,7 +268,9 @@ class Masker:
             return ""
         if operator == "hash":
             normal = re.sub(r"[\s\-().]", "", unicodedata.normalize("NFKC", value)).casefold()
-            digest = hmac.new(self.policy.hash_key.encode(), f"{self.scope}\x1f{normal}".encode(), hashlib.sha256)
+            key = self.policy.hash_key
+            assert key is not None  # MaskPolicy.parse refuses the hash operator without one
+            digest = hmac.new(key.encode(), f"{self.scope}\x1f{normal}".encode(), hashlib.sha256)
             return f"<{entity}:{digest.hexdigest()[:12]}>"
         return f"<{entity}>"
 

@@ -96,6 +96,8 @@ class OutputMasker:
     def _masked(self, texts: list[str]) -> list[str]:
         if not texts:
             return []
+        if self.masker is None:  # its callers never get here with masking off: never pass a text unmasked
+            raise MaskingError("personal data masking is off")
         try:
             masker = self.masker()
             with self.lock:
