@@ -74,6 +74,8 @@ def ingest(
     # loads the model, and with real keys and no tags not the masker either).
     policy = masker.policy if masker else mask_policy(settings) if settings.pii else None
     mask_keys = settings.pii_keys == "mask"
+    if not settings.pii:
+        log.info("personal data masking is off (PGKB_PII=0 or --no-pii)")
     if embedder is None:
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     store = Store.open(settings)
