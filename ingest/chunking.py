@@ -96,25 +96,30 @@ def chunk_elements(
     # Token counts of joined texts can differ a little from the sums of their parts':
     # whatever came out too long is cut again, with a budget smaller by its excess.
     for attempt in range(MAX_REFITS + 1):
-        unknown = [i for i, n in enumerate(sizes) if n is None]
-        for i, n in zip(unknown, count_tokens([_draft(fitted[i], embeds_heading=embed_headings).embedding_text
-                                               for i in unknown])):
-            sizes[i] = n
-        if all(n <= max_tokens for n in sizes):
+        counted = _count_unknown(fitted, sizes, count_tokens, embed_headings)
+        if all(n <= max_tokens for n in counted):
             break
         if attempt == MAX_REFITS:
             log.warning("%s: %d chunks still exceed %d tokens; the model will cut them", document_key,
-                        sum(n > max_tokens for n in sizes), max_tokens)
+                        sum(n > max_tokens for n in counted), max_tokens)
             break
-        refitted = []
-        for group, n in zip(fitted, sizes):
+        refitted: list[tuple[_Group, int | None]] = []
+        for group, n in zip(fitted, counted):
             if n <= max_tokens:
                 refitted.append((group, n))
             else:
                 budget = max_tokens - reserve.get(group.path, 0) - 2 * (n - max_tokens)
                 refitted.extend((part, None) for part in _fit(group, budget, separator, count_tokens))
         fitted, sizes = [g for g, _ in refitted], [n for _, n in refitted]
-    return _finish(fitted, sizes, document_key, metadata or {}, embed_headings)
+    return _finish(fitted, counted, document_key, metadata or {}, embed_headings)
+
+
+def _count_unknown(groups: list[_Group], sizes: list[int | None], count_tokens: CountTokens,
+                   embed_headings: bool) -> list[int]:
+    """`sizes` with each unknown (None) one replaced by its group's embedding-text token count."""
+    unknown = [group for group, n in zip(groups, sizes) if n is None]
+    new_counts = iter(count_tokens([_draft(g, embeds_heading=embed_headings).embedding_text for g in unknown]))
+    return [next(new_counts) if n is None else n for n in sizes]
 
 
 # --- sections -------------------------------------------------------------------------------
