@@ -53,7 +53,7 @@ def write_pdf(path: Path, title: str, sections: Sequence[Section], *, footer: st
     writer.close()
 
     doc = pymupdf.open(str(path))
-    for number, page in enumerate(doc, start=1):
+    for number, page in enumerate(doc.pages(), start=1):
         if header:
             page.insert_text((36, 24), header, fontsize=8)
         if footer:
@@ -66,8 +66,8 @@ def write_pdf(path: Path, title: str, sections: Sequence[Section], *, footer: st
     if outline:
         doc.set_toc(_outline(doc, title, sections))
     doc.set_metadata({"title": title, "author": "pgkb examples", "creationDate": "D:20240102030405+01'00'"})
-    encryption = {"encryption": pymupdf.PDF_ENCRYPT_AES_256, "user_pw": password, "owner_pw": password + "-owner"} \
-        if password else {}
+    encryption = {"encryption": pymupdf.mupdf.PDF_ENCRYPT_AES_256, "user_pw": password,
+                  "owner_pw": password + "-owner"} if password else {}
     doc.save(str(path) + ".tmp", garbage=3, deflate=True, **encryption)
     doc.close()
     Path(str(path) + ".tmp").replace(path)

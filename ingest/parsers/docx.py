@@ -240,7 +240,7 @@ def _look(p, chain: list[_Style]) -> tuple[float, bool]:
         sizes[size if size is not None else style_size] = sizes.get(size if size is not None else style_size, 0) + chars
         run_bold = _bold(properties)
         bold = bold and (run_bold if run_bold is not None else style_bold)
-    return (max(sizes, key=sizes.get) if sizes else style_size), bold and bool(sizes)
+    return (max(sizes, key=sizes.__getitem__) if sizes else style_size), bold and bool(sizes)
 
 
 def _headings_from_type(elements: list[Element], looks: dict[int, tuple[float, bool]]) -> list[Element]:
@@ -252,7 +252,7 @@ def _headings_from_type(elements: list[Element], looks: dict[int, tuple[float, b
             chars[looks[id(element)]] = chars.get(looks[id(element)], 0) + len(element.text)
     if not chars:
         return elements
-    body_size, body_bold = max(chars, key=chars.get)
+    body_size, body_bold = max(chars, key=chars.__getitem__)
 
     def heading(element: Element) -> bool:
         size, bold = looks.get(id(element), (0.0, False))

@@ -20,8 +20,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 # PyMuPDF 2 loads its layout analyser, ONNX models that pgkb does not use, on import when it
-# is installed: 0.3 s and 55 MB in each parser process. Marked missing, it is skipped.
-sys.modules.setdefault("pymupdf.layout", None)
+# is installed: 0.3 s and 55 MB in each parser process. Marked missing (None, which typeshed's
+# sys.modules does not allow for), it is skipped.
+sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
 import pymupdf  # noqa: E402
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title  # noqa: E402
 
@@ -122,14 +123,14 @@ def parse_pdf(path: Path, options: ParseOptions) -> ParsedDocument:
         pages: list[_Page] = []
         warnings: list[str] = []
         without_text: list[int] = []
-        for page in doc:
+        for pdf_page in doc.pages():
             try:
-                read = _read_page(page, languages)
+                read = _read_page(pdf_page, languages)
             except Exception as exc:  # one damaged page must not cost the rest of the file
-                warnings.append(f"page {page.number + 1} could not be read ({type(exc).__name__}: {exc})")
+                warnings.append(f"page {pdf_page.number + 1} could not be read ({type(exc).__name__}: {exc})")
                 continue
             if read is None:
-                without_text.append(page.number + 1)
+                without_text.append(pdf_page.number + 1)
             else:
                 pages.append(read)
         if not any(p.lines or p.tables for p in pages):
@@ -283,7 +284,7 @@ def _line(raw: dict, block: int, to_text_space) -> _Line | None:
         size = round(s["size"] * 2) / 2
         sizes[size] = sizes.get(size, 0) + len(s["text"])
     return _Line(
-        text=text, box=to_text_space(raw["bbox"]), size=max(sizes, key=sizes.get),
+        text=text, box=to_text_space(raw["bbox"]), size=max(sizes, key=sizes.__getitem__),
         bold=all(_bold(s) for s in spans),
         faint=all(_faint(s) for s in spans),
         block=block,

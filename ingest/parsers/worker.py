@@ -22,7 +22,7 @@ from pathlib import Path
 from unstructured.documents.elements import ElementMetadata
 
 from ingest.heap import release_freed_memory
-from ingest.parsers import ParseError, parse
+from ingest.parsers import ParsedDocument, ParseError, parse
 from ingest.parsers.elements import reduce_metadata
 
 
@@ -46,6 +46,7 @@ def serve(connection: Connection, memory_mb: int) -> None:
             path, media_type = connection.recv()
         except EOFError:  # the pool closed
             return
+        result: tuple[str, ParsedDocument | tuple[str, str]]
         try:
             result = ("ok", parse(Path(path), media_type, options))
         except ParseError as exc:
