@@ -136,9 +136,11 @@ def _read_text(path: Path) -> str:
 
 def _problem(exc: Exception) -> str:
     """What is wrong with a metadata file, without quoting its content (which YAML's messages do)."""
-    mark = getattr(exc, "problem_mark", None)
-    if mark is None:
+    import yaml  # imported where it is needed, as in _yaml_loads
+
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
         return f"{type(exc).__name__}: {exc}"
+    mark = exc.problem_mark
     problem = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
     if exc.context and exc.context_mark:
         problem += f" ({exc.context} from line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"

@@ -271,7 +271,8 @@ class CardNumberRecognizer(CreditCardRecognizer):
                          context=self.CONTEXT + ["card", "信用卡", "卡号", "银行卡"])
         self.global_regex_flags = FLAGS
 
-    def validate_result(self, pattern_text: str) -> bool | None:
+    # PatternRecognizer allows None (keep the pattern's score); CreditCardRecognizer's annotation narrows it.
+    def validate_result(self, pattern_text: str) -> bool | None:  # type: ignore[override]
         digits = _digits(pattern_text)
         return None if 12 <= len(digits) <= 19 and luhn_valid(digits) else False
 
