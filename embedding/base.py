@@ -49,8 +49,9 @@ class Embedder(ABC):
         """Queries carry the space's instruction; documents never do. A query embedded
         recently in this space comes from the query cache, without a model call."""
         space = self.space
-        vectors = {text: self.query_cache.get(space, text) for text in texts}
-        missing = [text for text, vector in vectors.items() if vector is None]
+        cached = {text: self.query_cache.get(space, text) for text in texts}
+        vectors = {text: vector for text, vector in cached.items() if vector is not None}
+        missing = [text for text, vector in cached.items() if vector is None]
         if missing:
             prefix = space.query_instruction or ""
             for text, vector in zip(missing, self._embed([prefix + t for t in missing])):
@@ -64,18 +65,15 @@ class Embedder(ABC):
         """Tokens of text in each, special tokens excluded, never truncated."""
         if not texts:
             return []
-        if self.counts_add_up:
-            return self._count_by_words(texts)
         if self._counter is not None:
-            return self._count_whole(texts)
+            if self.counts_add_up:
+                return self._count_by_words(self._counter, texts)
+            return _count_whole(self._counter, texts)
         with self._tokenizer_lock:
             encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def _count_whole(self, texts: Sequence[str]) -> list[int]:
-        return [len(e) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
-
-    def _count_by_words(self, texts: Sequence[str]) -> list[int]:
+    def _count_by_words(self, counter: Tokenizer, texts: Sequence[str]) -> list[int]:
         """Where counts add up, a text's count is the sum of its words' (split at whitespace),
         and a corpus has far fewer distinct words than words: each is tokenized once, then
         remembered (on the test corpus, 3.7 million characters in 55,700 distinct words; the
@@ -86,8 +84,8 @@ class Embedder(ABC):
         words = [None if _SPLIT_DISAGREES.search(text) else text.split() for text in texts]
         new = list({w for text_words in words if text_words for w in text_words if w not in known})
         if new:
-            known.update(zip(new, self._count_whole(new)))
-        whole = iter(self._count_whole([t for t, w in zip(texts, words) if w is None]))
+            known.update(zip(new, _count_whole(counter, new)))
+        whole = iter(_count_whole(counter, [t for t, w in zip(texts, words) if w is None]))
         return [next(whole) if w is None else sum(map(known.__getitem__, w)) for w in words]
 
     @property
@@ -115,6 +113,10 @@ class Embedder(ABC):
     @abstractmethod
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Vectors for `texts`, exactly as given."""
+
+
+def _count_whole(counter: Tokenizer, texts: Sequence[str]) -> list[int]:
+    return [len(e) for e in counter.encode_batch_fast(list(texts), add_special_tokens=False)]
 
 
 def _counting_copy(tokenizer) -> Tokenizer | None:
