@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import psutil
+import psycopg
 from alembic import command
 from alembic.config import Config
 from pgvector.psycopg import register_vector
@@ -113,9 +114,11 @@ class Store:
         except DBAPIError as exc:
             # PostgreSQL 16+ says the extension is "not available", older servers cannot open
             # vector.control (an OperationalError), a user without the right is refused.
-            if "CREATE EXTENSION" in (exc.statement or "") and "vector" in exc.statement:
+            statement = exc.statement or ""
+            if "CREATE EXTENSION" in statement and "vector" in statement:
+                reason = exc.orig.diag.message_primary if isinstance(exc.orig, psycopg.Error) else exc.orig
                 raise StoreError(
-                    f"the PostgreSQL server has no pgvector extension ({exc.orig.diag.message_primary}); "
+                    f"the PostgreSQL server has no pgvector extension ({reason}); "
                     "install it (the pgvector/pgvector image, or your distribution's postgresql-NN-pgvector "
                     "package) and connect as a user allowed to CREATE EXTENSION vector"
                 ) from None
@@ -124,7 +127,7 @@ class Store:
                 raise StoreError(f"cannot reach PostgreSQL ({where}): {exc.orig}") from None
             raise
         with engine.connect() as conn:
-            version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+            version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar_one()
         # The vector type exists now, so every new connection can learn it.
         event.listen(engine, "connect", lambda dbapi_connection, _: register_vector(dbapi_connection))
         engine.dispose()
@@ -354,6 +357,8 @@ def _this_process() -> dict[str, Any]:
 
 def _still_running(ran_by: dict[str, Any] | None) -> bool:
     """Whether the process a run recorded (pid and start time, so a reused pid is not it) lives."""
+    if ran_by is None:
+        return False
     try:
         return psutil.Process(ran_by["pid"]).create_time() == ran_by["started"]
     except (psutil.Error, KeyError, TypeError):
@@ -447,7 +452,7 @@ def _stage_chunks(
     """Binary COPY of the chunks, with their text analysed for full-text search, into a
     per-connection staging table."""
     staged = ", ".join(name for name, _ in _COPY_COLUMNS + _ANALYSED_COLUMNS)
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = _psycopg(conn).cursor()
     cursor.execute(_STAGE_DDL)
     with cursor.copy(f"COPY pgkb_chunk_stage ({staged}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types([kind for _, kind in _COPY_COLUMNS + _ANALYSED_COLUMNS])
@@ -464,5 +469,13 @@ def _stage_chunks(
 def _insert_staged_chunks(conn: Connection) -> None:
     """One INSERT of the staged chunks that adds the tsvector."""
     columns = ", ".join(name for name, _ in _COPY_COLUMNS)
-    conn.connection.driver_connection.execute(
+    _psycopg(conn).execute(
         f"INSERT INTO chunks ({columns}, tsv) SELECT {columns}, {_TSVECTOR} FROM pgkb_chunk_stage")
+
+
+def _psycopg(conn: Connection) -> psycopg.Connection:
+    """The psycopg connection under SQLAlchemy's, for COPY and statements sent as written."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # only after the connection was closed or invalidated
+        raise StoreError("the database connection is closed")
+    return driver

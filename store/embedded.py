@@ -109,12 +109,14 @@ class ServerAccount:
     def run(self, args: list[str], *, cwd: Path, timeout: float = 120) -> str:
         """Run one of PostgreSQL's programs as this user, with its own group only and a bare
         environment (pgkb's may hold keys); return its output, or raise with it."""
-        switch = {"user": self.uid, "group": self.gid, "extra_groups": []} if self.is_other_user else {}
+        other = self.is_other_user  # else None, the default: our own user and groups
         environment = {"PATH": os.defpath, "LC_ALL": "C", "HOME": str(cwd)}
         # Output to a file, not a pipe: the server started by pg_ctl would keep a pipe open.
         with tempfile.TemporaryFile("w+") as output:
             done = subprocess.run(args, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=output,
-                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, **switch)
+                                  stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                                  user=self.uid if other else None, group=self.gid if other else None,
+                                  extra_groups=[] if other else None)
             output.seek(0)
             text = output.read()
         if done.returncode != 0:
@@ -251,7 +253,9 @@ def _socket_dir(pgdata: Path, account: ServerAccount) -> Path:
     if len(os.fsencode(pgdata / SOCKET_NAME)) <= SOCKET_PATH_MAX and not {",", '"'} & set(str(pgdata)):
         return pgdata
     for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp"):
-        room = len(os.fsencode(f"{base}/pgkb-12345678/{SOCKET_NAME}")) if base else SOCKET_PATH_MAX + 1
+        if not base:
+            continue
+        room = len(os.fsencode(f"{base}/pgkb-12345678/{SOCKET_NAME}"))
         if room <= SOCKET_PATH_MAX and Path(base).is_dir() and account.blocked_at(Path(base)) is None:
             folder = Path(tempfile.mkdtemp(prefix="pgkb-", dir=base))
             account.own(folder)
