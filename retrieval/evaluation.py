@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 from sqlalchemy import select
@@ -32,7 +32,7 @@ from store.tables import chunks
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from .search import KnowledgeBase
+    from .search import KnowledgeBase, Mode
 
 Level = Literal["document", "chunk"]
 MODES = ("vector", "keyword", "hybrid")
@@ -141,11 +141,13 @@ def evaluate(kb: KnowledgeBase, judged: Sequence[Judged], modes: Sequence[str] =
 def _evaluate_mode(kb: KnowledgeBase, judged: Sequence[Judged], mode: str, k: int,
                    exact: bool | None) -> ModeScores:
     depth = max(k, 10)  # nDCG@10 and recall@10 need ten results even when k is smaller
+    search_mode = cast("Mode", mode)  # a name from the command line: KnowledgeBase.search refuses others
 
     def ranking(j: Judged) -> list[str]:
         if j.level == "document":
-            return [h.document_key for h in kb.search(j.query, k=depth, mode=mode, exact=exact, group_by="document")]
-        return [str(h.chunk_id) for h in kb.search(j.query, k=depth, mode=mode, exact=exact)]
+            return [h.document_key for h in kb.search(j.query, k=depth, mode=search_mode, exact=exact,
+                                                      group_by="document")]
+        return [str(h.chunk_id) for h in kb.search(j.query, k=depth, mode=search_mode, exact=exact)]
 
     # Untimed: the first search of a mode builds its SQL statement. Then each query is embedded
     # afresh, as a new question would be, not found in the query cache an earlier mode filled.
@@ -282,6 +284,7 @@ def load_beir(folder: Path, split: str = "test") -> list[Judged]:
     extra = folder / f"queries-{split}.jsonl"  # a split's own queries, where the set has them
     if extra.exists():
         queries.update(_beir_queries(extra))
+    texts = {query_id: text for query_id, text in queries.items() if text is not None}
     qrels_file = folder / "qrels" / f"{split}.tsv"
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     for line, text in _lines(qrels_file)[1:]:  # the first line names the columns
@@ -290,12 +293,12 @@ def load_beir(folder: Path, split: str = "test") -> list[Judged]:
         if len(fields) != 3:
             raise JudgmentsError(f"{where}: expected query-id, corpus-id and score separated by tabs")
         query_id, doc_id, grade = (f.strip() for f in fields)
-        if query_id in queries and queries[query_id] is None:
-            continue
         if query_id not in queries:
             raise JudgmentsError(f"{where}: query-id {query_id!r} is in no queries file")
+        if query_id not in texts:  # its text is empty: left out
+            continue
         qrels[query_id][doc_id] = _grade(where, grade)
-    return [Judged(q, queries[q], dict(r)) for q, r in qrels.items()]
+    return [Judged(q, texts[q], dict(r)) for q, r in qrels.items()]
 
 
 def _beir_queries(path: Path) -> dict[str, str | None]:
