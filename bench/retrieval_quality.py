@@ -49,6 +49,7 @@ from ingest.chunking import chunk_elements
 from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from retrieval.evaluation import Judged, load_beir, ndcg_at, recall_at, reciprocal_rank
+from retrieval.search import Mode
 from store import DocumentRecord, Store
 from store.tables import chunks, documents
 
@@ -56,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ROOT.parent / "shared" / "eval" / "retrieval"
 DEFAULT_PEER_VENV = Path("/tmp/peers/bm25")
 DEFAULT_SETS = ("dbpedia", "cmrc2018")
-MODES = ("vector", "keyword", "hybrid")
+MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
 DEPTH = 100          # results per query, each contender: recall@100 and MRR are over these
 LOAD_BATCH = 500     # documents chunked, then embedded together: the model sees full batches
 # Issue 20's acceptance: the keyword leg within 0.01 nDCG@10 of plain BM25; hybrid 0.02 above
@@ -149,7 +150,7 @@ def document_elements(document: dict) -> list:
     return [*title, NarrativeText(document["text"], metadata=ElementMetadata())]
 
 
-def pgkb_rankings(kb: KnowledgeBase, judged: list[Judged], mode: str, exact: bool) -> list[list[str]]:
+def pgkb_rankings(kb: KnowledgeBase, judged: list[Judged], mode: Mode, exact: bool) -> list[list[str]]:
     return [[hit.document_key for hit in kb.search(j.query, k=DEPTH, mode=mode, group_by="document", exact=exact)]
             for j in judged]
 
@@ -218,7 +219,8 @@ def evaluate_set(dev: DevSet, settings: Settings, embedder, exact: bool, peer_py
     print(f"\n{dev.name} ({dev.language}): {len(dev.corpus)} documents, {len(dev.judged)} judged queries", flush=True)
     build_collection(settings, dev.corpus, embedder)
     with KnowledgeBase(settings) as kb:
-        rankings = {mode: pgkb_rankings(kb, dev.judged, mode, exact) for mode in MODES}
+        # by contender: pgkb's modes, then the exact-search and BM25 references
+        rankings: dict[str, list[list[str]]] = {mode: pgkb_rankings(kb, dev.judged, mode, exact) for mode in MODES}
         rankings["exact_dense"] = exact_dense_rankings(kb, dev.judged)
         with kb.store.engine.connect() as conn:
             chunk_count = conn.scalar(select(func.count()).where(chunks.c.collection_id == kb.collection.id))
