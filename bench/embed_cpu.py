@@ -28,6 +28,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,7 +81,7 @@ def compare(contenders: dict, texts: list[str], lengths: list[int], repeats: int
     """Both contenders on `texts`, alternated: their runs, medians and throughput, and the ratio."""
     tokens = sum(lengths)
     seconds = alternate(contenders, repeats)
-    sides = {}
+    sides: dict[str, dict[str, Any]] = {}  # a JSON report section per contender
     for name, runs in seconds.items():
         median = statistics.median(runs)
         sides[name] = {"seconds": runs, "median_seconds": median, "chunks_per_second": len(texts) / median,

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench.embed_cpu import alternate, chunk_texts, corpus_words  # noqa: E402
 
 # From the config.json of Qwen/Qwen3-Embedding-0.6B and Qwen/Qwen3-Embedding-4B.
-SHAPES = {
+# Qwen3 configuration values (ints, floats, a flag) by model size.
+SHAPES: dict[str, dict[str, Any]] = {
     "0.6B": dict(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
                  rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.pii.checksums import luhn_valid
-from tests.documents import write_docx, write_pdf
+from tests.documents import Section, write_docx, write_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIONS = ["Valmora", "Kestrel Bay", "Northmarch", "Saltmere", "Corvan Highlands", "Eastwold"]
@@ -155,7 +155,8 @@ def write_inputs(folder: Path, documents: int = 6, entities: int = 400, queries:
 
 
 def make_entities(count: int, rng: random.Random, wording: Wording) -> list[Entity]:
-    entities, names = [], set()
+    entities: list[Entity] = []
+    names: set[str] = set()
     while len(entities) < count:
         name = "".join(rng.choice(wording.syllables) for _ in range(rng.randint(2, 3))).capitalize()
         if name in names:
@@ -163,12 +164,13 @@ def make_entities(count: int, rng: random.Random, wording: Wording) -> list[Enti
         names.add(name)
         kind = rng.choice(list(wording.kinds))
         traits, details, templates = wording.kinds[kind]
-        fields = {"name": name, "region": rng.choice(wording.regions), "trait": rng.choice(traits),
+        region, trait = rng.choice(wording.regions), rng.choice(traits)
+        fields = {"name": name, "region": region, "trait": trait,
                   "detail": rng.choice(details), "year": rng.randint(1650, 1950), "later": rng.randint(1951, 2020),
                   "length": rng.randint(20, 400)}
         sentences = [template.format(**fields) for template in templates[:2]]
         sentences += rng.sample([template.format(**fields) for template in templates[2:]], rng.randint(1, 2))
-        entities.append(Entity(f"entity-{len(entities):04d}", name, kind, fields["region"], fields["trait"],
+        entities.append(Entity(f"entity-{len(entities):04d}", name, kind, region, trait,
                                wording.separator.join(sentences)))
     return entities
 
@@ -179,7 +181,7 @@ def write_documents(folder: Path, entities: list[Entity], count: int, rng: rando
     for number in range(count):
         members = entities[number * 8:(number + 1) * 8]
         region = members[0].region
-        sections = []
+        sections: list[Section] = []
         for entity in members:
             contact = (f"Contact: {entity.name.lower()}.{rng.randint(10, 99)}@{rng.choice(EMAIL_DOMAINS)}, "
                        f"phone {_phone(rng)}.")

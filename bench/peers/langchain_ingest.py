@@ -68,7 +68,7 @@ def main() -> int:
             continue
         loaded += 1
 
-    versions = {}
+    versions: dict[str, str | None] = {}  # None: not installed
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
