@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench.fixtures import write_inputs
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # as root, the embedded PostgreSQL runs as a user that must reach it
     results.mkdir(parents=True, exist_ok=True)
     plan = Plan(args.quick, args.repeats, _inputs(args, work), results, work, args.peers_dir.resolve())
-    context = {"machine": machine_info(work), "pgkb_versions": pgkb_versions(), "inputs": plan.inputs.description,
-               "peers": {}}
+    context: dict[str, Any] = {"machine": machine_info(work), "pgkb_versions": pgkb_versions(),
+                               "inputs": plan.inputs.description, "peers": {}}
     runs: dict[str, RunRecord] = {}
     to_run = []
     for name in selected:
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             to_run.append(name)
     install_started = time.perf_counter()
-    peer_failures = _ensure_peers(plan, {BENCHMARKS[name].peer for name in to_run} - {None}, context["peers"])
+    peers = {benchmark.peer for benchmark in map(BENCHMARKS.__getitem__, to_run) if benchmark.peer is not None}
+    peer_failures = _ensure_peers(plan, peers, context["peers"])
     install_seconds = time.perf_counter() - install_started
     for name in to_run:
         benchmark = BENCHMARKS[name]

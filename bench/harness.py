@@ -228,6 +228,7 @@ def run_benchmark(benchmark: Benchmark, plan: Plan, log_dir: Path) -> RunRecord:
     with log.open("w") as written:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **OFFLINE_ENV}, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             sys.stdout.write(line)
             written.write(line)

@@ -195,7 +195,8 @@ def _run_unstructured(files: list[str]) -> dict:
     if not spacy.util.is_package("en_core_web_sm"):
         blank = spacy.blank("en")
         blank.add_pipe("sentencizer")
-        nlp_tokenize._get_nlp = lambda: blank  # in place of the model unstructured would download
+        # In place of the model unstructured would download (a monkeypatch mypy cannot follow).
+        nlp_tokenize._get_nlp = lambda: blank  # type: ignore[assignment]
         nlp = "blank English + sentencizer (en_core_web_sm is not installed; unstructured would download it)"
     from unstructured.chunking.title import chunk_by_title
     from unstructured.partition.pdf import partition_pdf
@@ -215,7 +216,7 @@ def _refuse_network() -> None:
             raise OSError(101, f"network refused in the benchmark: {address!r}")
         return real_connect(self, address)
 
-    socket.socket.connect = connect
+    socket.socket.connect = connect  # type: ignore[method-assign]  # a monkeypatch, for this process
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.figures import Figure, figures_for
 from bench.harness import (
@@ -32,6 +33,9 @@ from bench.harness import (
     SCALES,
     RunRecord,
 )
+
+if TYPE_CHECKING:
+    import matplotlib.figure  # imported where plots are drawn: it takes a while
 
 README = ROOT / "README.md"
 README_START, README_END = "<!-- bench:performance -->", "<!-- /bench:performance -->"
@@ -92,8 +96,11 @@ def _load(path: Path) -> dict | None:
 
 
 def _missing_reason(name: str, data: dict | None, record: dict | None) -> str | None:
-    if data is not None:
-        return None
+    """Why a benchmark has no results; None where it has."""
+    return None if data is not None else _why_not_run(name, record)
+
+
+def _why_not_run(name: str, record: dict | None) -> str:
     if record and record.get("status") == "failed":
         return "the run failed (see Details)"
     if record and record.get("status") == "skipped":
@@ -373,7 +380,7 @@ DETAIL_TABLES: dict[str, Callable[[dict], list[str]]] = {
 
 # -- the plots --------------------------------------------------------------------------------
 
-def _ingest_plot(data: dict, axes_factory) -> object:
+def _ingest_plot(data: dict, axes_factory) -> matplotlib.figure.Figure:
     series = {"pgkb": data.get("pgkb_memory_by_scale"), "LangChain": data.get("langchain_memory_by_scale")}
     figure, (time_axes, memory_axes) = axes_factory(1, 2, figsize=(11, 4.2))
     for label, by_scale in series.items():
@@ -396,7 +403,7 @@ def _ingest_plot(data: dict, axes_factory) -> object:
     return figure
 
 
-def _embedding_plot(data: dict, axes_factory) -> object:
+def _embedding_plot(data: dict, axes_factory) -> matplotlib.figure.Figure:
     figure, axes = axes_factory(figsize=(7, 4.2))
     bands = data.get("bands") or []
     for side, label in (("pgkb local backend", "pgkb"), ("sentence-transformers encode", "sentence-transformers")):
@@ -414,7 +421,7 @@ def _embedding_plot(data: dict, axes_factory) -> object:
     return figure
 
 
-def _gpu_plot(data: dict, axes_factory) -> object:
+def _gpu_plot(data: dict, axes_factory) -> matplotlib.figure.Figure:
     figure, axes = axes_factory(figsize=(7, 4.2))
     shapes = data.get("shapes") or []
     names = [shape["shape"] for shape in shapes]
@@ -429,7 +436,7 @@ def _gpu_plot(data: dict, axes_factory) -> object:
     return figure
 
 
-def _latency_plot(data: dict, axes_factory) -> object:
+def _latency_plot(data: dict, axes_factory) -> matplotlib.figure.Figure:
     figure, axes = axes_factory(figsize=(9, 4.2))
     groups = [(setting, condition) for setting in data["latency"] for condition in ("no filter", "1% filter")
               if "end_to_end_ms" in data["latency"][setting].get(condition, {})]
@@ -446,7 +453,7 @@ def _latency_plot(data: dict, axes_factory) -> object:
     return figure
 
 
-def _quality_plot(data: dict, axes_factory) -> object:
+def _quality_plot(data: dict, axes_factory) -> matplotlib.figure.Figure:
     sets = data["sets"]
     figure, axes_row = axes_factory(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
     for axes, (name, result) in zip(axes_row[0], sets.items()):
@@ -486,7 +493,7 @@ def write_plots(data: dict, folder: Path, records: dict) -> dict[str, str | Path
         path = folder / file
         path.unlink(missing_ok=True)  # never a plot of an earlier run beside this run's figures
         if data.get(benchmark) is None:
-            written[file] = _missing_reason(benchmark, None, records.get(benchmark))
+            written[file] = _why_not_run(benchmark, records.get(benchmark))
             continue
         try:
             figure = draw(data[benchmark], plt.subplots)
