@@ -1,8 +1,8 @@
 """Title-aware chunking on elements, with the real tokenizer of the default model."""
 
-from unstructured.documents.elements import ElementMetadata, NarrativeText, Table, Title  # noqa: I001
-
-from ingest.chunking import chunk_elements  # first: ingest opts out of unstructured's telemetry
+# ingest first: importing it opts out of unstructured's telemetry, which unstructured's import sends.
+from ingest.chunking import chunk_elements  # noqa: I001
+from unstructured.documents.elements import ElementMetadata, NarrativeText, Table, Title
 
 
 def title(text, depth, page=1):
