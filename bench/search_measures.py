@@ -28,7 +28,7 @@ from bench.latency_rows import Query
 from embedding import Embedder
 from retrieval import KnowledgeBase
 from retrieval.filters import compile_filters
-from retrieval.hybrid import Explain, LegWeights, search_statement
+from retrieval.statement import Explain, LegWeights, search_statement
 from store import hnsw_index_name
 
 K = 10

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,9 +17,10 @@ from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
+from .explanation import Explanation
 from .filters import FilterError
-from .hybrid import FUSIONS
 from .search import MODES, KnowledgeBase
+from .statement import FUSIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-by", choices=["document"], help="the best chunk of each document")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
     parser.add_argument("--json", action="store_true", help="print hits as JSON")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the SQL statement the search runs, with its parameters, instead of hits")
+    parser.add_argument("--plan", action="store_true",
+                        help="with --explain: also PostgreSQL's plan, from running it (EXPLAIN ANALYZE)")
     Settings.add_arguments(parser, COMMON_FLAGS)
     add_verbose(parser)
     args = parser.parse_args(argv)
@@ -47,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(filters, dict):
             raise FilterError("--where takes a JSON object")
         filters.update(_key_value(item) for item in args.filter)
+        options: dict[str, Any] = dict(k=args.k, filters=filters or None, mode=args.mode, fusion=args.fusion,
+                                       exact=True if args.exact else None, group_by=args.group_by)
         with KnowledgeBase(Settings.from_arguments(args)) as kb:
-            hits = kb.search(args.query, k=args.k, filters=filters or None, mode=args.mode, fusion=args.fusion,
-                             exact=True if args.exact else None, group_by=args.group_by)
+            if args.explain or args.plan:
+                return _explain(kb.explain(args.query, **options, analyze=args.plan), args.json)
+            hits = kb.search(args.query, **options)
     except json.JSONDecodeError as exc:
         print(f"error: --where is not valid JSON ({exc})", file=sys.stderr)
         return 2
@@ -67,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{rank}. {escape(hit.citation)}[/bold]  [dim](score {hit.score:.3f}; {legs})[/dim]",
                       highlight=False)
         console.print(f"   {_excerpt(hit)}\n", highlight=False)
+    return 0
+
+
+def _explain(explanation: Explanation, as_json: bool) -> int:
+    """--explain: the statement, its parameters and settings (and --plan's plan); no secrets."""
+    print(json.dumps(explanation.to_dict(), ensure_ascii=False, indent=2, default=str) if as_json
+          else explanation)
     return 0
 
 

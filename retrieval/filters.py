@@ -36,11 +36,17 @@ from sqlalchemy.types import Float, Text
 
 from pgkb.errors import QueryError
 from store.fulltext import unstorable
-from store.tables import chunks, document_metadata, documents
+from store.tables import chunks, documents
 
 
 class FilterError(QueryError):
     """A search filter pgkb cannot apply: an unknown field, operator or value."""
+
+
+def document_metadata() -> ColumnElement:
+    """A document's metadata as filters see it: what the parser found, overridden by the
+    user's tags (kept apart so that a tag change rewrites one row)."""
+    return documents.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
 
 
 _COLUMNS = {

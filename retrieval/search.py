@@ -1,37 +1,53 @@
 """Search a collection: hybrid (vector + full text, fused in one SQL statement), vector or
-keyword; narrowed by filters; every hit citing its file, pages and section."""
+keyword; narrowed by filters; every hit citing its file, pages and section.
+
+    query.py        the query language ("phrases", -exclusions, Chinese words)
+    filters.py      the filter language, compiled to SQL conditions
+    statement.py    the one SQL statement a search runs, and the connection's settings for it
+    explanation.py  that statement shown (KnowledgeBase.explain, `search --explain`)
+"""
 
 from __future__ import annotations
 
-import json
+import atexit
 import re
 import threading
-import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, text
+from sqlalchemy import ColumnElement, Select
 from sqlalchemy.engine import Connection
 
 from embedding import EmbeddingSpace, load_embedder_for_space
+from pgkb.errors import QueryError
 from pgkb.settings import Settings
 from store import Store
-from store.fulltext import QueryError, parse_query, unstorable
+from store.fulltext import unstorable
 
+from .explanation import Explanation, driver_statement
 from .filters import compile_filters
-from .hybrid import (
+from .query import KeywordQuery, parse_query
+from .statement import (
     BM25,
-    Explain,
+    FUSIONS,
+    FilterShare,
+    Fusion,
     LegWeights,
-    estimate_statement,
+    StatementCache,
+    scan_settings,
     search_parameters,
     search_statement,
+    set_for_session,
     statement_shape,
 )
 
 Mode = Literal["hybrid", "vector", "keyword"]
-MODES = ("hybrid", "vector", "keyword")
+MODES: tuple[Mode, ...] = get_args(Mode)
+GroupBy = Literal["document"]  # or None: every chunk on its own
+GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
 
 # The longest query searched, in characters: a few pages of text, more than an embedding
 # model reads (all-MiniLM-L6-v2 reads 256 tokens). Segmenting Chinese costs about 0.1 ms a
@@ -43,21 +59,12 @@ MAX_K = 10_000
 CANDIDATES = 100
 # The keyword leg scans for the query's rarer words while the chunks holding them add up to
 # at most this many (each is fetched and scored by BM25, about 10 microseconds a chunk); see
-# hybrid._query_lexemes. A keyword search ranks by BM25 alone, so it looks further; in a
+# statement._query_lexemes. A keyword search ranks by BM25 alone, so it looks further; in a
 # hybrid search the vector leg also brings candidates. At 100,000 chunks a hybrid search's
 # SQL took 19.0 / 16.3 / 13.2 ms (p50, English) at 1,000 / 500 / 300; on the dev sets
 # nDCG@10 was the same at 300 as at 2,000 (bench/retrieval_quality.py).
 KEYWORD_SCAN_BUDGET = 2000
 HYBRID_SCAN_BUDGET = 500
-# Search statements kept for reuse, by shape (see search()).
-MAX_STATEMENTS = 256
-# pgvector's largest useful ef_search; a filter letting fewer chunks through than this
-# many candidates' worth is searched exactly instead (on servers without iterative scans).
-# The smallest is the collection's own (Collection.min_ef_search).
-MAX_EF_SEARCH = 1000
-# The collection's estimated size, which filtered searches weigh their filter's against, is
-# asked again after this many seconds (an ingest may have grown it meanwhile).
-SIZE_ESTIMATE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,21 @@ class Hit:
         return ", ".join(p for p in parts if p)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A search ready to run: its statement, parameters and what the vector leg's scan needs."""
+
+    statement: Select
+    parameters: dict[str, Any]
+    conditions: list[ColumnElement]
+    candidates: int
+    has_vector_leg: bool
+    keyword_query: KeywordQuery | None
+
+
 class KnowledgeBase:
-    """A connection and a loaded model, for many queries against one collection."""
+    """A connection and a loaded model, for many queries against one collection. Safe to
+    share between threads."""
 
     keyword_scan_budget = KEYWORD_SCAN_BUDGET
     hybrid_scan_budget = HYBRID_SCAN_BUDGET
@@ -106,107 +126,109 @@ class KnowledgeBase:
         self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
                                                 **self.settings.embedder_options())
         self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
-        self._statements: dict[tuple, object] = {}  # search statements by shape (hybrid.statement_shape)
-        self._size_estimate: tuple[float, float] | None = None  # (chunks, time.monotonic() when asked)
+        self._statements = StatementCache()
+        self._filter_share = FilterShare(self.collection)
 
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
-               mode: Mode = "hybrid", fusion: str = "score", weights: LegWeights | None = None,
-               exact: bool | None = None, group_by: str | None = None) -> list[Hit]:
+               mode: Mode = "hybrid", fusion: Fusion = "score", weights: LegWeights | None = None,
+               exact: bool | None = None, group_by: GroupBy | None = None) -> list[Hit]:
         """The k best chunks for `query`.
 
         mode: "hybrid" fuses both legs; "vector" or "keyword" runs one.
-        fusion: "score" (each leg's z-scores weighted by its confidence; see hybrid.py) or
+        fusion: "score" (each leg's z-scores weighted by its confidence; see statement.py) or
             "rrf" (reciprocal rank, k=60).
         weights: per leg; by default the vector leg counts as much as the model knows the
             query's tokens (an English model on Chinese text counts for little), the keyword leg 1.
         exact: True for an exact vector scan, False for the HNSW index; None decides from the filter.
         group_by: "document" returns the best chunk of each of the k best documents.
         """
+        search = self._prepare(query, k, filters, mode, fusion, weights, group_by)
+        with self._connection() as conn:
+            rows, exact = self._run(conn, search, exact)
+            if (search.has_vector_leg and search.conditions and not exact
+                    and (not rows or rows[0].vector_found < search.candidates)):
+                # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
+                rows, _ = self._run(conn, search, True)
+        words = search.keyword_query.highlighted_words if search.keyword_query else []
+        return [_hit(row, mode, words) for row in rows]
+
+    def explain(self, query: str, k: int = 10,
+                filters: dict[str, Any] | ColumnElement | None = None, *,
+                mode: Mode = "hybrid", fusion: Fusion = "score", weights: LegWeights | None = None,
+                exact: bool | None = None, group_by: GroupBy | None = None,
+                plan: bool = False, analyze: bool = False) -> Explanation:
+        """The statement search() runs for these arguments, with its parameters and the
+        connection's settings; plan=True adds PostgreSQL's plan (EXPLAIN), analyze=True runs
+        the statement for the plan's actual rows and times (EXPLAIN ANALYZE, BUFFERS)."""
+        search = self._prepare(query, k, filters, mode, fusion, weights, group_by)
+        with self._connection() as conn:
+            settings, _ = self._scan_settings(conn, search, exact)
+            sql, parameters = driver_statement(search.statement, search.parameters, conn.dialect)
+            shown_plan = None
+            if plan or analyze:
+                set_for_session(conn, settings)
+                options = "ANALYZE, BUFFERS, " if analyze else ""
+                rows = conn.exec_driver_sql(f"EXPLAIN ({options}FORMAT TEXT) {sql}", parameters).scalars()
+                shown_plan = "\n".join(rows)
+        return Explanation(sql, parameters, settings, shown_plan)
+
+    def default_weights(self, query: str, fusion: Fusion) -> LegWeights:
+        """The vector leg weighs what share of the query the model can read; see search()."""
+        return LegWeights(vector=self.embedder.known_share(query), keyword=1.0)
+
+    def _prepare(self, query: str, k: int, filters: dict[str, Any] | ColumnElement | None, mode: Mode,
+                 fusion: Fusion, weights: LegWeights | None, group_by: GroupBy | None) -> _Prepared:
+        """Check the arguments and make the statement and its parameters."""
         _check_query(query)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise QueryError(f"k must be a whole number from 1 to {MAX_K:,}, not {k!r}")
-        if mode not in MODES:
-            raise QueryError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        if group_by not in (None, "document"):
-            raise QueryError(f"group_by takes 'document' or None, not {group_by!r}")
+        _check_choice("mode", mode, MODES)
+        _check_choice("fusion", fusion, FUSIONS)
+        if group_by is not None:
+            _check_choice("group_by", group_by, GROUP_BYS)
         compiled = compile_filters(filters)
-        conditions = compiled.conditions
         parsed = parse_query(query)  # in every mode: a query one mode refuses, every mode refuses
         keyword_query = parsed if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
         weights = weights or self.default_weights(query, fusion)
         scan_budget = self.keyword_scan_budget if mode == "keyword" else self.hybrid_scan_budget
-        shape = dict(k=k, candidates=candidates, fusion=fusion, group_by_document=group_by == "document",
-                     keyword_scan_budget=scan_budget)
+        shape: dict[str, Any] = dict(k=k, candidates=candidates, fusion=fusion,
+                                     group_by_document=group_by == "document", keyword_scan_budget=scan_budget)
         parameters = {**search_parameters(query_vector=query_vector, keyword_query=keyword_query,
                                           weights=weights, keyword_scan_budget=scan_budget, bm25=self.bm25),
                       **compiled.values}
-        # Building the statement costs more than PostgreSQL's planning of it: one statement per
-        # shape (filters' included) serves every query, each with its own parameters.
+        # One statement per shape (filters' included) serves every query, each with its own
+        # parameters; a filter holding values of its own (an SQLAlchemy expression) has none.
         key = None if compiled.shape is None else statement_shape(
             self.collection, has_vector=query_vector is not None, keyword_query=keyword_query,
             filters=compiled.shape, **shape)
-        statement = self._statements.get(key) if key else None
-        if statement is None:
-            statement = search_statement(self.collection, query_vector=query_vector, keyword_query=keyword_query,
-                                         conditions=conditions, weights=weights, **shape)
-            if key:
-                if len(self._statements) >= MAX_STATEMENTS:  # a long-lived service sees many shapes
-                    self._statements.clear()
-                self._statements[key] = statement
-        rows, exact = self._execute(statement, parameters, query_vector is not None, conditions, candidates, exact)
-        if query_vector is not None and conditions and not exact and (not rows or rows[0].vector_found < candidates):
-            # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
-            rows, _ = self._execute(statement, parameters, True, conditions, candidates, True)
-        return [_hit(row, mode, keyword_query.highlighted_words if keyword_query else []) for row in rows]
+        statement = self._statements.get(key, lambda: search_statement(
+            self.collection, query_vector=query_vector, keyword_query=keyword_query,
+            conditions=compiled.conditions, weights=weights, **shape))
+        return _Prepared(statement, parameters, compiled.conditions, candidates, query_vector is not None,
+                         keyword_query)
 
-    def default_weights(self, query: str, fusion: str) -> LegWeights:
-        """The vector leg weighs what share of the query the model can read; see search()."""
-        return LegWeights(vector=self.embedder.known_share(query), keyword=1.0)
-
-    def _execute(self, statement, parameters: dict, has_vector_leg: bool, conditions: list, candidates: int,
-                 exact: bool | None) -> tuple[list, bool]:
-        """Run the search statement; returns its rows and whether the vector scan was exact.
-
-        A search only reads, so it runs outside a transaction and usually in one round trip:
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A search only reads, so it runs outside a transaction, usually in one round trip:
         the scan settings are the connection's, changed only when a search needs others."""
         with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if has_vector_leg:
-                exact = self._prepare_vector_scan(conn, conditions, candidates, exact)
-            return conn.execute(statement, parameters).all(), bool(exact)
+            yield conn
 
-    def _prepare_vector_scan(self, conn: Connection, conditions: list, candidates: int,
-                             exact: bool | None) -> bool:
-        """Set up the vector leg so a filter never starves it; returns whether the scan is exact."""
-        ef_search = min(max(candidates, self.collection.min_ef_search), MAX_EF_SEARCH)
-        iterative = bool(conditions) and not exact and self.store.has_iterative_scans
-        if iterative:  # pgvector >= 0.8 keeps scanning the index until enough rows pass the filter
-            exact = False
-        elif exact is None and conditions:
-            share = self._filter_share(conn, conditions)
-            needed = candidates / max(share, 1e-9) * 1.5  # candidates the index must visit
-            exact = needed > MAX_EF_SEARCH
-            ef_search = min(max(ef_search, int(needed)), MAX_EF_SEARCH)
-        scan = {"hnsw.ef_search": str(int(ef_search)),
-                # Bitmap scans (the filters' own indexes) stay on; only the HNSW index scan goes.
-                "enable_indexscan": "off" if exact else "on"}
-        if self.store.has_iterative_scans:
-            scan["hnsw.iterative_scan"] = "relaxed_order" if iterative else "off"
-        _set_for_session(conn, scan)
-        return bool(exact)
+    def _run(self, conn: Connection, search: _Prepared, exact: bool | None) -> tuple[list, bool]:
+        """The statement's rows, and whether the vector scan was exact."""
+        if search.has_vector_leg:
+            settings, exact = self._scan_settings(conn, search, exact)
+            set_for_session(conn, settings)
+        return list(conn.execute(search.statement, search.parameters).all()), bool(exact)
 
-    def _filter_share(self, conn: Connection, conditions: list) -> float:
-        """The planner's estimate of the share of the collection's chunks the filter lets through."""
-        def estimated_rows(conds) -> float:
-            plan = conn.execute(Explain(estimate_statement(self.collection, conds))).scalar()
-            plan = json.loads(plan) if isinstance(plan, str) else plan
-            return float(plan[0]["Plan"]["Plan Rows"])
-
-        if self._size_estimate is None or time.monotonic() - self._size_estimate[1] > SIZE_ESTIMATE_SECONDS:
-            self._size_estimate = (estimated_rows([]), time.monotonic())
-        return estimated_rows(conditions) / max(self._size_estimate[0], 1.0)
+    def _scan_settings(self, conn: Connection, search: _Prepared, exact: bool | None) -> tuple[dict[str, str], bool]:
+        if not search.has_vector_leg:
+            return {}, False
+        return scan_settings(self.store, self.collection, search.conditions, search.candidates, exact,
+                             lambda: self._filter_share(conn, search.conditions))
 
     def close(self) -> None:
         self.store.close()
@@ -216,6 +238,11 @@ class KnowledgeBase:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise QueryError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
 
 
 def _check_query(query: str) -> None:
@@ -229,18 +256,6 @@ def _check_query(query: str) -> None:
     length = len(query) if len(query) > MAX_QUERY_CHARACTERS else len(unicodedata.normalize("NFKC", query))
     if length > MAX_QUERY_CHARACTERS:
         raise QueryError(f"the query is too long: {length:,} characters, at most {MAX_QUERY_CHARACTERS:,}")
-
-
-def _set_for_session(conn: Connection, settings: dict[str, str]) -> None:
-    """Give the connection these settings, in one statement, if it has not got them already."""
-    current = conn.connection.info.setdefault("pgkb_settings", {})
-    changed = {name: value for name, value in settings.items() if current.get(name) != value}
-    if changed:
-        calls = ", ".join(f"set_config(:name{i}, :value{i}, false)" for i in range(len(changed)))
-        parameters = {f"{kind}{i}": item for i, pair in enumerate(changed.items())
-                      for kind, item in zip(("name", "value"), pair)}
-        conn.execute(text(f"SELECT {calls}"), parameters)
-        current.update(changed)
 
 
 def _hit(row, mode: str, cjk_words: list[str]) -> Hit:
@@ -270,34 +285,58 @@ def _highlight(snippet: str | None, chunk_text: str, cjk_words: list[str]) -> st
     return ("…" if start else "") + pattern.sub(lambda m: f"<b>{m.group(0)}</b>", window)
 
 
-_default: dict[tuple, KnowledgeBase] = {}
-# One lock per knowledge base, taken while it opens: threads searching it at once, cold, wait
-# for the first one's, while searches of the others go on.
-_opening: dict[tuple, threading.Lock] = {}
-_opening_lock = threading.Lock()
+class KnowledgeBases:
+    """Open knowledge bases, one per settings and collection, opened by their first search and
+    closed together (close(), or leaving a `with` block). Safe to share between threads: a
+    thread searching a knowledge base that another is opening waits for it, while searches of
+    the others go on."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[Settings, str], KnowledgeBase] = {}
+        self._opening: dict[tuple[Settings, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings, collection: str | None = None) -> KnowledgeBase:
+        """The knowledge base of this collection (by default the settings' own)."""
+        key = (settings, collection or settings.collection)
+        kb = self._open.get(key)
+        if kb is None:
+            with self._lock:
+                opening = self._opening.setdefault(key, threading.Lock())
+            with opening:
+                kb = self._open.get(key)
+                if kb is None:
+                    kb = KnowledgeBase(settings, collection=key[1])
+                    with self._lock:
+                        self._open[key] = kb
+        return kb
+
+    def close(self) -> None:
+        """Close every knowledge base opened; a later get() opens anew."""
+        with self._lock:
+            opened, self._open, self._opening = list(self._open.values()), {}, {}
+        for kb in opened:
+            kb.close()
+
+    def __enter__(self) -> KnowledgeBases:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# The knowledge bases search() opens, closed when the interpreter exits (or by its close()).
+knowledge_bases = KnowledgeBases()
+atexit.register(knowledge_bases.close)
 
 
 def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
-           mode: Mode = "hybrid", fusion: str = "score", collection: str | None = None,
+           mode: Mode = "hybrid", fusion: Fusion = "score", collection: str | None = None,
            weights: LegWeights | None = None,
-           exact: bool | None = None, group_by: str | None = None,
+           exact: bool | None = None, group_by: GroupBy | None = None,
            settings: Settings | None = None) -> list[Hit]:
-    """Search with the configured settings; the connection and model stay loaded for the next call."""
-    settings = settings or Settings.from_env()
-    name = collection or settings.collection
-    return _knowledge_base(settings, name).search(query, k=k, filters=filters, mode=mode, fusion=fusion,
-                                                  weights=weights, exact=exact, group_by=group_by)
-
-
-def _knowledge_base(settings: Settings, collection: str) -> KnowledgeBase:
-    """The process's knowledge base for this collection, opened by the first caller."""
-    key = (settings, collection)
-    kb = _default.get(key)
-    if kb is None:
-        with _opening_lock:
-            lock = _opening.setdefault(key, threading.Lock())
-        with lock:
-            kb = _default.get(key)
-            if kb is None:
-                kb = _default[key] = KnowledgeBase(settings, collection=collection)
-    return kb
+    """Search with the configured settings; the connection and model stay loaded for the next
+    call (in `knowledge_bases`)."""
+    kb = knowledge_bases.get(settings or Settings.from_env(), collection)
+    return kb.search(query, k=k, filters=filters, mode=mode, fusion=fusion, weights=weights, exact=exact,
+                     group_by=group_by)

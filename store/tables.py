@@ -95,15 +95,4 @@ ingest_runs = Table(
 )
 
 
-def document_metadata():
-    """A document's metadata as search sees it: what the parser found, overridden by the
-    user's tags (kept apart so that a tag change rewrites one row)."""
-    return documents.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
-
-
-def hit_metadata():
-    """A chunk's metadata as a hit carries it: the chunk's own, overridden by its document's tags."""
-    return chunks.c.metadata.op("||", return_type=JSONB)(documents.c.tags)
-
-
-__all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs", "document_metadata", "hit_metadata"]
+__all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs"]

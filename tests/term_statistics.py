@@ -8,7 +8,7 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from store.fulltext import parse_query
+from retrieval.query import parse_query
 
 
 def chunk_words(conn, collection: str) -> dict[int, Counter]:

@@ -118,7 +118,7 @@ def test_traditional_and_simplified_characters_find_each_other(store, settings):
 def test_a_lexeme_of_any_characters_is_scanned_for_as_itself(store):
     # The keyword leg turns each query lexeme into a tsquery of that word alone; quotes,
     # backslashes and tsquery operators inside a lexeme must stay part of it.
-    from retrieval.hybrid import LEXEME_AS_TSQUERY
+    from retrieval.statement import LEXEME_AS_TSQUERY
 
     with store.engine.connect() as conn:
         for lexeme in ["a\\b'c", "it's", "x:*", "a & b | !c", "\\", "''"]:

@@ -1,11 +1,14 @@
 """Hybrid, filtered search on the real database: Chinese and English full text, fusion, filters."""
 
+import json
+import threading
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import literal, select, text
 
-from retrieval import FilterError, KnowledgeBase
-from retrieval.hybrid import LegWeights
+from retrieval import FilterError, KnowledgeBase, LegWeights, QueryError
 from store import Chunk, DocumentRecord, Store, StoreError
 from store.tables import documents
 
@@ -239,3 +242,124 @@ def test_vectors_above_2000_dims_are_refused_with_the_way_out_on_pgvector_0_6(se
         store.collection("wide", {"model": "Qwen/Qwen3-Embedding-4B", "dims": 2560, "pooling": "last_token",
                                   "normalize": True})
     store.close()
+
+
+# -- the statement, shown (issue 25) ----------------------------------------------------------
+
+def run_explained(engine, explanation) -> list[int]:
+    """The chunk ids the explained statement returns, run directly: its settings for this
+    transaction only (the pool's connections keep theirs), then the SQL with its parameters."""
+    with engine.begin() as conn:
+        for name, value in explanation.settings.items():
+            conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+        return [row.id for row in conn.exec_driver_sql(explanation.sql, explanation.parameters)]
+
+
+def test_the_explained_statement_returns_the_searchs_hits(kb):
+    cases = [("late payment interest", {}), ("违约责任", {"mode": "keyword"}),
+             ("holiday for employees", {"mode": "vector"}),
+             ("payment contract", {"filters": {"metadata.department": "legal"}}),
+             ('"late payment" -days', {"mode": "keyword", "filters": {"page": {"gte": 1}}}),
+             ("payment holiday", {"fusion": "rrf", "group_by": "document"})]
+    for query, options in cases:
+        hits = kb.search(query, k=5, **options)
+        assert hits, (query, options)
+        explanation = kb.explain(query, k=5, **options)
+        assert run_explained(kb.store.engine, explanation) == [h.chunk_id for h in hits], (query, options)
+    assert kb.search("late payment", k=5) == kb.search("late payment", k=5)  # the pool's settings untouched
+
+
+def test_an_explanation_shows_the_sql_parameters_and_plan_but_no_secrets(kb):
+    from store import resolve_url
+
+    explanation = kb.explain("late payment", k=3, filters={"metadata.department": "legal"}, plan=True)
+    assert "WITH query_lexemes AS MATERIALIZED" in explanation.sql and "%(query_vector)s" in explanation.sql
+    assert explanation.parameters["latin"] == "late payment" and explanation.parameters["k1"] == 1.2
+    assert explanation.parameters["query_vector"].count(",") == kb.embedder.space.dims - 1  # in full
+    assert explanation.settings["hnsw.ef_search"].isdigit()
+    shown = str(explanation)
+    assert "query_vector = '[" in shown and "characters)" in shown  # the vector shortened
+    assert "plan:" in shown and "Limit" in explanation.plan and "actual time" not in explanation.plan
+    assert "actual time" in kb.explain("late payment", analyze=True).plan
+    assert resolve_url(kb.settings) not in shown and str(kb.settings.data_dir) not in shown
+
+
+def test_search_explain_prints_the_statement_and_plan(kb, capsys):
+    from retrieval import cli
+
+    arguments = ["late payment", "--data-dir", str(kb.settings.data_dir), "--collection", kb.settings.collection,
+                 "--where", '{"metadata.department": "legal"}', "--explain"]
+    assert cli.main(arguments) == 0
+    shown = capsys.readouterr().out
+    assert "SET hnsw.ef_search" in shown and "SELECT" in shown and "filter_0 = " in shown and "plan:" not in shown
+    assert cli.main([*arguments, "--plan"]) == 0
+    assert "actual time" in capsys.readouterr().out
+    assert cli.main([*arguments, "--json"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert set(explained) == {"sql", "parameters", "settings", "plan"}
+    hits = kb.search("late payment", k=5, filters={"metadata.department": "legal"})
+    assert run_explained(kb.store.engine, SimpleNamespace(**explained)) == [h.chunk_id for h in hits]
+
+
+@pytest.mark.parametrize(("name", "value"), [("mode", "fuzzy"), ("fusion", "max"), ("group_by", "page")])
+def test_an_unknown_option_is_a_query_error_naming_it(kb, name, value):
+    with pytest.raises(QueryError, match=f"^{name} must be one of .*, not '{value}'"):
+        kb.search("late payment", **{name: value})
+
+
+def test_retrieval_exports_its_public_names_sorted():
+    import retrieval
+
+    assert retrieval.__all__ == sorted(retrieval.__all__)
+    assert {"KnowledgeBase", "KnowledgeBases", "search", "Hit", "Mode", "Fusion", "GroupBy", "LegWeights",
+            "Explanation", "QueryError", "FilterError"} <= set(retrieval.__all__)
+    assert all(hasattr(retrieval, name) for name in retrieval.__all__)
+
+
+# -- shared between threads (issue 25) ---------------------------------------------------------
+
+def test_knowledge_bases_open_one_per_collection_for_threads_and_close(kb):
+    from retrieval import KnowledgeBases
+
+    expected = [h.chunk_id for h in kb.search("late payment", k=3)]
+    start, opened, found = threading.Barrier(6), [], []
+
+    def run(bases):
+        start.wait()
+        base = bases.get(kb.settings)
+        opened.append(base)
+        found.append([h.chunk_id for h in base.search("late payment", k=3)])
+
+    with KnowledgeBases() as bases:
+        threads = [threading.Thread(target=run, args=(bases,)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(base) for base in opened}) == 1 and found == [expected] * 6
+    assert opened[0].store.engine.pool.checkedin() == 0  # closed on leaving the block
+
+
+def test_the_statement_cache_is_shared_by_threads():
+    from retrieval.statement import StatementCache
+
+    cache, built, start = StatementCache(size=4), [], threading.Barrier(8)
+
+    def build(shape):
+        built.append(shape)
+        return select(literal(shape))
+
+    def run(i):
+        start.wait()
+        for round_ in range(50):
+            shape = (i + round_) % 6
+            assert cache.get(shape, lambda shape=shape: build(shape)).compile().params == {"param_1": shape}
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(built) == set(range(6))
+    statement = cache.get(None, lambda: select(literal(1)))
+    assert cache.get(None, lambda: select(literal(1))) is not statement  # no shape: not shared
