@@ -185,8 +185,7 @@ class KnowledgeBase:
             raise QueryError(f"k must be a whole number from 1 to {MAX_K:,}, not {k!r}")
         _check_choice("mode", mode, MODES)
         _check_choice("fusion", fusion, FUSIONS)
-        if group_by is not None:
-            _check_choice("group_by", group_by, GROUP_BYS)
+        _check_choice("group_by", group_by, (*GROUP_BYS, None))
         compiled = compile_filters(filters)
         parsed = parse_query(query)  # in every mode: a query one mode refuses, every mode refuses
         keyword_query = parsed if mode != "vector" else None
