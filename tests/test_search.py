@@ -260,7 +260,8 @@ def test_the_explained_statement_returns_the_searchs_hits(kb):
              ("holiday for employees", {"mode": "vector"}),
              ("payment contract", {"filters": {"metadata.department": "legal"}}),
              ('"late payment" -days', {"mode": "keyword", "filters": {"page": {"gte": 1}}}),
-             ("payment holiday", {"fusion": "rrf", "group_by": "document"})]
+             ("payment holiday", {"fusion": "rrf", "group_by": "document"}),
+             ("late payment", {"filters": documents.c.key == "contract-en.txt"})]  # values of its own
     for query, options in cases:
         hits = kb.search(query, k=5, **options)
         assert hits, (query, options)
