@@ -92,7 +92,7 @@ def score(samples: list[Sample], predictions: list[list[Found]], types: tuple[st
 
 
 def _covered(start: int, end: int, spans: list[Found]) -> bool:
-    covered = set()
+    covered: set[int] = set()
     for span in spans:
         covered.update(range(max(span.start, start), min(span.end, end)))
     return len(covered) == end - start
@@ -286,7 +286,7 @@ def measure_ingest(label: str, folder: Path, files: int | None, masker: Masker, 
     report = ingest(source, Settings(data_dir=data_dir, collection=f"pii-bench-{label}", follow_links=True),
                     embedder=embedder, masker=timed)  # the sample's links lead out of its folder
     # The peer: the same element texts analysed one Presidio call per element.
-    texts = []
+    texts: list[str] = []
     for path in discover(source):
         if path.suffix.lower() in MEDIA_TYPES:
             try:

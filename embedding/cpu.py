@@ -118,7 +118,8 @@ def fuse_gelu_into_linear(model) -> int:
     fused = 0
     for block in model.modules():
         dense, act = getattr(block, "dense", None), getattr(block, "intermediate_act_fn", None)
-        if not (type(dense) is linear and type(act) is GELUActivation and act.act is torch.nn.functional.gelu):
+        if dense is None or act is None or not (
+                type(dense) is linear and type(act) is GELUActivation and act.act is torch.nn.functional.gelu):
             continue
         dtype = dense.weight.dtype
         # Fused, the GELU reads the matmul's float32 sums rather than their rounding to dtype.

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, get_args
+from typing import TYPE_CHECKING, TypeVar, cast, get_args
 
 import numpy as np
 
@@ -258,7 +258,7 @@ def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
         pending = deque(worker.submit(next, items, _END) for _ in range(depth))
         while (item := pending.popleft().result()) is not _END:
             pending.append(worker.submit(next, items, _END))
-            yield item
+            yield cast(T, item)  # not the end marker, so one of `items`
 
 
 def _without_padding_columns(input_ids, attention_mask):

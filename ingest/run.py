@@ -199,7 +199,8 @@ def _sync(settings: Settings, store: Store, stages: FileStages, paths: list[Path
         if on_file:
             on_file(outcome, report)
 
-    with ParserPool(parse_options(settings), parse_limits(settings), workers) as parser, store.bulk_load(stages.collection) as load:
+    pool = ParserPool(parse_options(settings), parse_limits(settings), workers)
+    with pool as parser, store.bulk_load(stages.collection) as load:
         run_files(stages, paths, parser, workers, stop, settings.batch_tokens, record)
         report.files.sort(key=lambda outcome: outcome.key)
     if load.deferred:

@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.documents import Section, write_docx, write_pdf  # noqa: E402
 
-
 TRAVEL_POLICY: list[Section] = [
     (1, "1. Purpose and scope", [
         "This policy explains how employees of Northwind Analytics plan business travel, which costs "

@@ -21,6 +21,7 @@ import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
@@ -45,27 +46,34 @@ class OfflineNlpEngine(SpacyNlpEngine):
         self._vocab = Vocab()
 
     def load(self) -> None:
-        self.nlp, absent = {}, []
+        self.pipelines: dict[str, Language | None] = {}
+        absent = []
         for language, name in self.wanted.items():
             model = _installed(name)
-            self.nlp[language] = spacy.load(model, exclude=_UNUSED_COMPONENTS) if model else None
+            self.pipelines[language] = spacy.load(model, exclude=_UNUSED_COMPONENTS) if model else None
             if model:
                 self.ner_languages.append(language)
             elif name:
                 absent.append(f"{name} ({language})")
+        self.nlp = self.pipelines  # type: ignore[assignment]  # presidio types it None until loaded
         if absent:
             log.info("spaCy %s not installed: personal names, places and organisations are not detected; "
                      "pattern and checksum recognizers still run (install a model, or change PGKB_PII_SPACY_MODELS)",
                      f"model {absent[0]} is" if len(absent) == 1 else f"models {' and '.join(absent)} are")
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
-        if self.nlp[language] is None:
+        if self.pipelines[language] is None:
             return self._no_artifacts(language)
         return super().process_text(text, language)
 
-    def process_batch(self, texts, language: str, **kwargs):
-        if self.nlp[language] is not None:
-            yield from super().process_batch(texts, language, **kwargs)
+    # SpacyNlpEngine's signature, which its own base (NlpEngine) declares otherwise.
+    def process_batch(  # type: ignore[override]
+            self, texts, language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False):
+        if self.pipelines[language] is not None:
+            yield from super().process_batch(texts, language, batch_size, n_process, as_tuples)
+        elif as_tuples:
+            for text, context in texts:
+                yield text, self._no_artifacts(language), context
         else:
             for text in texts:
                 yield text, self._no_artifacts(language)

@@ -33,7 +33,7 @@ class OutputMasker:
     everything passes as it is. `lock` is the run's lock on the masker, whose Presidio engines
     are not documented as safe to share between threads."""
 
-    def __init__(self, masker: Callable[[], Masker] | None, mask_keys: bool, lock: threading.Lock):
+    def __init__(self, masker: Callable[[], Masker | None] | None, mask_keys: bool, lock: threading.Lock):
         self.masker, self.lock = masker, lock
         self.mask_keys = masker is not None and mask_keys
         self._keys: dict[Path, str] = {}
@@ -100,10 +100,12 @@ class OutputMasker:
             raise MaskingError("personal data masking is off")
         try:
             masker = self.masker()
-            with self.lock:
-                return masker.mask_texts(texts)[0]
+            if masker is not None:
+                with self.lock:
+                    return masker.mask_texts(texts)[0]
         except Exception as exc:  # its message could quote the text
             raise MaskingError(f"personal data masking failed ({type(exc).__name__})") from None
+        raise MaskingError("personal data masking is off")
 
 
 def _strings(value: Any):
