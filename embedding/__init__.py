@@ -17,7 +17,7 @@ from pathlib import Path
 from pgkb.settings import Precision, default
 
 from .base import Embedder
-from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device, set_threads_for_search
+from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device
 from .models import EmbeddingError, ModelNotFound, resolve_model_dir
 from .profiles import ModelProfile, resolve_profile, unsupported_modules
 from .server import ServerEmbedder, ServerError
@@ -92,5 +92,5 @@ def _hidden_size(model_dir: Path) -> int | None:
 __all__ = [
     "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile", "Pooling",
     "ServerEmbedder", "ServerError", "TransformersEmbedder", "load_embedder", "load_embedder_for_space",
-    "resolve_model_dir", "resolve_profile", "set_threads_for_search",
+    "resolve_model_dir", "resolve_profile",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +41,8 @@ TOKENIZE_WINDOW = 1024
 # it holds this share of the token budget (so that short texts still share batches).
 MIN_WIDTH_FILLED = 0.9
 MIN_BUDGET_FILLED = 1 / 8
-
-
-def set_threads_for_search() -> None:
-    """One CPU thread for torch, in a process that embeds only a search's queries (the search
-    command); call it once, where that process starts. A query is a few dozen tokens: on a
-    CPU, spreading its matrix products over threads gains less than their synchronisation
-    costs, and while the database works on the same cores they wait on each other (search p95
-    at 100,000 chunks: query embedding 25 ms on torch's 2 threads, 5.5 ms on one;
-    bench/search_latency.py). A process that ingests keeps torch's threads, one per core: the
-    count is the process's (threads started later inherit it), so it is not switched per call,
-    which would race between a thread that ingests and one that searches."""
-    import torch
-
-    torch.set_num_threads(1)
+# A search's queries, at most this many, are embedded on one CPU thread (see embed_queries).
+FEW_QUERIES = 8
 
 
 def pick_device(device: str) -> str:
@@ -117,6 +105,8 @@ class TransformersEmbedder(Embedder):
 
     def __init__(self, name: str, model, tokenizer, profile: ModelProfile, *, dims: int | None = None,
                  query_prefix: str = "", batch_tokens: int = default("batch_tokens")):
+        import torch
+
         self.model = model
         model.config.use_cache = False  # a decoder would keep every layer's keys and values
         self.device = next(model.parameters()).device
@@ -126,7 +116,30 @@ class TransformersEmbedder(Embedder):
                                query_instruction=query_prefix or None, max_tokens=profile.max_tokens)
         super().__init__(tokenizer, profile, space)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._document_threads = torch.get_num_threads()
         log.info("loaded %s on %s in %s (%d dims)", name, self.device, next(model.parameters()).dtype, dims)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """A search's query is a few dozen tokens: on a CPU, spreading its matrix products over
+        threads gains less than their synchronisation costs, and while the database works on
+        the same cores they wait on each other (search p95 at 100,000 chunks: query embedding
+        25 ms on torch's 2 threads, 5.5 ms on one; bench/search_latency.py). So a thread
+        embedding queries uses one; a thread embedding documents, the count torch had when
+        the model loaded. torch keeps the count per thread, so a thread that searches never
+        changes it for one that ingests; it is set when a thread's kind of work changes."""
+        if len(texts) <= FEW_QUERIES:
+            self._use_threads(1)
+        return super().embed_queries(texts)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self._use_threads(self._document_threads)
+        return super().embed_documents(texts)
+
+    def _use_threads(self, count: int) -> None:
+        import torch
+
+        if self.device.type == "cpu" and torch.get_num_threads() != count:
+            torch.set_num_threads(count)  # this thread's, and the default of threads started later
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -12,7 +12,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from embedding import set_threads_for_search
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
@@ -46,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     add_verbose(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    set_threads_for_search()
     console = Console(soft_wrap=True)
     try:
         filters = json.loads(args.where) if args.where else {}

@@ -113,21 +113,30 @@ def test_the_default_model_runs_sped_up_on_cpu(embedder):
     assert sum(type(m) is fused for m in embedder.model.modules()) == embedder.model.config.num_hidden_layers
 
 
-def test_embedding_leaves_torch_threads_as_they_are_and_the_search_command_sets_one(embedder):
+def test_a_thread_embedding_queries_uses_one_cpu_thread_without_changing_a_thread_that_embeds_documents(embedder):
     import os
+    import threading
 
-    from embedding import set_threads_for_search
+    documents_threads = torch.get_num_threads()
+    searched = threading.Event()
+    seen: dict[str, int] = {}
 
-    threads = torch.get_num_threads()
-    embedder.embed_queries(["when does the canteen open"])
-    assert torch.get_num_threads() == threads  # no longer switched per call: a thread ingesting keeps its count
-    embedder.embed_documents(["The canteen opens at eight."])
-    assert torch.get_num_threads() == threads
-    try:
-        set_threads_for_search()
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(threads)
+    def search():
+        embedder.embed_queries(["when does the canteen open"])
+        seen["search"] = torch.get_num_threads()
+        searched.set()
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    searched.wait(60)
+    embedder.embed_documents(["The canteen opens at eight."])  # in this thread, while the other has searched
+    seen["ingest"] = torch.get_num_threads()
+    searcher.join()
+    assert seen == {"search": 1, "ingest": documents_threads}
+    embedder.embed_queries(["lunch"])  # a thread that turns to searching uses one thread...
+    assert torch.get_num_threads() == 1
+    embedder.embed_documents(["Lunch is at noon."])  # ...and its own count again for documents
+    assert torch.get_num_threads() == documents_threads
     # Set when the tokenizer and the model loaded, not when embedding was imported.
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == os.environ["LRU_CACHE_CAPACITY"] == "16"
