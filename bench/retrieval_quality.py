@@ -49,7 +49,7 @@ from ingest.chunking import chunk_elements
 from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from retrieval.evaluation import Judged, load_beir, ndcg_at, recall_at, reciprocal_rank
-from retrieval.search import Mode
+from retrieval.search import MODES, Mode
 from store import DocumentRecord, Store
 from store.tables import chunks, documents
 
@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ROOT.parent / "shared" / "eval" / "retrieval"
 DEFAULT_PEER_VENV = Path("/tmp/peers/bm25")
 DEFAULT_SETS = ("dbpedia", "cmrc2018")
-MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
 DEPTH = 100          # results per query, each contender: recall@100 and MRR are over these
 LOAD_BATCH = 500     # documents chunked, then embedded together: the model sees full batches
 # Issue 20's acceptance: the keyword leg within 0.01 nDCG@10 of plain BM25; hybrid 0.02 above

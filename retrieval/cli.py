@@ -18,8 +18,8 @@ from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
 from .explanation import Explanation
 from .filters import FilterError
-from .search import MODES, KnowledgeBase
-from .statement import FUSIONS
+from .search import DEFAULT_MODE, MODES, KnowledgeBase
+from .statement import DEFAULT_FUSION, FUSIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     add_version(parser)
     parser.add_argument("query", help='words, "quoted phrases", -excluded (Chinese and English)')
     parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
-    parser.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid")
-    parser.add_argument("--fusion", choices=FUSIONS, default="score",
+    parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"default: {DEFAULT_MODE}")
+    parser.add_argument("--fusion", choices=FUSIONS, default=DEFAULT_FUSION,
                         help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; "
                              "default) or rrf")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",

@@ -19,8 +19,8 @@ from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
-from .evaluation import HEALTH_QUERIES, MODES, Evaluation, evaluate, health_check, load_judgments
-from .search import KnowledgeBase
+from .evaluation import HEALTH_QUERIES, Evaluation, evaluate, health_check, load_judgments
+from .search import MODES, KnowledgeBase
 
 
 def main(argv: list[str] | None = None) -> int:

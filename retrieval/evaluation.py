@@ -29,13 +29,14 @@ from sqlalchemy import select
 from pgkb.errors import ConfigurationError, StoreError
 from store.tables import chunks
 
+from .search import MODES
+
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .search import KnowledgeBase, Mode
 
 Level = Literal["document", "chunk"]
-MODES = ("vector", "keyword", "hybrid")
 
 # The health check draws this many queries unless asked for another number.
 HEALTH_QUERIES = 50

@@ -32,6 +32,7 @@ from .filters import compile_filters
 from .query import KeywordQuery, parse_query
 from .statement import (
     BM25,
+    DEFAULT_FUSION,
     FUSIONS,
     FilterShare,
     Fusion,
@@ -44,8 +45,9 @@ from .statement import (
     statement_shape,
 )
 
-Mode = Literal["hybrid", "vector", "keyword"]
+Mode = Literal["vector", "keyword", "hybrid"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+DEFAULT_MODE: Mode = "hybrid"
 GroupBy = Literal["document"]  # or None: every chunk on its own
 GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
 
@@ -131,7 +133,7 @@ class KnowledgeBase:
 
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
-               mode: Mode = "hybrid", fusion: Fusion = "score", weights: LegWeights | None = None,
+               mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                exact: bool | None = None, group_by: GroupBy | None = None) -> list[Hit]:
         """The k best chunks for `query`.
 
@@ -155,7 +157,7 @@ class KnowledgeBase:
 
     def explain(self, query: str, k: int = 10,
                 filters: dict[str, Any] | ColumnElement | None = None, *,
-                mode: Mode = "hybrid", fusion: Fusion = "score", weights: LegWeights | None = None,
+                mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                 exact: bool | None = None, group_by: GroupBy | None = None,
                 plan: bool = False, analyze: bool = False) -> Explanation:
         """The statement search() runs for these arguments, with its parameters and the
@@ -330,7 +332,7 @@ atexit.register(knowledge_bases.close)
 
 
 def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
-           mode: Mode = "hybrid", fusion: Fusion = "score", collection: str | None = None,
+           mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, collection: str | None = None,
            weights: LegWeights | None = None,
            exact: bool | None = None, group_by: GroupBy | None = None,
            settings: Settings | None = None) -> list[Hit]:

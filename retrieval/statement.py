@@ -74,6 +74,7 @@ from .query import KeywordQuery, Term
 
 Fusion = Literal["score", "rrf"]
 FUSIONS: tuple[Fusion, ...] = get_args(Fusion)
+DEFAULT_FUSION: Fusion = "score"
 RRF_K = 60
 HEADLINE_OPTIONS = "MaxFragments=2, MaxWords=25, MinWords=8, FragmentDelimiter= … "
 
@@ -101,7 +102,7 @@ class BM25:
 def search_statement(
     collection: Collection, *, query_vector: list[float] | None, keyword_query: KeywordQuery | None,
     conditions: list[ColumnElement], k: int, candidates: int, weights: LegWeights,
-    fusion: Fusion = "score", group_by_document: bool = False, keyword_scan_budget: int | None = None,
+    fusion: Fusion = DEFAULT_FUSION, group_by_document: bool = False, keyword_scan_budget: int | None = None,
 ) -> Select:
     """One SELECT returning the k best chunks with their fused score and each leg's rank/score.
 

@@ -12,11 +12,9 @@ import pytest
 from pgkb.settings import Settings
 from retrieval import FilterError, KnowledgeBase, QueryError
 from retrieval.filters import MAX_VALUES
-from retrieval.search import MAX_K, MAX_QUERY_CHARACTERS
+from retrieval.search import MAX_K, MAX_QUERY_CHARACTERS, MODES
 from store import Chunk, DocumentRecord, Store
 from tests.conftest import ROOT, run_cli
-
-MODES = ("vector", "keyword", "hybrid")
 
 TEXTS = ["A late payment incurs interest of one percent per month, charged to the contractor.",
          "甲方未按期付款的，应当承担违约责任，并支付滞纳金。",
