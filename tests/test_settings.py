@@ -194,3 +194,33 @@ def test_every_error_class_is_a_pgkb_error():
     assert [name for name, cls in named.items() if not issubclass(cls, PgkbError) and name not in control_flow] == []
     assert issubclass(named["retrieval.filters.FilterError"], QueryError)
     assert issubclass(named["ingest.run.UsageError"], ConfigurationError)
+
+
+def readme_defaults() -> dict[str, str | None]:
+    """The README's configuration table: each variable's default as shown, when the default
+    column starts with it in backquotes (one per variable where a row names several)."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    defaults: dict[str, str | None] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        variables, _, default = (cell.strip() for cell in line.split("|")[1:-1])
+        shown = default.split("`")[1::2] if default.startswith("`") else []
+        for i, variable in enumerate(v.strip(" `") for v in variables.split(",")):
+            defaults[variable] = shown[i] if i < len(shown) else None
+    return defaults
+
+
+def test_the_readme_names_every_setting_and_shows_its_default():
+    defaults = readme_defaults()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, setting in FIELDS.items():
+        env, default = setting.metadata["env"], setting.default
+        if env is None:
+            continue
+        assert env in readme, f"README does not name {env} (setting {name})"
+        shown = defaults.get(env)
+        if shown is None or shown.startswith("PGKB_") or isinstance(default, bool):
+            continue
+        if isinstance(default, (int, float, str)):
+            assert shown == str(default), f"README shows {env}'s default as {shown!r}, Settings has {default!r}"
