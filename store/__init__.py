@@ -5,9 +5,9 @@
 
 from .database import Store, hnsw_index_name, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError
-from .records import Chunk, Collection, DocumentRecord, DocumentState
+from .records import Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
 
 __all__ = [
-    "Chunk", "Collection", "DocumentRecord", "DocumentState", "SpaceMismatch", "Store",
-    "StoreError", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
+    "Chunk", "Collection", "DocumentRecord", "DocumentState", "DocumentStatus", "RunStatus", "SpaceMismatch",
+    "Store", "StoreError", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]
