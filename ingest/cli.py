@@ -1,8 +1,10 @@
 """`ingest PATH`: the command-line shell over `ingest.run.ingest`.
 
-Exit status: 0 when every file was ingested, unchanged or skipped, 1 when some failed or the
-run stopped on an error, 2 for usage or configuration errors, 130 when stopped by Ctrl-C,
-143 by SIGTERM.
+Exit status: 0 when no file failed anew (every file was ingested, unchanged or skipped, or failed
+as it did in the last run over the folder), 1 when one failed anew (or, with --strict, when any
+failed) or the run stopped on an error, 2 for usage or configuration errors, 130 when stopped by
+Ctrl-C, 143 by SIGTERM. A failure is new when the last run that went through the folder did not
+report it for the same bytes with the same reason: a cron job hears of each new failure once.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                    on_file=on_file, stop=stop, report=report)
     except BaseException as exc:
         if report is not None and report.run_id is not None:  # the run began: say what it did
-            return _finish(report, args.report, console, stopped_by=exc)
+            return _finish(report, args.report, console, args.strict, stopped_by=exc)
         if isinstance(exc, Terminated):
             print(f"error: {exc}", file=sys.stderr)
             return 143
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             print_error(exc, args.verbose)
             return 2
         raise
-    return _finish(report, args.report, console)
+    return _finish(report, args.report, console, args.strict)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="read passwords to try from standard input, one per line")
     Settings.add_arguments(passwords, ("passwords_file",))
     parser.add_argument("--report", metavar="FILE", help="write the summary and every file's outcome here as JSON")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when any file failed, also one that failed the same way in the last run "
+                             "(by default only a new failure does)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_verbose(parser, "log each file, and show an error's traceback")
     return parser
@@ -99,7 +104,7 @@ def _passwords(args: argparse.Namespace) -> tuple[str, ...] | None:
     return tuple(passwords) or None
 
 
-def _finish(report: IngestReport, report_path: str | None, console: Console,
+def _finish(report: IngestReport, report_path: str | None, console: Console, strict: bool,
             stopped_by: BaseException | None = None) -> int:
     """The summary, the report file, and the exit status of a run that began, even one that
     stopped on an exception."""
@@ -112,7 +117,8 @@ def _finish(report: IngestReport, report_path: str | None, console: Console,
         console.print(f"stopped by Ctrl-C after {len(report.files)} of {report.total_files} files; run the same "
                       "command again to finish (files already stored are skipped)", highlight=False)
         return 130
-    return 1 if report.failed or not written else 0
+    failed = report.failed if strict else report.new_failures
+    return 1 if failed or not written else 0
 
 
 def _write_report(report: IngestReport, path: str) -> bool:
@@ -197,7 +203,8 @@ class _stopping_on_ctrl_c:
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
     rows = [("files", f"{counts['seen']} seen: {counts['ingested']} ingested, {counts['updated']} updated, "
-                      f"{counts['unchanged']} unchanged, {counts['skipped']} skipped, {counts['failed']} failed")]
+                      f"{counts['unchanged']} unchanged, {counts['skipped']} skipped, {counts['failed']} failed"
+                      + (f" ({counts['failed_new']} new)" if counts["failed"] else ""))]
     skipped = Counter(f.reason for f in report.files if f.outcome == "skipped")
     if skipped:
         rows.append(("skipped", ", ".join(f"{reason} {n}" for reason, n in skipped.most_common())))
@@ -222,4 +229,6 @@ def print_summary(report: IngestReport, console: Console) -> None:
         console.print(f"  [bold]{label:<10}[/bold] {escape(value)}", highlight=False)
     # One line per failure, never truncated: logs and grep see the whole key and reason.
     for outcome in report.failed:
-        console.print(f"  failed  {printable(outcome.key)}: {outcome.reason}", highlight=False, markup=False)
+        label = "new" if report.is_new(outcome) else "known"
+        console.print(f"  failed ({label})  {printable(outcome.key)}: {outcome.reason}", highlight=False,
+                      markup=False)

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from store.records import RunStatus
 
-__all__ = ["FileOutcome", "IngestReport", "Outcome", "RunStatus", "StageClock"]
+__all__ = ["Failure", "FileOutcome", "IngestReport", "Outcome", "RunStatus", "StageClock", "failure"]
 
 # ingested (new), updated (its bytes, tags or the options changed), unchanged, skipped (a
 # type pgkb does not read) or failed
@@ -21,6 +21,17 @@ OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 # What the run's busy time is counted in (IngestReport.stage_seconds).
 Stage = Literal["read", "parse", "mask", "chunk", "embed", "write", "index"]
+
+# Ends the reason of a failure remembered from an earlier run rather than met again.
+UNCHANGED_SINCE = " (unchanged since; --force tries again)"
+
+# A failure as runs compare them: its key, reason, and the hash of the file's bytes (None
+# where they were never read). Another reason or other bytes make it another failure.
+Failure = tuple[str, str, str | None]
+
+
+def failure(key: str, reason: str | None, sha256: str | None) -> Failure:
+    return key, (reason or "").removesuffix(UNCHANGED_SINCE), sha256
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class FileOutcome:
     tokens: int = 0      # tokens of text in its chunks
     embedded: int = 0    # chunks the model embedded; the others' vectors were already stored
     pii_counts: dict[str, int] = field(default_factory=dict)  # masked values by entity type
+    sha256: str | None = None  # a failed file's bytes' hash, where they were read (see Failure)
 
 
 @dataclass
@@ -48,6 +60,9 @@ class IngestReport:
     files_started_at: float = 0.0  # time.perf_counter() when the first file started, after start-up
     files: list[FileOutcome] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    # What the last run over the same folder that went through every file reported: a failure
+    # among them is known, any other is new.
+    known_failures: set[Failure] = field(default_factory=set)
     seconds: float = 0.0
     # Busy time per stage, summed over the threads doing it (stages overlap, so the sum
     # exceeds the wall time).
@@ -60,6 +75,14 @@ class IngestReport:
     def failed(self) -> list[FileOutcome]:
         return [f for f in self.files if f.outcome == "failed"]
 
+    def is_new(self, outcome: FileOutcome) -> bool:
+        return (outcome.outcome == "failed"
+                and failure(outcome.key, outcome.reason, outcome.sha256) not in self.known_failures)
+
+    @property
+    def new_failures(self) -> list[FileOutcome]:
+        return [f for f in self.files if self.is_new(f)]
+
     def pii_counts(self) -> Counter[str]:
         """Masked values by entity type, over every file."""
         return sum((Counter(f.pii_counts) for f in self.files), Counter())
@@ -71,6 +94,7 @@ class IngestReport:
         return {
             "seen": len(self.files),
             **{outcome: self.count(outcome) for outcome in OUTCOMES},
+            "failed_new": len(self.new_failures),
             "pruned": len(self.pruned),
             "pages": sum(f.pages for f in self.files),
             "chunks": sum(f.chunks for f in self.files),
@@ -87,8 +111,15 @@ class IngestReport:
             "seconds": round(self.seconds, 3), "counts": self.counts(),
             "stage_seconds": {stage: round(s, 3) for stage, s in self.stage_seconds.items()},
             "pruned": self.pruned,
-            "files": [{k: v for k, v in asdict(f).items() if v or k in ("key", "outcome")} for f in self.files],
+            "files": [self._file_entry(f) for f in self.files],
         }
+
+    def _file_entry(self, outcome: FileOutcome) -> dict[str, Any]:
+        """A file's outcome with what it has (a failure says whether it is new), its hash left out."""
+        entry = {k: v for k, v in asdict(outcome).items() if v and k != "sha256" or k in ("key", "outcome")}
+        if outcome.outcome == "failed":
+            entry["new"] = self.is_new(outcome)
+        return entry
 
 
 class StageClock:

@@ -30,10 +30,11 @@ from store.fulltext import unstorable
 
 from .heap import map_large_blocks_apart
 from .options import mask_policy, masker_options, parse_limits, parse_options
+from .parsers import ParseOptions
 from .parsers.pool import ParserPool
 from .pii import Masker, OutputMasker, load_masker
 from .pipeline import run_files
-from .report import FileOutcome, IngestReport, StageClock
+from .report import FileOutcome, IngestReport, StageClock, failure
 from .sources import discover, key_of, leads_out, media_type_of, printable
 from .stages import FileStages, Fingerprints, Models
 
@@ -73,6 +74,7 @@ def ingest(
     # file names, unless PGKB_PII_KEYS=keep, so a run that finds every file unchanged never
     # loads the model, and with real keys and no tags not the masker either).
     policy = masker.policy if masker else mask_policy(settings) if settings.pii else None
+    parsing = parse_options(settings)
     mask_keys = settings.pii_keys == "mask"
     if not settings.pii:
         log.info("personal data masking is off (PGKB_PII=0 or --no-pii)")
@@ -87,20 +89,22 @@ def ingest(
         # Keys, paths, tags and error texts, masked like the documents' texts (ingest.pii.outputs).
         outputs = OutputMasker(models.masker if policy else None, mask_keys, mask_lock)
         stages = FileStages(settings, store, collection, models.load, outputs, mask_lock,
-                            Fingerprints.of(settings, policy), root.resolve(), tags or {}, force,
+                            Fingerprints.of(settings, policy, parsing.passwords), root.resolve(), tags or {}, force,
                             StageClock(report.stage_seconds))
         paths = discover(root, settings.follow_links)
         workers = _parse_workers(settings.workers, len(paths))
         stored_root = outputs.name(stages.root, paths)
         if prune:
             _check_prune(stages, paths, settings.prune_max_share if not prune_any_share else 1.0)
+        report.known_failures = {failure(e["key"], e["reason"], e.get("sha256"))
+                                 for e in store.last_complete_run_errors(collection, stored_root)}
         run_id = report.run_id = store.start_run(collection, {
             "path": stored_root, "model": collection.space["model"], "prune": prune,
             "force": force, "tags": outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
             "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
         try:
-            _sync(settings, store, stages, paths, workers, stop or threading.Event(), report, on_file)
+            _sync(parsing, settings, store, stages, paths, workers, stop or threading.Event(), report, on_file)
             if prune and report.status != "interrupted":
                 report.pruned = _prune(store, collection, {outcome.key for outcome in report.files})
             if any(f.chunks for f in report.files) or report.pruned:
@@ -185,7 +189,7 @@ def _check_prune(stages: FileStages, paths: list[Path], max_share: float) -> Non
                          "what you want; nothing was done")
 
 
-def _sync(settings: Settings, store: Store, stages: FileStages, paths: list[Path], workers: int,
+def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileStages, paths: list[Path], workers: int,
           stop: threading.Event, report: IngestReport,
           on_file: Callable[[FileOutcome, IngestReport], None] | None) -> None:
     """Every file through the stages, in the store's bulk load; the report's files and status."""
@@ -199,7 +203,7 @@ def _sync(settings: Settings, store: Store, stages: FileStages, paths: list[Path
         if on_file:
             on_file(outcome, report)
 
-    pool = ParserPool(parse_options(settings), parse_limits(settings), workers)
+    pool = ParserPool(parsing, parse_limits(settings), workers)
     with pool as parser, store.bulk_load(stages.collection) as load:
         run_files(stages, paths, parser, workers, stop, settings.batch_tokens, record)
         report.files.sort(key=lambda outcome: outcome.key)
@@ -239,7 +243,8 @@ def _abort_reason(exc: BaseException) -> str:
 
 def _record_end(store: Store, run_id: int, report: IngestReport) -> None:
     counts = {**report.counts(), "stage_seconds": {k: round(v, 3) for k, v in report.stage_seconds.items()}}
-    errors = [{"key": f.key, "reason": f.reason} for f in report.failed]
+    # With the bytes' hash, so that the next run tells a changed file's failure from this one.
+    errors = [{"key": f.key, "reason": f.reason, "sha256": f.sha256} for f in report.failed]
     try:
         store.finish_run(run_id, report.status, counts, errors)
     except OperationalError as exc:  # the database went away: say so, but keep the first error

@@ -31,8 +31,9 @@ from .chunking import chunk_elements
 from .metadata import MetadataError, UserMetadata
 from .parsers import ParseError
 from .parsers.pool import ParserPool
+from .passwords import password_set_digest
 from .pii import KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker
-from .report import FileOutcome, StageClock
+from .report import UNCHANGED_SINCE, FileOutcome, StageClock
 from .sources import SourceFile, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)
@@ -88,21 +89,25 @@ class Embedded:
 class Fingerprints:
     """What a stored document was made with, to tell whether it must be made again."""
 
-    ingested: str  # the options that shape a document's chunks: a change means every file is cut again
-    failed: str    # those, and what decides whether a file that failed may now succeed
+    ingested: str   # the options that shape a document's chunks: a change means every file is cut again
+    failed: str     # those, and what decides whether a file that failed may now succeed
+    encrypted: str  # a file that failed as encrypted: those, and the set of passwords tried
 
     @classmethod
-    def of(cls, settings: Settings, policy: MaskPolicy | None) -> Fingerprints:
+    def of(cls, settings: Settings, policy: MaskPolicy | None, passwords: tuple[str, ...]) -> Fingerprints:
         options: dict[str, Any] = {"version": PIPELINE_VERSION, "chunk_tokens": settings.chunk_tokens,
                                    "pii": policy.describe() if policy else "off", "ocr": settings.ocr_languages}
         if not settings.embed_headings:  # absent when on, so collections ingested before stay unchanged
             options["embed_headings"] = False
-        # A file that failed is tried again when it changes, or when these do: the limits, or
-        # whether passwords are given (their values are never stored, even hashed).
+        # A file that failed is tried again when it changes, or when these do: the limits, and
+        # for an encrypted file the set of passwords (only as a keyed hash, see password_set_digest).
         failed = {**options, "seconds": settings.parse_seconds, "memory_mb": settings.parse_memory_mb,
-                  "max_chars": settings.max_document_chars,
-                  "passwords": bool(settings.passwords or settings.passwords_file)}
-        return cls(_digest(options), _digest(failed))
+                  "max_chars": settings.max_document_chars}
+        encrypted = {**failed, "passwords": password_set_digest(passwords, settings.data_dir)}
+        return cls(_digest(options), _digest(failed), _digest(encrypted))
+
+    def of_failure(self, error: ParseError) -> str:
+        return self.encrypted if error.reason == "encrypted" else self.failed
 
 
 class FileStages:
@@ -170,8 +175,9 @@ class FileStages:
                     return FileOutcome(key, "unchanged")
                 self.store.update_tags(self.collection, key, tags)
                 return FileOutcome(key, "updated", "tags only")
-            if (known.status, known.fingerprint) == ("failed", self.fingerprints.failed):
-                return FileOutcome(key, "failed", f"{known.error} (unchanged since; --force tries again)")
+            if known.status == "failed" and known.fingerprint in (self.fingerprints.failed,
+                                                                   self.fingerprints.encrypted):
+                return FileOutcome(key, "failed", f"{known.error}{UNCHANGED_SINCE}", sha256=file.sha256)
         return DocumentRecord(key=key, path=self.outputs.path(file.path), sha256=file.sha256, size_bytes=file.size,
                               mtime=file.mtime, media_type=file.media_type, tags=tags,
                               fingerprint=self.fingerprints.ingested)
@@ -194,12 +200,13 @@ class FileStages:
         except ParseError as exc:
             reason = self.outputs.text(str(exc))  # a parser's message can quote the document
             log.warning("%s: %s", printable(key), reason)
-            self.store.record_failure(self.collection, replace(record, fingerprint=self.fingerprints.failed), reason)
-            return FileOutcome(key, "failed", reason)
+            self.store.record_failure(self.collection,
+                                      replace(record, fingerprint=self.fingerprints.of_failure(exc)), reason)
+            return FileOutcome(key, "failed", reason, sha256=file.sha256)
         except OperationalError:
             raise  # the database went away: no later file can succeed either
         except Exception as exc:  # a library's bug on one odd file must not stop the run
-            return self._failure(key, exc)
+            return self._failure(key, file.sha256, exc)
         record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=pii_counts)
         pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
         known = self.known.get(key)
@@ -251,24 +258,24 @@ class FileStages:
         document = embedded.document
         key = document.record.key
         if embedded.vectors is None:
-            return FileOutcome(key, "failed", "embedding failed (see the log)")
+            return FileOutcome(key, "failed", "embedding failed (see the log)", sha256=document.record.sha256)
         try:
             with self.clock.timed("write"):
                 self.store.write_document(self.collection, document.record, document.chunks, embedded.vectors)
         except OperationalError:
             raise
         except Exception as exc:
-            return self._failure(key, exc)
+            return self._failure(key, document.record.sha256, exc)
         return FileOutcome(key, document.outcome, pages=document.pages, chunks=len(document.chunks),
                            tokens=document.tokens, embedded=embedded.embedded,
                            pii_counts=document.record.pii_counts)
 
-    def _failure(self, key: str, exc: Exception) -> FileOutcome:
+    def _failure(self, key: str, sha256: str, exc: Exception) -> FileOutcome:
         reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
         log.warning("%s: %s", printable(key), reason)
         # The frames only: the traceback's last line would repeat the message unmasked.
         log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
-        return FileOutcome(key, "failed", reason)
+        return FileOutcome(key, "failed", reason, sha256=sha256)
 
 
 def _digest(options: dict[str, Any]) -> str:

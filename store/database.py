@@ -351,6 +351,18 @@ class Store:
             )
 
 
+    def last_complete_run_errors(self, collection: Collection, path: str) -> list[dict[str, Any]]:
+        """The failures recorded by the collection's last run over `path` that went through every
+        file (succeeded or failed), as `finish_run` was given them; none if there was no such run."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(ingest_runs.c.errors)
+                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status.in_(("succeeded", "failed")),
+                       ingest_runs.c.options["path"].astext == path)
+                .order_by(ingest_runs.c.id.desc()).limit(1)
+            ).scalar() or []
+
+
 def _this_process() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
 

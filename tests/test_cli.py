@@ -10,15 +10,15 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     result = run_cli("ingest", str(docs), env=env)
     assert result.returncode == 1, result.stderr
     out = " ".join(result.stdout.split())
-    assert "5 seen: 2 ingested, 0 updated, 0 unchanged, 1 skipped, 2 failed" in out
+    assert "5 seen: 2 ingested, 0 updated, 0 unchanged, 1 skipped, 2 failed (2 new)" in out
     assert "skipped unsupported type .xyz 1" in out
     assert "failures corrupt 1, empty file 1" in out
-    assert "failed broken.pdf: corrupt" in out and "failed empty.docx: empty file" in out
+    assert "failed (new) broken.pdf: corrupt" in out and "failed (new) empty.docx: empty file" in out
 
-    # Again, with a report: every file is unchanged, the broken ones still broken.
+    # Again, with a report: every file is unchanged, the broken ones still broken, as known.
     report_file = docs.parent / "report.json"
     again = run_cli("ingest", str(docs), "--report", str(report_file), env=env)
-    assert again.returncode == 1, again.stderr
+    assert again.returncode == 0, again.stderr
     report = json.loads(report_file.read_text())
     assert report["status"] == "failed" and report["counts"]["unchanged"] == 2 and report["counts"]["failed"] == 2
     assert {f["key"]: f["outcome"] for f in report["files"]} == {

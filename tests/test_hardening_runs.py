@@ -185,7 +185,7 @@ def test_a_file_name_that_is_not_utf8_fails_alone_and_the_run_is_recorded(tmp_pa
                                 shown: ("failed", "file name is not UTF-8: rename the file")}
     record = run_record(quick, report.run_id)
     assert record["status"] == "failed" and record["errors"] == [
-        {"key": shown, "reason": "file name is not UTF-8: rename the file"}]
+        {"key": shown, "reason": "file name is not UTF-8: rename the file", "sha256": None}]
     assert stored(quick) == {"ok.txt": "ingested"}
 
 
