@@ -3,11 +3,14 @@
 `store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
 """
 
-from .database import Store, hnsw_index_name, indexed_embedding, migrate, resolve_url
-from .errors import SpaceMismatch, StoreError
+from .catalog import CollectionSummary, DocumentSummary, DroppedCollection, Removal, RunSummary
+from .database import Store, indexed_embedding, migrate, resolve_url
+from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .records import Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
+from .tables import hnsw_index_name
 
 __all__ = [
-    "Chunk", "Collection", "DocumentRecord", "DocumentState", "DocumentStatus", "RunStatus", "SpaceMismatch",
-    "Store", "StoreError", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
+    "Chunk", "Collection", "CollectionSummary", "DocumentRecord", "DocumentState", "DocumentStatus",
+    "DocumentSummary", "DroppedCollection", "Removal", "RunStatus", "RunSummary", "SpaceMismatch", "Store",
+    "StoreError", "UnknownDocuments", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]

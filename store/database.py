@@ -43,11 +43,19 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pgkb.settings import Settings
 
+from .catalog import (
+    CollectionSummary,
+    DocumentSummary,
+    DroppedCollection,
+    Removal,
+    collection_summaries,
+    document_summaries,
+)
 from .embedded import embedded_database_url
-from .errors import SpaceMismatch, StoreError
+from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .fulltext import analyse
 from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
-from .tables import chunks, collections, documents, ingest_runs
+from .tables import chunks, collections, documents, hnsw_index_name, ingest_runs
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +160,7 @@ class Store:
             found = self._find_collection(conn, name)
             if found is None:
                 if space is None:
-                    raise StoreError(f"collection {name!r} does not exist: ingest documents into it first")
+                    raise _no_such_collection(conn, name)
                 return self._create_collection(conn, name, space)
         if space is not None:
             found.check_space({k: space.get(k) for k in SPACE_IDENTITY})
@@ -293,11 +301,8 @@ class Store:
         if not keys:
             return 0
         with self.engine.begin() as conn:
-            # Row locks taken in one order (by key), so two runs pruning at once cannot deadlock.
-            doomed = (select(documents.c.id)
-                      .where(documents.c.collection_id == collection.id, _any_of(documents.c.key, keys))
-                      .order_by(documents.c.key).with_for_update())
-            return conn.execute(documents.delete().where(documents.c.id.in_(doomed))).rowcount
+            doomed = _lock_documents(conn, collection, keys)
+            return conn.execute(documents.delete().where(_any_of(documents.c.id, list(doomed.values())))).rowcount
 
     def stored_vectors(self, collection: Collection, content_hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """The vectors the collection already holds for these chunk content hashes: the
@@ -318,6 +323,60 @@ class Store:
         from them, and the embedded server may stop before autovacuum would have run."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE documents, chunks"))
+
+    # -- managing what is stored -----------------------------------------------------------
+
+    def list_collections(self) -> list[CollectionSummary]:
+        """Every collection, by name, with what it holds and its last ingest run."""
+        with self.engine.connect() as conn:
+            return collection_summaries(conn)
+
+    def collection_summary(self, name: str) -> CollectionSummary:
+        """What the collection `name` holds; StoreError naming the existing ones if there is none."""
+        with self.engine.connect() as conn:
+            return collection_summaries(conn, _existing_collection(conn, name))[0]
+
+    def list_documents(self, name: str, *, failed_only: bool = False) -> list[DocumentSummary]:
+        """The documents of collection `name` by key (only the failed ones with `failed_only`)."""
+        with self.engine.connect() as conn:
+            return document_summaries(conn, _existing_collection(conn, name), failed_only)
+
+    def remove_documents(self, name: str, keys: Iterable[str]) -> Removal:
+        """Remove documents of collection `name` by key, with their chunks, in one transaction.
+
+        All or nothing: if any key is unknown (a typo, or removed already), UnknownDocuments
+        names them and nothing is removed. The BM25 statistics change in the same transaction
+        (the chunks' triggers keep them).
+        """
+        wanted = sorted(set(keys))
+        with self.engine.begin() as conn:
+            collection = _existing_collection(conn, name)
+            found = _lock_documents(conn, collection, wanted)
+            unknown = [key for key in wanted if key not in found]
+            if unknown:
+                raise UnknownDocuments(collection.name, unknown)
+            ids = list(found.values())
+            chunk_count = conn.execute(select(func.count()).where(_any_of(chunks.c.document_id, ids))).scalar_one()
+            conn.execute(documents.delete().where(_any_of(documents.c.id, ids)))
+        return Removal(collection.name, tuple(wanted), chunk_count)
+
+    def drop_collection(self, name: str) -> DroppedCollection:
+        """Delete collection `name` with its documents, chunks, BM25 statistics, ingest runs and
+        HNSW index, in one transaction.
+
+        The rows go first, while searches of other collections go on; dropping the index then
+        locks the chunks table, and searches wait for the commit that follows at once.
+        """
+        with self.engine.begin() as conn:
+            collection = _existing_collection(conn, name)
+            counted = collection_summaries(conn, collection)[0]
+            runs = conn.execute(ingest_runs.delete().where(ingest_runs.c.collection_id == collection.id)).rowcount
+            # Documents, chunks and statistics follow by ON DELETE CASCADE; the statistics
+            # triggers see their collection gone and leave the cascade to it.
+            conn.execute(collections.delete().where(collections.c.id == collection.id))
+            conn.execute(text(f"DROP INDEX IF EXISTS {hnsw_index_name(collection.id)}"))
+        log.info("dropped collection %r", name)
+        return DroppedCollection(collection.name, counted.documents + counted.failed_documents, counted.chunks, runs)
 
     # -- ingest runs -----------------------------------------------------------------------
 
@@ -387,6 +446,30 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _existing_collection(conn: Connection, name: str) -> Collection:
+    found = Store._find_collection(conn, name)
+    if found is None:
+        raise _no_such_collection(conn, name)
+    return found
+
+
+def _no_such_collection(conn: Connection, name: str) -> StoreError:
+    """The error for a collection that does not exist, naming those that do."""
+    names = conn.execute(select(collections.c.name).order_by(collections.c.name)).scalars().all()
+    there = f"the collections are {', '.join(map(repr, names))}" if names else "there are no collections yet"
+    return StoreError(f"collection {name!r} does not exist ({there}): ingest documents into it first")
+
+
+def _lock_documents(conn: Connection, collection: Collection, keys: list[str]) -> dict[str, int]:
+    """The ids of the collection's documents with these keys, by key, locked for this
+    transaction. Row locks are taken in one order (by key), so two transactions removing
+    documents at once cannot deadlock."""
+    locked = (select(documents.c.key, documents.c.id)
+              .where(documents.c.collection_id == collection.id, _any_of(documents.c.key, keys))
+              .order_by(documents.c.key).with_for_update())
+    return dict(conn.execute(locked).tuples().all())
+
+
 def _document_upsert(collection: Collection, document: DocumentRecord, status: DocumentStatus, error: str | None,
                      only_over: ColumnElement | None = None):
     """INSERT the document's row, or UPDATE the one with its key (where `only_over` holds)."""
@@ -426,10 +509,6 @@ def _create_hnsw_index(conn: Connection, collection: Collection) -> None:
         f"USING hnsw ((embedding::{vector_type}({dims})) {vector_type}_cosine_ops) "
         f"WITH (m = 16, ef_construction = {int(collection.ef_construction)}) WHERE collection_id = {collection.id}"
     ))
-
-
-def hnsw_index_name(collection_id: int) -> str:
-    return f"chunks_embedding_hnsw_{collection_id}"
 
 
 def indexed_embedding(collection: Collection):

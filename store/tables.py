@@ -95,4 +95,10 @@ ingest_runs = Table(
 )
 
 
-__all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs"]
+def hnsw_index_name(collection_id: int) -> str:
+    """A collection's own HNSW index (store.database makes it; one per collection, on its rows)."""
+    return f"chunks_embedding_hnsw_{collection_id}"
+
+
+__all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs",
+           "hnsw_index_name"]
