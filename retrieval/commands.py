@@ -1,7 +1,11 @@
-"""`pgkb COMMAND`: the tools that work on a collection, one subcommand each.
+"""`pgkb COMMAND`: the tools that work on a knowledge base, one subcommand each.
 
     pgkb eval JUDGMENTS      nDCG@10, recall@k, MRR and latency per search mode
     pgkb eval --health       the same, on queries drawn from the collection itself
+    pgkb collections         the collections: model, documents, chunks, size, last ingest run
+    pgkb documents C         a collection's documents, ingested or failed (and why)
+    pgkb rm C KEY...         remove documents by key
+    pgkb drop C              delete a collection and all it holds, once its name is typed
 """
 
 from __future__ import annotations
@@ -9,18 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
+from store import CollectionSummary, DocumentSummary, Store, UnknownDocuments
 
 from .evaluation import HEALTH_QUERIES, Evaluation, evaluate, health_check, load_judgments
 from .search import MODES, KnowledgeBase
+
+# Where the store is: the flags of the commands that need no model.
+STORE_FLAGS = ("database_url", "data_dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(commands)
+    _add_collections(commands)
+    _add_documents(commands)
+    _add_rm(commands)
+    _add_drop(commands)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except PgkbError as exc:
+        print_error(exc, args.verbose)
+        return 2
 
 
 def _add_eval(commands) -> None:
@@ -61,21 +81,17 @@ def _eval(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    try:
-        judged = [] if args.health else load_judgments(args.judgments, args.split)
-        with KnowledgeBase(Settings.from_arguments(args)) as kb:
-            if args.health:
-                result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k)
-            else:
-                result = evaluate(kb, judged, modes, k=args.k, exact=True if args.exact else None)
-    except PgkbError as exc:
-        print_error(exc, args.verbose)
-        return 2
+    judged = [] if args.health else load_judgments(args.judgments, args.split)
+    with KnowledgeBase(Settings.from_arguments(args)) as kb:
+        if args.health:
+            result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k)
+        else:
+            result = evaluate(kb, judged, modes, k=args.k, exact=True if args.exact else None)
     if args.json == "-":
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     source = f"health check (seed {args.seed})" if args.health else str(args.judgments)
-    Console().print(_table(result, source))
+    _print(_evaluation_table(result, source))
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -95,12 +111,165 @@ def _usage_problem(args: argparse.Namespace, modes: list[str]) -> str | None:
     return None
 
 
-def _table(result: Evaluation, source: str) -> Table:
-    table = Table(title=f"collection {result.collection}: {source}", title_justify="left", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False)
-    for column in ("mode", "nDCG@10", "recall@10", f"recall@{result.k}", "MRR", "p50 ms", "p95 ms", "queries"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
-    for mode, s in result.modes.items():
-        table.add_row(mode, f"{s.ndcg_at_10:.3f}", f"{s.recall_at_10:.3f}", f"{s.recall_at_k:.3f}", f"{s.mrr:.3f}",
-                      f"{s.latency_p50_ms:.1f}", f"{s.latency_p95_ms:.1f}", str(s.queries))
+def _evaluation_table(result: Evaluation, source: str) -> Table:
+    header = ["mode", "nDCG@10", "recall@10", f"recall@{result.k}", "MRR", "p50 ms", "p95 ms", "queries"]
+    rows = [[mode, f"{s.ndcg_at_10:.3f}", f"{s.recall_at_10:.3f}", f"{s.recall_at_k:.3f}", f"{s.mrr:.3f}",
+             f"{s.latency_p50_ms:.1f}", f"{s.latency_p95_ms:.1f}", str(s.queries)]
+            for mode, s in result.modes.items()]
+    return _table(f"collection {result.collection}: {source}", header, rows, numbers=header[1:])
+
+
+# -- managing the knowledge base -----------------------------------------------------------
+
+def _add_collections(commands) -> None:
+    parser = commands.add_parser(
+        "collections", help="list the collections",
+        description="Each collection: its model and dimensions, its documents (ingested and failed), chunks, "
+                    "an estimate of its size on disk (its values as stored plus its HNSW index; the indexes "
+                    "collections share are left out) and its last ingest run.")
+    _add_store_flags(parser, listing=True)
+    parser.set_defaults(run=_collections)
+
+
+def _collections(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        summaries = store.list_collections()
+    if args.json:
+        print(json.dumps([summary.to_dict() for summary in summaries], indent=2))
+    elif not summaries:
+        print("no collections yet: `ingest FOLDER -c NAME` makes one")
+    else:
+        header = ["collection", "model", "dims", "documents", "failed", "chunks", "size", "last run"]
+        rows = [_collection_row(summary) for summary in summaries]
+        _print(_table(None, header, rows, numbers=("dims", "documents", "failed", "chunks", "size")))
+    return 0
+
+
+def _collection_row(c: CollectionSummary) -> list[str]:
+    run = f"{c.last_run.status}, {_when(c.last_run.started_at)}" if c.last_run else "none"
+    return [c.name, c.model, str(c.dims), str(c.documents), str(c.failed_documents), str(c.chunks),
+            _size(c.size_bytes), run]
+
+
+def _add_documents(commands) -> None:
+    parser = commands.add_parser(
+        "documents", help="list a collection's documents",
+        description="A collection's documents by key (as stored: personal data in keys was masked at ingest): "
+                    "ingested with their chunks and pages, or failed with the reason.")
+    parser.add_argument("collection", help="the collection")
+    parser.add_argument("--failed", action="store_true", help="only the documents whose file could not be read")
+    _add_store_flags(parser, listing=True)
+    parser.set_defaults(run=_documents)
+
+
+def _documents(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        listed = store.list_documents(args.collection, failed_only=args.failed)
+    if args.json:
+        print(json.dumps([document.to_dict() for document in listed], indent=2))
+    elif not listed:
+        print(f"collection {args.collection!r} has no {'failed ' if args.failed else ''}documents")
+    else:
+        header = ["key", "status", "chunks", "pages", "ingested", "failure"]
+        rows = [_document_row(document) for document in listed]
+        _print(_table(None, header, rows, numbers=("chunks", "pages")))
+    return 0
+
+
+def _document_row(d: DocumentSummary) -> list[str]:
+    return [d.key, d.status, str(d.chunks), "" if d.pages is None else str(d.pages), _when(d.ingested_at),
+            d.error or ""]
+
+
+def _add_rm(commands) -> None:
+    parser = commands.add_parser(
+        "rm", help="remove documents from a collection",
+        description="Remove documents by key, with their chunks, in one transaction. If any key is unknown, "
+                    "nothing is removed and the command exits 1 naming the unknown keys.")
+    parser.add_argument("collection", help="the collection")
+    parser.add_argument("keys", nargs="+", metavar="KEY", help="a document key, as `pgkb documents` lists it")
+    _add_store_flags(parser)
+    parser.set_defaults(run=_rm)
+
+
+def _rm(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        try:
+            removal = store.remove_documents(args.collection, args.keys)
+        except UnknownDocuments as exc:
+            print_error(exc, args.verbose)
+            return 1
+    print(f"removed {len(removal.keys)} document(s) and {removal.chunks} chunk(s) from collection "
+          f"{removal.collection!r}: {', '.join(removal.keys)}")
+    return 0
+
+
+def _add_drop(commands) -> None:
+    parser = commands.add_parser(
+        "drop", help="delete a collection and everything it holds",
+        description="Delete a collection with its documents, chunks, statistics, ingest runs and index. "
+                    "Asks for the collection's name on a terminal; --yes skips that, and is needed where "
+                    "there is no terminal.")
+    parser.add_argument("collection", help="the collection")
+    parser.add_argument("--yes", action="store_true", help="do not ask")
+    _add_store_flags(parser)
+    parser.set_defaults(run=_drop)
+
+
+def _drop(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        summary = store.collection_summary(args.collection)  # an unknown name fails before asking
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print(f"error: dropping collection {args.collection!r} needs --yes where there is no terminal "
+                      f"to confirm on", file=sys.stderr)
+                return 2
+            print(f"collection {summary.name!r} holds {summary.documents + summary.failed_documents} document(s) "
+                  f"and {summary.chunks} chunk(s). Type its name to delete it: ", end="", file=sys.stderr, flush=True)
+            if sys.stdin.readline().strip() != summary.name:
+                print("not dropped: the name did not match", file=sys.stderr)
+                return 1
+        dropped = store.drop_collection(args.collection)
+    print(f"dropped collection {dropped.name!r}: {dropped.documents} document(s), {dropped.chunks} chunk(s), "
+          f"{dropped.runs} ingest run(s)")
+    return 0
+
+
+def _add_store_flags(parser: argparse.ArgumentParser, listing: bool = False) -> None:
+    if listing:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    Settings.add_arguments(parser, STORE_FLAGS)
+    add_verbose(parser)
+
+
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Store]:
+    with closing(Store.open(Settings.from_arguments(args))) as store:
+        yield store
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _size(size_bytes: int) -> str:
+    size, units = float(size_bytes), ["B", "KiB", "MiB", "GiB", "TiB"]
+    while size >= 1024 and len(units) > 1:
+        size, units = size / 1024, units[1:]
+    return f"{size_bytes} B" if units[0] == "B" else f"{size:.1f} {units[0]}"
+
+
+def _print(table: Table) -> None:
+    """On a terminal, the table fits its width; elsewhere (a pipe, a file) no line is folded."""
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
+def _table(title: str | None, header: list[str], rows: Iterable[list[str]], numbers: Iterable[str]) -> Table:
+    """A plain table, the columns named in `numbers` right-aligned. Cells are shown as they are
+    (a key holding [brackets] is not markup)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in header:
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
     return table
