@@ -39,6 +39,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from pgkb.errors import ConfigurationError
+
 from .errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -133,8 +135,8 @@ class ServerAccount:
         if not self.is_other_user:
             return None
         for folder in [*reversed(path.parents), path]:
-            if not folder.exists():
-                return None  # pgkb creates the rest, reachable
+            if not folder.is_dir():
+                return None  # missing: pgkb creates the rest, reachable; a file: making the folder says so
             mode = folder.stat()
             if mode.st_uid == self.uid:
                 allowed = mode.st_mode & stat.S_IXUSR
@@ -165,7 +167,7 @@ class EmbeddedServer:
         account = ServerAccount.for_this_process()
         pgdata = data_dir / "pgdata"
         _refuse_unreachable(account, data_dir)
-        _make_folder(data_dir, account)
+        _make_data_dir(data_dir, account)
         with _file_lock(data_dir / "server.lock"):
             programs = _programs(account, data_dir)
             socket_dir = _running_socket_dir(pgdata)
@@ -452,6 +454,20 @@ def _programs(account: ServerAccount, data_dir: Path) -> Path:
             os.chmod(folder, 0o755)
         log.info("PostgreSQL's programs copied to %s, where the user %r can run them", copy, account.name)
     return copied.parent
+
+
+def _make_data_dir(data_dir: Path, account: ServerAccount) -> None:
+    """The data directory, made if missing, with the lock file every process takes there: a
+    folder that cannot be (a path under a file, /proc, a read-only disk) is the user's to change."""
+    try:
+        _make_folder(data_dir, account)
+        (data_dir / "server.lock").touch()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        problem = "is not a folder" if data_dir.exists() and not data_dir.is_dir() else (
+            f"cannot be made or written in: {exc.strerror or exc}{where}")
+        raise ConfigurationError(f"the data directory {data_dir} (--data-dir, PGKB_DATA_DIR) {problem}; "
+                                 "choose a folder you can write to") from None
 
 
 def _make_folder(folder: Path, account: ServerAccount) -> None:
