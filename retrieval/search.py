@@ -182,7 +182,7 @@ class KnowledgeBase:
     def _prepare(self, query: str, k: int, filters: dict[str, Any] | ColumnElement | None, mode: Mode,
                  fusion: Fusion, weights: LegWeights | None, group_by: GroupBy | None) -> _Prepared:
         """Check the arguments and make the statement and its parameters."""
-        _check_query(query)
+        check_query(query)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise QueryError(f"k must be a whole number from 1 to {MAX_K:,}, not {k!r}")
         _check_choice("mode", mode, MODES)
@@ -246,10 +246,12 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
         raise QueryError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
 
 
-def _check_query(query: str) -> None:
-    """Refuse a query that is not text PostgreSQL takes, or is too long to search."""
+def check_query(query: str) -> None:
+    """Refuse a query that is not text PostgreSQL takes, is empty, or is too long to search."""
     if not isinstance(query, str):
         raise QueryError(f"the query must be a string, not {type(query).__name__}")
+    if not query.strip():  # a vector search would still rank every chunk: arbitrary hits
+        raise QueryError("the query is empty: give the words to search for")
     problem = unstorable(query)
     if problem:
         raise QueryError(f"the query holds {problem}")
