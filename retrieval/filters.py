@@ -9,6 +9,9 @@
     {"metadata.department": "finance"}           a document metadata key (file metadata, tags)
     {"metadata.tags": {"contains": "finance"}}   an array in metadata holds this value (or all of a list)
     {"metadata.reviewed": {"exists": True}}      the key is present (False: absent)
+    {"metadata.value_eur": {"match": "120000"}}  text as typed on a command line: a value written
+                                                 so (120000 or "120000"; true or "true") or an
+                                                 array holding one (`search --filter` uses it)
 
 Keys: source (= key, the path relative to the ingested folder), path, title, media_type, page,
 section, modified, ingested, metadata.NAME. Several keys, or several operators on one key,
@@ -62,7 +65,7 @@ _DATES = {"modified", "ingested"}
 PAGE_LIMIT = 2**31  # page numbers are PostgreSQL integers
 # Values a filter binds, each a parameter of the search statement (the driver takes 65,535).
 MAX_VALUES = 1000
-_OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte", "contains", "exists"}
+_OPERATORS = {"eq", "in", "gt", "gte", "lt", "lte", "contains", "exists", "match"}
 _RANGE = {"gt", "gte", "lt", "lte"}
 
 
@@ -185,6 +188,9 @@ def _metadata(name: str, op: str, value: Any, values: _Values) -> ColumnElement:
             raise FilterError(f"filter {key!r}: 'exists' takes true or false, not {_shown(value)}")
         present = merged.has_key(values.bind(name, Text()))
         return present if value else ~present
+    if op == "match":
+        return or_(*[merged.contains(values.bind({name: form}, JSONB))
+                     for typed in _typed_forms(_text(key, value)) for form in (typed, [typed])])
     field = merged[values.bind(name, Text())]
     # Ranges compare numbers as numbers (other JSON types never match) and anything else
     # (ISO dates...) as text.
@@ -194,6 +200,17 @@ def _metadata(name: str, op: str, value: Any, values: _Values) -> ColumnElement:
     if isinstance(value, str):
         return _range(field.astext, op, values.bind(_text(key, value), Text()))
     raise FilterError(f"filter {key!r}: {op!r} takes a number or text (an ISO date...), not {_shown(value)}")
+
+
+def _typed_forms(text: str) -> list[Any]:
+    """The JSON values a command line's text may stand for: the text itself, and the number or
+    boolean it spells in JSON (120000, 1.5e3, true; not NaN, 007 or "yes")."""
+    try:
+        typed = json.loads(text)
+    except ValueError:
+        return [text]
+    spelled = isinstance(typed, (int, float)) and math.isfinite(typed)  # booleans are ints
+    return [text, typed] if spelled else [text]
 
 
 def _range(column, op: str, value: BindParameter) -> ColumnElement:
