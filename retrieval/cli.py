@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 from typing import Any
 
 from rich.console import Console
@@ -17,8 +16,8 @@ from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
 from .explanation import Explanation
-from .filters import FilterError
-from .search import DEFAULT_MODE, MODES, KnowledgeBase
+from .filters import FilterError, compile_filters
+from .search import DEFAULT_MODE, MAX_K, MODES, Hit, KnowledgeBase, check_query
 from .statement import DEFAULT_FUSION, FUSIONS
 
 
@@ -26,13 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="search", description="Search a pgkb knowledge base.")
     add_version(parser)
     parser.add_argument("query", help='words, "quoted phrases", -excluded (Chinese and English)')
-    parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    parser.add_argument("-k", type=_hit_count, default=5, help=f"number of hits, 1 to {MAX_K:,} (default 5)")
     parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"default: {DEFAULT_MODE}")
     parser.add_argument("--fusion", choices=FUSIONS, default=DEFAULT_FUSION,
                         help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; "
                              "default) or rrf")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep hits whose KEY equals VALUE (source, section, page, metadata.NAME...)")
+                        help="keep hits whose KEY equals VALUE (source, section, page, metadata.NAME...); "
+                             "metadata.NAME=120000 also matches the number, =true the boolean, and either "
+                             "an array holding it")
     parser.add_argument("--where", metavar="JSON", help='filters in the filter language, e.g. \'{"page": {"gte": 3}}\'')
     parser.add_argument("--group-by", choices=["document"], help="the best chunk of each document")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
@@ -47,19 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     console = Console(soft_wrap=True)
     try:
-        filters = json.loads(args.where) if args.where else {}
-        if not isinstance(filters, dict):
-            raise FilterError("--where takes a JSON object")
-        filters.update(_key_value(item) for item in args.filter)
+        # Bad input is refused before the model and the database load, which take seconds.
+        check_query(args.query)
+        filters = _filters(args.where, args.filter)
         options: dict[str, Any] = dict(k=args.k, filters=filters or None, mode=args.mode, fusion=args.fusion,
                                        exact=True if args.exact else None, group_by=args.group_by)
         with KnowledgeBase(Settings.from_arguments(args)) as kb:
             if args.explain or args.plan:
                 return _explain(kb.explain(args.query, **options, analyze=args.plan), args.json)
             hits = kb.search(args.query, **options)
-    except json.JSONDecodeError as exc:
-        print(f"error: --where is not valid JSON ({exc})", file=sys.stderr)
-        return 2
     except PgkbError as exc:
         print_error(exc, args.verbose)
         return 2
@@ -70,11 +67,46 @@ def main(argv: list[str] | None = None) -> int:
     if not hits:
         console.print("no hits")
     for rank, hit in enumerate(hits, start=1):
-        legs = ", ".join(f"{leg} #{r}" for leg, r in (("vector", hit.vector_rank), ("keyword", hit.keyword_rank)) if r)
-        console.print(f"[bold]{rank}. {escape(hit.citation)}[/bold]  [dim](score {hit.score:.3f}; {legs})[/dim]",
-                      highlight=False)
+        console.print(f"[bold]{rank}. {escape(hit.citation)}[/bold]  [dim]({_legs(hit)})[/dim]", highlight=False)
         console.print(f"   {_excerpt(hit)}\n", highlight=False)
     return 0
+
+
+def _hit_count(text: str) -> int:
+    """-k: a whole number of hits the search may return (argparse names the flag)."""
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 1 to {MAX_K:,}, not {text!r}")
+    return k
+
+
+def _filters(where: str | None, items: list[str]) -> dict[str, Any]:
+    """--where's filter and each --filter's, as one; each checked on its own, so that an
+    error names the flag that holds it."""
+    filters: dict[str, Any] = {}
+    if where:
+        try:
+            filters = json.loads(where)
+        except json.JSONDecodeError as exc:
+            raise FilterError(f"--where is not valid JSON ({exc})") from None
+        if not isinstance(filters, dict):
+            raise FilterError("--where takes a JSON object")
+        _check("--where", filters)
+    for item in items:
+        key, value = _key_value(item)
+        _check(f"--filter {item}", {key: value})
+        filters[key] = value
+    return filters
+
+
+def _check(flag: str, filters: dict[str, Any]) -> None:
+    try:
+        compile_filters(filters)
+    except FilterError as exc:
+        raise FilterError(f"{flag}: {exc}") from None
 
 
 def _explain(explanation: Explanation, as_json: bool) -> int:
@@ -84,7 +116,18 @@ def _explain(explanation: Explanation, as_json: bool) -> int:
     return 0
 
 
-def _excerpt(hit) -> str:
+def _legs(hit: Hit) -> str:
+    """Where each leg ranked the hit, with its own score. The fused score orders the hits
+    but means nothing alone (it is 0 for a lone candidate), so it is left to --json."""
+    legs = []
+    if hit.vector_rank is not None and hit.vector_score is not None:
+        legs.append(f"vector #{hit.vector_rank}, similarity {hit.vector_score:.2f}")
+    if hit.keyword_rank is not None and hit.keyword_score is not None:
+        legs.append(f"keyword #{hit.keyword_rank}, BM25 {hit.keyword_score:.2f}")
+    return "; ".join(legs)
+
+
+def _excerpt(hit: Hit) -> str:
     """The highlighted snippet of a keyword match, else the start of the chunk."""
     if hit.snippet and "<b>" in hit.snippet:
         return _bold(" ".join(hit.snippet.split()))
@@ -106,7 +149,16 @@ def _bold(snippet: str) -> str:
 
 
 def _key_value(item: str) -> tuple[str, object]:
+    """--filter KEY=VALUE as the filter language reads it. VALUE is text: a page is read as a
+    number, and a metadata value matches a number, boolean or array element written so."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise FilterError(f"--filter takes KEY=VALUE, not {item!r}")
-    return key, int(value) if key == "page" and value.isdigit() else value
+    if key == "page":
+        try:
+            return key, int(value)
+        except ValueError:
+            return key, value  # refused by the filter language, which names what it takes
+    if key.startswith("metadata."):
+        return key, {"match": value}
+    return key, value
