@@ -141,7 +141,7 @@ def test_retrieval_search_refuses_bad_queries_alike(prepared):
     (["x " * (MAX_QUERY_CHARACTERS // 2 + 1)], "error: the query is too long"),
     ([" ".join(f'"a{i} b{i}"' for i in range(200)), "--mode", "vector"], "error: a query may hold at most 32"),
     (["late pay\udcffment"], "error: the query holds a lone surrogate"),  # a byte not UTF-8 in argv
-    (["late payment", "--filter", "page=abc"], "error: filter 'page' takes a whole number, not 'abc'"),
+    (["late payment", "--filter", "page=abc"], "error: --filter page=abc: filter 'page' takes a whole number"),
 ], ids=["too-long", "phrases", "not-utf8", "page"])
 def test_the_search_command_says_what_is_wrong_without_a_traceback(prepared, arguments, error):
     found = run_cli("search", *arguments, "--data-dir", str(prepared.data_dir), "-c", prepared.collection)
