@@ -185,7 +185,9 @@ def make_queries(asked: list[str], abstracts: list[Abstract], count: int, seed: 
     queries = asked[:count]
     while len(queries) < count:
         abstract = rng.choice(abstracts)
-        queries.append(abstract.language.cut(rng.choice(abstract.sentences)))
+        query = abstract.language.cut(rng.choice(abstract.sentences))
+        if query.strip():  # a sentence of punctuation alone cuts to nothing, which search refuses
+            queries.append(query)
     return queries
 
 
