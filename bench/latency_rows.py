@@ -176,7 +176,8 @@ def asked_questions(queries_file: Path) -> list[str]:
     """The questions of a BEIR queries file, if there is one."""
     if not queries_file.exists():
         return []
-    return [json.loads(line)["text"] for line in queries_file.open(encoding="utf-8") if line.strip()]
+    texts = (json.loads(line)["text"] for line in queries_file.open(encoding="utf-8") if line.strip())
+    return [text for text in texts if text.strip()]  # a blank question is refused by search
 
 
 def make_queries(asked: list[str], abstracts: list[Abstract], count: int, seed: int) -> list[str]:
