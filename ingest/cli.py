@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "query_instruction", "embed_url"))
     pii = parser.add_argument_group("personal data masking (on by default)")
     Settings.add_arguments(pii, ("pii", "pii_entities", "pii_threshold", "pii_operators", "pii_keys"))
-    Settings.add_arguments(parser, ("follow_links",))
+    Settings.add_arguments(parser, ("follow_links", "unlabelled"))
     passwords = parser.add_argument_group("passwords for encrypted PDFs")
     passwords.add_argument("--password", action="append", metavar="PASSWORD",
                            help="a password to try (repeatable); other users of this machine can see it in "

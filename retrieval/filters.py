@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.types import Float, Text
 
 from pgkb.errors import QueryError
+from store import readable_by
 from store.fulltext import unstorable
 from store.tables import chunks, documents
 
@@ -79,6 +81,13 @@ class Filters:
     # when the conditions hold values of their own (a ready SQLAlchemy expression).
     shape: str | None = ""
 
+    def readable_by(self, principals: Sequence[str], collection_id: int) -> Filters:
+        """These filters, and only documents one of `principals` may read (store.access): one
+        more condition inside both legs of the statement, before ranking and before k."""
+        condition = readable_by(principals, collection_id)
+        shape = None if self.shape is None else f"{self.shape} /* readable */ {_sql(condition)}"
+        return Filters([*self.conditions, condition], {**self.values, "principals": list(principals)}, shape)
+
 
 def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
     """SQL conditions for `filters`, which may also be a ready SQLAlchemy expression."""
@@ -91,8 +100,12 @@ def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
     values = _Values()
     conditions = [_condition(key, spec, values) for key, spec in filters.items()]
     everything_named = all(p.key in values for c in conditions for p in iterate(c) if isinstance(p, BindParameter))
-    shape = str(and_(*conditions).compile(dialect=postgresql.dialect())) if everything_named else None
+    shape = _sql(and_(*conditions)) if everything_named else None
     return Filters(conditions, dict(values), shape)
+
+
+def _sql(condition: ColumnElement) -> str:
+    return str(condition.compile(dialect=postgresql.dialect()))
 
 
 class _Values(dict):

@@ -13,7 +13,7 @@ import atexit
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -134,7 +134,8 @@ class KnowledgeBase:
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
                mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
-               exact: bool | None = None, group_by: GroupBy | None = None) -> list[Hit]:
+               exact: bool | None = None, group_by: GroupBy | None = None,
+               principals: Sequence[str] | None = None) -> list[Hit]:
         """The k best chunks for `query`.
 
         mode: "hybrid" fuses both legs; "vector" or "keyword" runs one.
@@ -144,8 +145,11 @@ class KnowledgeBase:
             query's tokens (an English model on Chinese text counts for little), the keyword leg 1.
         exact: True for an exact vector scan, False for the HNSW index; None decides from the filter.
         group_by: "document" returns the best chunk of each of the k best documents.
+        principals: the caller's groups: only chunks of documents they may read are searched
+            (store.access), inside both legs, so k readable hits come back when k match;
+            None searches every document.
         """
-        search = self._prepare(query, k, filters, mode, fusion, weights, group_by)
+        search = self._prepare(query, k, filters, mode, fusion, weights, group_by, principals)
         with self._connection() as conn:
             rows, exact = self._run(conn, search, exact)
             if (search.has_vector_leg and search.conditions and not exact
@@ -159,11 +163,11 @@ class KnowledgeBase:
                 filters: dict[str, Any] | ColumnElement | None = None, *,
                 mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                 exact: bool | None = None, group_by: GroupBy | None = None,
-                plan: bool = False, analyze: bool = False) -> Explanation:
+                principals: Sequence[str] | None = None, plan: bool = False, analyze: bool = False) -> Explanation:
         """The statement search() runs for these arguments, with its parameters and the
         connection's settings; plan=True adds PostgreSQL's plan (EXPLAIN), analyze=True runs
         the statement for the plan's actual rows and times (EXPLAIN ANALYZE, BUFFERS)."""
-        search = self._prepare(query, k, filters, mode, fusion, weights, group_by)
+        search = self._prepare(query, k, filters, mode, fusion, weights, group_by, principals)
         with self._connection() as conn:
             settings, _ = self._scan_settings(conn, search, exact)
             sql, parameters = driver_statement(search.statement, search.parameters, conn.dialect)
@@ -180,7 +184,8 @@ class KnowledgeBase:
         return LegWeights(vector=self.embedder.known_share(query), keyword=1.0)
 
     def _prepare(self, query: str, k: int, filters: dict[str, Any] | ColumnElement | None, mode: Mode,
-                 fusion: Fusion, weights: LegWeights | None, group_by: GroupBy | None) -> _Prepared:
+                 fusion: Fusion, weights: LegWeights | None, group_by: GroupBy | None,
+                 principals: Sequence[str] | None) -> _Prepared:
         """Check the arguments and make the statement and its parameters."""
         check_query(query)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
@@ -189,6 +194,8 @@ class KnowledgeBase:
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("group_by", group_by, (*GROUP_BYS, None))
         compiled = compile_filters(filters)
+        if principals is not None:
+            compiled = compiled.readable_by(principals, self.collection.id)
         parsed = parse_query(query)  # in every mode: a query one mode refuses, every mode refuses
         keyword_query = parsed if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
@@ -337,9 +344,9 @@ def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | No
            mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, collection: str | None = None,
            weights: LegWeights | None = None,
            exact: bool | None = None, group_by: GroupBy | None = None,
-           settings: Settings | None = None) -> list[Hit]:
+           principals: Sequence[str] | None = None, settings: Settings | None = None) -> list[Hit]:
     """Search with the configured settings; the connection and model stay loaded for the next
     call (in `knowledge_bases`)."""
     kb = knowledge_bases.get(settings or Settings.from_env(), collection)
     return kb.search(query, k=k, filters=filters, mode=mode, fusion=fusion, weights=weights, exact=exact,
-                     group_by=group_by)
+                     group_by=group_by, principals=principals)

@@ -4,13 +4,16 @@ queries that list."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, and_, any_, func, select
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.engine import Connection
 
+from .access import readable_by
 from .records import Collection, DocumentStatus, RunStatus
 from .tables import chunks, collection_statistics, collections, documents, hnsw_index_name, ingest_runs
 
@@ -100,8 +103,11 @@ def collection_summaries(conn: Connection, only: Collection | None = None) -> li
     ]
 
 
-def document_summaries(conn: Connection, collection: Collection, failed_only: bool) -> list[DocumentSummary]:
-    """The collection's documents by key, each with its chunk count and last cited page."""
+def document_summaries(conn: Connection, collection: Collection, failed_only: bool = False,
+                       principals: Sequence[str] | None = None, keys: Sequence[str] | None = None,
+                       ) -> list[DocumentSummary]:
+    """The collection's documents by key (those `principals` may read, when given; only `keys`,
+    when given), each with its chunk count and last cited page."""
     per_document = (select(chunks.c.document_id, func.count().label("chunks"),
                            func.max(chunks.c.page_end).label("pages"))
                     .where(chunks.c.collection_id == collection.id)
@@ -114,8 +120,22 @@ def document_summaries(conn: Connection, collection: Collection, failed_only: bo
                 .order_by(documents.c.key))
     if failed_only:
         selected = selected.where(documents.c.status == "failed")
+    if principals is not None:
+        selected = selected.where(readable_by(principals, collection.id))
+    if keys is not None:
+        selected = selected.where(documents.c.key == any_(array(keys, type_=Text)))
     return [DocumentSummary(row.key, row.status, row.error, row.chunks, row.pages, row.updated_at)
             for row in conn.execute(selected)]
+
+
+def readable_counts(conn: Connection, collection: Collection, principals: Sequence[str]) -> tuple[int, int]:
+    """How many ingested documents of the collection, and chunks of them, `principals` may read."""
+    readable = and_(documents.c.collection_id == collection.id, documents.c.status == "ingested",
+                    readable_by(principals, collection.id))
+    document_count = select(func.count()).select_from(documents).where(readable)
+    chunk_count = (select(func.count()).select_from(chunks.join(documents, documents.c.id == chunks.c.document_id))
+                   .where(readable))
+    return conn.execute(document_count).scalar_one(), conn.execute(chunk_count).scalar_one()
 
 
 def _document_counts(conn: Connection, ids: list[int]) -> dict[tuple[int, str], int]:

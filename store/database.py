@@ -43,6 +43,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pgkb.settings import Settings
 
+from . import keys
+from .access import DEFAULT_UNLABELLED, UNLABELLED, Unlabelled
 from .catalog import (
     CollectionSummary,
     DocumentSummary,
@@ -50,10 +52,12 @@ from .catalog import (
     Removal,
     collection_summaries,
     document_summaries,
+    readable_counts,
 )
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .fulltext import analyse
+from .keys import ApiKey, NewKey
 from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
 from .tables import chunks, collections, documents, hnsw_index_name, ingest_runs
 
@@ -150,8 +154,10 @@ class Store:
 
     # -- collections ---------------------------------------------------------------------
 
-    def collection(self, name: str, space: dict[str, Any] | None = None) -> Collection:
-        """The collection `name`; created with `space` (and its HNSW index) if it does not exist.
+    def collection(self, name: str, space: dict[str, Any] | None = None,
+                   unlabelled: Unlabelled = DEFAULT_UNLABELLED) -> Collection:
+        """The collection `name`; created with `space` (and its HNSW index) if it does not exist,
+        its documents without an access tag read by `unlabelled` (see store.access).
 
         Raises SpaceMismatch when `space` differs from the one the collection was made with.
         """
@@ -161,7 +167,7 @@ class Store:
             if found is None:
                 if space is None:
                     raise _no_such_collection(conn, name)
-                return self._create_collection(conn, name, space)
+                return self._create_collection(conn, name, space, unlabelled)
         if space is not None:
             found.check_space({k: space.get(k) for k in SPACE_IDENTITY})
         return found
@@ -179,12 +185,14 @@ class Store:
         return Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"),
                           row.settings.get("ef_construction", 64))
 
-    def _create_collection(self, conn: Connection, name: str, space: dict[str, Any]) -> Collection:
+    def _create_collection(self, conn: Connection, name: str, space: dict[str, Any],
+                           unlabelled: Unlabelled) -> Collection:
         dims = int(space["dims"])
         vector_type = self._index_vector_type(dims)
         collection_id = conn.execute(
             insert(collections).values(name=name, model=space["model"], dims=dims, space=space,
-                                       settings={"vector_type": vector_type, "ef_construction": EF_CONSTRUCTION})
+                                       settings={"vector_type": vector_type, "ef_construction": EF_CONSTRUCTION,
+                                                 "unlabelled": unlabelled})
             .returning(collections.c.id)
         ).scalar_one()
         collection = Collection(collection_id, name, dims, space, vector_type, EF_CONSTRUCTION)
@@ -336,22 +344,32 @@ class Store:
         with self.engine.connect() as conn:
             return collection_summaries(conn, _existing_collection(conn, name))[0]
 
-    def list_documents(self, name: str, *, failed_only: bool = False) -> list[DocumentSummary]:
-        """The documents of collection `name` by key (only the failed ones with `failed_only`)."""
+    def list_documents(self, name: str, *, failed_only: bool = False, principals: Sequence[str] | None = None,
+                       keys: Sequence[str] | None = None) -> list[DocumentSummary]:
+        """The documents of collection `name` by key (only the failed ones with `failed_only`;
+        only those `principals` may read, when given; only `keys`, when given)."""
         with self.engine.connect() as conn:
-            return document_summaries(conn, _existing_collection(conn, name), failed_only)
+            return document_summaries(conn, _existing_collection(conn, name), failed_only, principals, keys)
 
-    def remove_documents(self, name: str, keys: Iterable[str]) -> Removal:
+    def readable_counts(self, name: str, principals: Sequence[str]) -> tuple[int, int]:
+        """The ingested documents of collection `name`, and their chunks, that `principals` may read."""
+        with self.engine.connect() as conn:
+            return readable_counts(conn, _existing_collection(conn, name), principals)
+
+    def remove_documents(self, name: str, keys: Iterable[str], principals: Sequence[str] | None = None) -> Removal:
         """Remove documents of collection `name` by key, with their chunks, in one transaction.
 
-        All or nothing: if any key is unknown (a typo, or removed already), UnknownDocuments
-        names them and nothing is removed. The BM25 statistics change in the same transaction
-        (the chunks' triggers keep them).
+        All or nothing: if any key is unknown (a typo, removed already, or not readable by
+        `principals` when given), UnknownDocuments names them and nothing is removed. The BM25
+        statistics change in the same transaction (the chunks' triggers keep them).
         """
         wanted = sorted(set(keys))
         with self.engine.begin() as conn:
             collection = _existing_collection(conn, name)
             found = _lock_documents(conn, collection, wanted)
+            if principals is not None:
+                readable = {d.key for d in document_summaries(conn, collection, principals=principals, keys=wanted)}
+                found = {key: id_ for key, id_ in found.items() if key in readable}
             unknown = [key for key in wanted if key not in found]
             if unknown:
                 raise UnknownDocuments(collection.name, unknown)
@@ -377,6 +395,36 @@ class Store:
             conn.execute(text(f"DROP INDEX IF EXISTS {hnsw_index_name(collection.id)}"))
         log.info("dropped collection %r", name)
         return DroppedCollection(collection.name, counted.documents + counted.failed_documents, counted.chunks, runs)
+
+    def set_unlabelled(self, name: str, unlabelled: Unlabelled) -> None:
+        """Who reads the collection's documents that have no `access` tag: everyone or no one."""
+        if unlabelled not in UNLABELLED:
+            raise StoreError(f"unlabelled documents are read by {' or '.join(UNLABELLED)}, not {unlabelled!r}")
+        with self.engine.begin() as conn:
+            collection = _existing_collection(conn, name)
+            conn.execute(update(collections).where(collections.c.id == collection.id)
+                         .values(settings=collections.c.settings.op("||")(func.jsonb_build_object("unlabelled",
+                                                                                                 unlabelled))))
+
+    # -- API keys (store.keys) -------------------------------------------------------------
+
+    def create_key(self, name: str, scope: str, collections: Sequence[str], groups: Sequence[str]) -> NewKey:
+        """A new key; its secret is in the result only (the database keeps its hash)."""
+        with self.engine.begin() as conn:
+            return keys.create_key(conn, name, scope, collections, groups)
+
+    def list_keys(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            return keys.list_keys(conn)
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with self.engine.begin() as conn:
+            return keys.revoke_key(conn, key_id)
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The live key `presented` is, or None."""
+        with self.engine.connect() as conn:
+            return keys.authenticate(conn, presented)
 
     # -- ingest runs -----------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ documents = Table(
     Column("title", Text),
     Column("metadata", JSONB, nullable=False),
     Column("tags", JSONB, nullable=False),
+    # Who may read it: the groups its `access` tag names; None for no tag (migration 0006).
+    Column("readers", ARRAY(Text), Computed("pgkb_readers(tags)")),
     Column("fingerprint", Text, nullable=False),
     Column("pii_counts", JSONB, nullable=False),
     Column("status", Text, nullable=False),
@@ -94,6 +96,19 @@ ingest_runs = Table(
     Column("errors", JSONB, nullable=False),
 )
 
+# API keys (store.keys): the secret is kept as its SHA-256 only.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Text, primary_key=True),
+    Column("secret_hash", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("collections", ARRAY(Text), nullable=False),
+    Column("groups", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
 
 def hnsw_index_name(collection_id: int) -> str:
     """A collection's own HNSW index (store.database makes it; one per collection, on its rows)."""
@@ -101,4 +116,4 @@ def hnsw_index_name(collection_id: int) -> str:
 
 
 __all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs",
-           "hnsw_index_name"]
+           "api_keys", "hnsw_index_name"]
