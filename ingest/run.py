@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def ingest(
     tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False, prune_any_share: bool = False,
     embedder: Embedder | None = None, masker: Masker | None = None,
     on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
-    stop: threading.Event | None = None, report: IngestReport | None = None,
+    stop: threading.Event | None = None, report: IngestReport | None = None, only: Iterable[Path] | None = None,
 ) -> IngestReport:
     """Bring `settings.collection` up to date with a file or a folder; returns what happened.
 
@@ -64,7 +64,8 @@ def ingest(
     report lists them by key). Setting `stop` finishes the documents in progress and ends
     the run as "interrupted". A `report` given is filled in as the run goes, so that the
     caller still holds it when the run raises (the database went away, a second Ctrl-C): its
-    status is then "aborted" and its `error` says why.
+    status is then "aborted" and its `error` says why. `only` limits the run to these files of
+    the folder (keys stay relative to the folder: the served API's uploads).
     """
     settings = settings or Settings.from_env()
     root = _checked_root(Path(path).expanduser(), prune)
@@ -92,6 +93,9 @@ def ingest(
                             Fingerprints.of(settings, policy, parsing.passwords), root.resolve(), tags or {}, force,
                             StageClock(report.stage_seconds))
         paths = discover(root, settings.follow_links)
+        if only is not None:
+            wanted = {path.resolve() for path in only}
+            paths = [path for path in paths if path.resolve() in wanted]
         workers = _parse_workers(settings.workers, len(paths))
         stored_root = outputs.name(stages.root, paths)
         if prune:
@@ -155,7 +159,7 @@ class _ModelLoader:
                 embedder = self.embedder or load_embedder(settings.model, dims=settings.dims or None,
                                                           query_instruction=settings.query_instruction,
                                                           **settings.embedder_options())
-                collection = self.store.collection(settings.collection, embedder.space.to_dict())
+                collection = self.store.collection(settings.collection, embedder.space.to_dict(), settings.unlabelled)
                 max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
                 self._loaded = Models(embedder, masker, collection, max_tokens)
             return self._loaded

@@ -32,6 +32,7 @@ from pgkb.errors import ConfigurationError
 
 Precision = Literal["auto", "float32", "bfloat16"]
 KeyNames = Literal["mask", "keep"]
+Unlabelled = Literal["public", "nobody"]  # who reads a document without an access tag
 
 
 def _setting(env: str | None, default: Any = None, *, flag: str | None = None, help: str = "",
@@ -51,11 +52,17 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "batch_tokens": (1, None), "chunk_tokens": (32, None), "dims": (0, None), "workers": (0, None),
     "parse_seconds": (1, None), "parse_memory_mb": (1, None), "pii_threshold": (0, 1),
     "bm25_k1": (0, None), "bm25_b": (0, 1), "max_document_chars": (1, None), "prune_max_share": (0, 1),
+    "port": (0, 65535), "max_upload_bytes": (1, None), "max_upload_files": (1, None),
+    "max_request_bytes": (1024, None),
 }
 
 
 # The settings every command line takes as flags (ingest, search, pgkb eval).
 COMMON_FLAGS = ("collection", "model", "database_url", "data_dir")
+# Where the store is: the flags of the commands that need no model.
+STORE_FLAGS = ("database_url", "data_dir")
+# The HTTP API's own (`pgkb serve`).
+SERVE_FLAGS = ("host", "port", "max_upload_bytes", "max_upload_files", "max_request_bytes", "log_json")
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,20 @@ class Settings:
     # More looks like a folder unmounted, emptied or mistyped.
     prune_max_share: float = _setting("PGKB_PRUNE_MAX_SHARE", 0.5,
                                       help="the largest share of a collection one --prune removes without --yes")
+    # Access control (store.access): what a new collection does with documents that have no
+    # `access` tag; `pgkb access` changes it for an existing one.
+    unlabelled: Unlabelled = _setting("PGKB_UNLABELLED", "public", flag="--unlabelled",
+                                      help="who reads a new collection's documents without an access tag")
+    # The HTTP API (`pgkb serve`). Loopback by default: put a TLS proxy in front to share it.
+    host: str = _setting("PGKB_HOST", "127.0.0.1", flag="--host", help="the address the API listens on")
+    port: int = _setting("PGKB_PORT", 8000, flag="--port", help="the port the API listens on (0: any free one)")
+    max_upload_bytes: int = _setting("PGKB_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, flag="--max-upload-bytes",
+                                     metavar="BYTES", help="the most bytes one upload request carries")
+    max_upload_files: int = _setting("PGKB_MAX_UPLOAD_FILES", 500, flag="--max-upload-files", metavar="N",
+                                     help="the most files one upload request carries")
+    max_request_bytes: int = _setting("PGKB_MAX_REQUEST_BYTES", 1024 * 1024, flag="--max-request-bytes",
+                                      metavar="BYTES", help="the most bytes any other request carries")
+    log_json: bool = _setting("PGKB_LOG_JSON", False, flag="--log-json", help="log one JSON object per line")
 
     def __post_init__(self) -> None:
         for name, (lowest, highest) in NUMBER_BOUNDS.items():

@@ -6,6 +6,8 @@
     pgkb documents C         a collection's documents, ingested or failed (and why)
     pgkb rm C KEY...         remove documents by key
     pgkb drop C              delete a collection and all it holds, once its name is typed
+    pgkb access C public|nobody   who reads the collection's documents without an access tag
+    pgkb keys create|list|revoke  API keys for `pgkb serve`
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -25,25 +28,20 @@ from rich.text import Text
 
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
-from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
-from store import CollectionSummary, DocumentSummary, Store, UnknownDocuments
+from pgkb.settings import COMMON_FLAGS, STORE_FLAGS, Settings, configure_logging
+from store import SCOPES, UNLABELLED, CollectionSummary, DocumentSummary, Store, UnknownDocuments
 
 from .evaluation import HEALTH_QUERIES, Evaluation, evaluate, health_check, load_judgments
 from .search import MODES, KnowledgeBase
 
-# Where the store is: the flags of the commands that need no model.
-STORE_FLAGS = ("database_url", "data_dir")
 
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, more: Iterable[Callable[[Any], None]] = ()) -> int:
+    """Run a `pgkb` subcommand; `more` adds subcommands of packages above this one (serve)."""
     parser = argparse.ArgumentParser(prog="pgkb", description="Work with a pgkb knowledge base.")
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_eval(commands)
-    _add_collections(commands)
-    _add_documents(commands)
-    _add_rm(commands)
-    _add_drop(commands)
+    for add in (_add_eval, _add_collections, _add_documents, _add_rm, _add_drop, _add_access, _add_keys, *more):
+        add(commands)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
@@ -232,6 +230,83 @@ def _drop(args: argparse.Namespace) -> int:
         dropped = store.drop_collection(args.collection)
     print(f"dropped collection {dropped.name!r}: {dropped.documents} document(s), {dropped.chunks} chunk(s), "
           f"{dropped.runs} ingest run(s)")
+    return 0
+
+
+def _add_access(commands) -> None:
+    parser = commands.add_parser(
+        "access", help="who reads a collection's documents that have no access tag",
+        description="A document's `access` tag (a folder's pgkb.toml, a sidecar, --tag access=G1,G2, an upload "
+                    "field) names the groups that read it. Documents without one are read by everyone (public) "
+                    "or by no one but admin keys (nobody). Applies at once, to every running server.")
+    parser.add_argument("collection", help="the collection")
+    parser.add_argument("unlabelled", choices=UNLABELLED, help="who reads documents without an access tag")
+    _add_store_flags(parser)
+    parser.set_defaults(run=_access)
+
+
+def _access(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.set_unlabelled(args.collection, args.unlabelled)
+    print(f"collection {args.collection!r}: documents without an access tag are read by "
+          f"{'everyone' if args.unlabelled == 'public' else 'no one (admin keys only)'}")
+    return 0
+
+
+def _add_keys(commands) -> None:
+    parser = commands.add_parser("keys", help="create, list and revoke API keys for `pgkb serve`",
+                                 description="API keys for `pgkb serve`. The database keeps only a hash of each "
+                                             "key: a key is shown once, when it is created.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--collection", "-c", action="append", required=True, dest="collections",
+                        help="a collection the key may use (repeatable)")
+    create.add_argument("--groups", default="", help="comma list of the groups the key's searches run as "
+                                                      "(documents tagged access=GROUP)")
+    create.add_argument("--scope", choices=SCOPES, default="read",
+                        help="read: search and list; ingest: also upload and delete documents; admin: also see "
+                             "every document whatever its access tag (default read)")
+    create.add_argument("--name", default="", help="a note saying whose key it is")
+    _add_store_flags(create)
+    create.set_defaults(run=_keys_create)
+    listing = actions.add_parser("list", help="list the keys (never their secrets)")
+    _add_store_flags(listing, listing=True)
+    listing.set_defaults(run=_keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key at once, in every running server")
+    revoke.add_argument("key_id", help="the key's id, as `pgkb keys list` shows it")
+    _add_store_flags(revoke)
+    revoke.set_defaults(run=_keys_revoke)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    groups = [group.strip() for group in args.groups.split(",") if group.strip()]
+    with _store(args) as store:
+        made = store.create_key(args.name, args.scope, args.collections, groups)
+    print(made.secret)
+    print(f"key {made.key.id} ({made.key.scope}; collections {', '.join(made.key.collections)}; groups "
+          f"{', '.join(made.key.groups) or 'none'}): keep it now, it is not shown again", file=sys.stderr)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        listed = store.list_keys()
+    if args.json:
+        print(json.dumps([key.to_dict() for key in listed], indent=2))
+    elif not listed:
+        print("no API keys yet: `pgkb keys create --collection C` makes one")
+    else:
+        header = ["id", "name", "scope", "collections", "groups", "created", "revoked"]
+        rows = [[k.id, k.name, k.scope, ", ".join(k.collections), ", ".join(k.groups), _when(k.created_at),
+                 _when(k.revoked_at) if k.revoked_at else ""] for k in listed]
+        _print(_table(None, header, rows, numbers=()))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        revoked = store.revoke_key(args.key_id)
+    print(f"revoked key {revoked.id}" + (f" ({revoked.name})" if revoked.name else ""))
     return 0
 
 

@@ -1,0 +1,76 @@
+"""`pgkb`: the knowledge base's commands (retrieval.commands) and `pgkb serve`, the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+
+from pgkb.cli import add_verbose
+from pgkb.settings import SERVE_FLAGS, STORE_FLAGS, Settings
+from retrieval import commands
+
+log = logging.getLogger(__name__)
+# Requests in flight get this long to finish once the server is asked to stop (SIGTERM, Ctrl-C).
+GRACEFUL_SECONDS = 30
+
+
+def main(argv: list[str] | None = None) -> int:
+    return commands.main(argv, more=(_add_serve,))
+
+
+def _add_serve(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "serve", help="serve the knowledge base over HTTP",
+        description="The HTTP API (/v1/...; described at /docs and /openapi.json): search, collections, "
+                    "documents and uploads, for API keys made with `pgkb keys create`. Listens on 127.0.0.1 "
+                    "unless told otherwise: put a TLS proxy in front to share it.")
+    Settings.add_arguments(parser, (*STORE_FLAGS, *SERVE_FLAGS, "device"))
+    add_verbose(parser)
+    parser.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # the server's imports stay out of the other commands
+
+    from .app import create_app
+
+    settings = Settings.from_arguments(args)
+    _configure_logging(settings.log_json, args.verbose)
+    # The socket is bound here, so that port 0 (any free port) can be reported.
+    listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.host, settings.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port} (--host, --port): {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    host, port = listener.getsockname()[:2]
+    config = uvicorn.Config(create_app(settings), log_config=None, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+                            access_log=True)
+    print(f"pgkb serving on http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _configure_logging(as_json: bool, verbose: bool) -> None:
+    """A server logs what it does (start, stop, each request) at INFO; -v adds pgkb's details."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        handler.setFormatter(_JsonFormatter() if as_json else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ingest", "retrieval", "store", "embedding"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
