@@ -42,6 +42,9 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
+# The API's uploads volume mounts here, and a new volume takes the folder's owner.
+RUN mkdir /data && chown 10001:10001 /data
+
 # By number, so an orchestrator can tell it is not root without reading /etc/passwd.
 USER 10001:10001
 ENTRYPOINT ["ingest"]

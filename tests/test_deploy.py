@@ -80,6 +80,19 @@ def test_ingest_is_built_here_waits_for_a_healthy_database_and_reads_the_documen
     assert re.search(r'^ENTRYPOINT \["ingest"\]\nCMD \["/docs"\]$', DOCKERFILE, re.MULTILINE)
 
 
+def test_the_api_serves_the_same_image_health_checked_after_the_database_on_loopback():
+    api, ingest = SERVICES["api"], SERVICES["ingest"]
+    assert api["image"] == ingest["image"] and api["build"] == ingest["build"]
+    assert api["entrypoint"] == ["pgkb"] and api["command"][:1] == ["serve"]
+    assert api["depends_on"]["db"]["condition"] == "service_healthy"
+    assert api["environment"]["DATABASE_URL"] == ingest["environment"]["DATABASE_URL"]
+    assert "/v1/ready" in " ".join(api["healthcheck"]["test"])
+    assert api["ports"] == ["127.0.0.1:${PGKB_API_PORT:-8000}:8000"]
+    # The uploads volume is writable by the image's user.
+    assert _mounts(api)["/data"]["source"] == "uploads" and "uploads" in COMPOSE["volumes"]
+    assert "RUN mkdir /data && chown 10001:10001 /data" in DOCKERFILE
+
+
 def test_the_gpu_profile_serves_the_model_ingest_uses_on_the_port_env_example_points_ingest_at():
     embedder, ingest = SERVICES["embedder"], SERVICES["ingest"]
     assert embedder["profiles"] == ["gpu"]
