@@ -344,3 +344,44 @@ def test_a_restricted_search_over_http_returns_k_readable_hits_when_99_percent_a
             hidden = client.post(f"/v1/collections/{collection}/search",
                                  json={"query": query, "k": 100, "mode": mode, "filters": {"metadata.project": "b"}})
             assert hidden.json()["hits"] == []
+
+
+def test_keys_made_listed_and_revoked_on_the_command_line_work_at_once(served, data_dir):
+    from tests.conftest import run_cli
+
+    server, _, _ = served
+    made = run_cli("pgkb", "keys", "create", "--collection", COLLECTION, "--groups", "hr", "--name", "cli key",
+                   "--data-dir", str(data_dir))
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    key_id = secret.split("_")[1]
+    assert "not shown again" in made.stderr and secret not in made.stderr
+    with server.client(secret) as client:
+        assert "hr/salaries.docx" in _keys_of(_search(client, "salary band engineers"))
+        listed = run_cli("pgkb", "keys", "list", "--json", "--data-dir", str(data_dir))
+        (entry,) = [k for k in json.loads(listed.stdout) if k["id"] == key_id]
+        assert entry["groups"] == ["hr"] and entry["scope"] == "read" and entry["revoked_at"] is None
+        assert secret not in listed.stdout and secret[len("pgkb_123456789abc_"):] not in listed.stdout
+        assert run_cli("pgkb", "keys", "revoke", key_id, "--data-dir", str(data_dir)).returncode == 0
+        assert _search(client, "salary").status_code == 401
+    refused = run_cli("pgkb", "keys", "create", "--collection", COLLECTION, "--scope", "owner",
+                      "--data-dir", str(data_dir))
+    assert refused.returncode == 2 and "--scope" in refused.stderr
+    unknown = run_cli("pgkb", "keys", "revoke", "000000000000", "--data-dir", str(data_dir))
+    assert unknown.returncode == 2 and "no API key '000000000000'" in unknown.stderr
+
+
+def test_a_collection_that_hides_unlabelled_documents_hides_them_from_running_servers(served, data_dir):
+    from tests.conftest import run_cli
+
+    server, keys, _ = served
+    with server.client(keys["legal"]) as legal:
+        assert "handbook.docx" in _keys_of(_search(legal, "annual leave holiday", k=100))
+        try:
+            assert run_cli("pgkb", "access", COLLECTION, "nobody", "--data-dir", str(data_dir)).returncode == 0
+            assert "handbook.docx" not in _keys_of(_search(legal, "annual leave holiday", k=100))
+            assert "handbook.docx" not in {d["key"] for d in legal.get(
+                f"/v1/collections/{COLLECTION}/documents").json()["documents"]}
+        finally:
+            assert run_cli("pgkb", "access", COLLECTION, "public", "--data-dir", str(data_dir)).returncode == 0
+        assert "handbook.docx" in _keys_of(_search(legal, "annual leave holiday", k=100))
