@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from embedding import EmbeddingSpace, load_embedder_for_space
 from pgkb.errors import QueryError
 from pgkb.settings import Settings
-from store import Store
+from store import Store, citation, pages_label
 from store.fulltext import unstorable
 
 from .explanation import Explanation, driver_statement
@@ -88,17 +88,12 @@ class Hit:
 
     @property
     def pages(self) -> str:
-        if self.page_start is None:
-            return ""
-        if self.page_end in (None, self.page_start):
-            return f"p. {self.page_start}"
-        return f"pp. {self.page_start}-{self.page_end}"
+        return pages_label(self.page_start, self.page_end)
 
     @property
     def citation(self) -> str:
         """'policy.pdf, pp. 2-3, Travel > Per diem'."""
-        parts = [self.document_key, self.pages, " > ".join(self.section_path)]
-        return ", ".join(p for p in parts if p)
+        return citation(self.document_key, self.page_start, self.page_end, self.section_path)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,12 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
+from starlette import types as asgi
 from starlette.datastructures import UploadFile
+from starlette.routing import Route
 
 from embedding import Embedder
 from ingest.metadata import is_metadata_file
@@ -41,6 +44,7 @@ from store import ApiKey, Scope, Store, UnknownDocuments
 
 from .jobs import Jobs, upload_folder
 from .limits import BodyTooLarge, LimitBody
+from .mcp import KEY_STATE, MAX_NEIGHBOURS, build_mcp_server
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ MAX_HITS = 1000
 # Upload form fields other than files: access and tags.
 MAX_FIELDS = 10
 NOT_FOUND = "not found"
+UNAUTHORIZED = "a valid API key is needed: Authorization: Bearer pgkb_..."
 
 
 class SearchRequest(BaseModel):
@@ -62,24 +67,53 @@ class SearchRequest(BaseModel):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The API over the store `settings` name; models load with each collection's first search."""
+    """The API over the store `settings` name (opened now); models load with each collection's
+    first search. The MCP server's streamable HTTP transport is mounted at /mcp."""
+    service = Service(settings)
+    mcp_server = build_mcp_server(service)
+    mcp_endpoint = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp",
+        # Every /mcp request carries an API key, which a rebinding page cannot send: the Host
+        # check would only refuse the names a TLS proxy in front forwards.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = Service(settings)
-        app.state.service = service
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             await run_in_threadpool(service.close)
 
     app = FastAPI(title="pgkb", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search a pgkb knowledge base; list, upload and delete its documents.")
+    app.state.service = service
     app.add_middleware(LimitBody, upload_bytes=settings.max_upload_bytes, other_bytes=settings.max_request_bytes,
                        upload_path_suffix="/documents")
     _add_error_handlers(app)
     _add_routes(app)
+    app.router.routes.append(Route("/mcp", KeyRequired(service, mcp_endpoint)))
     return app
+
+
+class KeyRequired:
+    """ASGI wrapper: the request's API key checked as for every route (401 without a live one),
+    and left in request.state for the MCP tools, which keep to its collections and groups."""
+
+    def __init__(self, service: Service, app: asgi.ASGIApp):
+        self.service, self.app = service, app
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        headers = dict(scope["headers"])
+        scheme, _, presented = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        key = (await run_in_threadpool(self.service.store.authenticate, presented.strip())
+               if scheme.lower() == "bearer" else None)
+        if key is None:
+            await JSONResponse({"detail": UNAUTHORIZED}, status_code=401,
+                               headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        scope.setdefault("state", {})[KEY_STATE] = key
+        await self.app(scope, receive, send)
 
 
 class Service:
@@ -112,8 +146,7 @@ def _caller(request: Request, service: Annotated[Service, Depends(_service)]) ->
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     key = service.store.authenticate(presented.strip()) if scheme.lower() == "bearer" else None
     if key is None:
-        raise HTTPException(401, "a valid API key is needed: Authorization: Bearer pgkb_...",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return key
 
 
@@ -187,6 +220,17 @@ def _add_routes(app: FastAPI) -> None:
         if not found:
             raise HTTPException(404, f"{NOT_FOUND}: no document {document!r} in collection {collection!r}")
         return found[0].to_dict()
+
+    @app.get("/v1/collections/{collection}/chunks/{chunk_id}", tags=["search"])
+    def chunk(collection: str, chunk_id: int, service: Shared, key: Caller,
+              before: Annotated[int, Query(ge=0, le=MAX_NEIGHBOURS)] = 1,
+              after: Annotated[int, Query(ge=0, le=MAX_NEIGHBOURS)] = 1) -> dict[str, Any]:
+        """A chunk (a hit's chunk_id) with its neighbours in its document, in reading order."""
+        _collection(service, key, collection, "read")
+        views = service.store.chunk_neighbourhood(collection, chunk_id, before, after, key.principals)
+        if not views:
+            raise HTTPException(404, f"{NOT_FOUND}: no chunk {chunk_id} in collection {collection!r}")
+        return {"document_key": views[0].document_key, "chunks": [v.to_dict() for v in views]}
 
     @app.delete("/v1/collections/{collection}/documents/{document:path}", tags=["documents"])
     def delete_document(collection: str, document: str, service: Shared, key: Caller) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from pgkb.cli import add_verbose
-from pgkb.settings import SERVE_FLAGS, STORE_FLAGS, Settings
+from pgkb.settings import COMMON_FLAGS, SERVE_FLAGS, STORE_FLAGS, Settings
 from retrieval import commands
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ GRACEFUL_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> int:
-    return commands.main(argv, more=(_add_serve,))
+    return commands.main(argv, more=(_add_serve, _add_mcp))
 
 
 def _add_serve(subcommands) -> None:
@@ -53,6 +53,30 @@ def _serve(args: argparse.Namespace) -> int:
                             access_log=True)
     print(f"pgkb serving on http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
     uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+def _add_mcp(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "mcp", help="serve the knowledge base to an agent over MCP (stdio)",
+        description="A Model Context Protocol server on standard input and output, for an agent on this "
+                    "machine (tools: search, list_collections, get_context). It reads the store as the local "
+                    "user does; over the network, use `pgkb serve`, which serves MCP at /mcp under API keys.")
+    Settings.add_arguments(parser, (*COMMON_FLAGS, "device"))
+    add_verbose(parser)
+    parser.set_defaults(run=_mcp)
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .app import Service
+    from .mcp import build_mcp_server
+
+    # Standard output carries the protocol: logs go to standard error only (logging's default).
+    service = Service(Settings.from_arguments(args))
+    try:
+        build_mcp_server(service).run("stdio")
+    finally:
+        service.close()
     return 0
 
 

@@ -67,14 +67,16 @@ class Jobs:
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._stop = threading.Event()
+        # Started by the first job: a server that is never sent a file runs no thread for it.
         self._worker = threading.Thread(target=self._work, name="pgkb-jobs", daemon=True)
-        self._worker.start()
 
     def submit(self, collection: str, files: list[str], tags: dict[str, Any]) -> Job:
         job = Job(uuid.uuid4().hex, collection, files, tags)
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
+            if not self._worker.is_alive():
+                self._worker.start()
         self._queue.put(job)
         return job
 
@@ -85,8 +87,9 @@ class Jobs:
     def close(self) -> None:
         """Finish the documents in progress, then stop (queued jobs are dropped)."""
         self._stop.set()
-        self._queue.put(None)
-        self._worker.join()
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
 
     def _forget_old(self) -> None:
         finished = [j.id for j in self._jobs.values() if j.finished_at is not None]

@@ -4,17 +4,17 @@
 """
 
 from .access import DEFAULT_UNLABELLED, UNLABELLED, AccessError, readable_by
-from .catalog import CollectionSummary, DocumentSummary, DroppedCollection, Removal, RunSummary
+from .catalog import ChunkView, CollectionSummary, DocumentSummary, DroppedCollection, Removal, RunSummary
 from .database import Store, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .keys import SCOPES, ApiKey, ApiKeyError, NewKey, Scope
-from .records import Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
+from .records import Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus, citation, pages_label
 from .tables import hnsw_index_name
 
 __all__ = [
     "DEFAULT_UNLABELLED", "SCOPES", "UNLABELLED", "AccessError", "ApiKey", "ApiKeyError", "NewKey", "Scope",
-    "readable_by",
-    "Chunk", "Collection", "CollectionSummary", "DocumentRecord", "DocumentState", "DocumentStatus",
+    "citation", "pages_label", "readable_by",
+    "Chunk", "ChunkView", "Collection", "CollectionSummary", "DocumentRecord", "DocumentState", "DocumentStatus",
     "DocumentSummary", "DroppedCollection", "Removal", "RunStatus", "RunSummary", "SpaceMismatch", "Store",
     "StoreError", "UnknownDocuments", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
 ]

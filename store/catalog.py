@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.engine import Connection
 
 from .access import readable_by
-from .records import Collection, DocumentStatus, RunStatus
+from .records import Collection, DocumentStatus, RunStatus, citation
 from .tables import chunks, collection_statistics, collections, documents, hnsw_index_name, ingest_runs
 
 
@@ -61,6 +61,26 @@ class DocumentSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class ChunkView:
+    """A stored chunk with where it sits: for reading a hit's surroundings."""
+
+    chunk_id: int
+    document_key: str
+    ordinal: int  # its place in its document, from 0
+    text: str
+    section_path: tuple[str, ...]
+    page_start: int | None
+    page_end: int | None
+
+    @property
+    def citation(self) -> str:
+        return citation(self.document_key, self.page_start, self.page_end, self.section_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "section_path": list(self.section_path), "citation": self.citation}
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,29 @@ def document_summaries(conn: Connection, collection: Collection, failed_only: bo
         selected = selected.where(documents.c.key == any_(array(keys, type_=Text)))
     return [DocumentSummary(row.key, row.status, row.error, row.chunks, row.pages, row.updated_at)
             for row in conn.execute(selected)]
+
+
+def chunk_neighbourhood(conn: Connection, collection: Collection, chunk_id: int, before: int, after: int,
+                        principals: Sequence[str] | None) -> list[ChunkView]:
+    """The chunk `chunk_id` of the collection with up to `before` chunks before it and `after`
+    after it in its document, in order; empty when there is none (or `principals` may not read it)."""
+    target = (select(chunks.c.document_id, chunks.c.ordinal)
+              .join(documents, documents.c.id == chunks.c.document_id)
+              .where(chunks.c.id == chunk_id, chunks.c.collection_id == collection.id))
+    if principals is not None:
+        target = target.where(readable_by(principals, collection.id))
+    found = conn.execute(target).first()
+    if found is None:
+        return []
+    rows = conn.execute(
+        select(chunks.c.id, documents.c.key, chunks.c.ordinal, chunks.c.text, chunks.c.section_path,
+               chunks.c.page_start, chunks.c.page_end)
+        .join(documents, documents.c.id == chunks.c.document_id)
+        .where(chunks.c.document_id == found.document_id,
+               chunks.c.ordinal.between(found.ordinal - before, found.ordinal + after))
+        .order_by(chunks.c.ordinal))
+    return [ChunkView(row.id, row.key, row.ordinal, row.text, tuple(row.section_path), row.page_start, row.page_end)
+            for row in rows]
 
 
 def readable_counts(conn: Connection, collection: Collection, principals: Sequence[str]) -> tuple[int, int]:

@@ -46,10 +46,12 @@ from pgkb.settings import Settings
 from . import keys
 from .access import DEFAULT_UNLABELLED, UNLABELLED, Unlabelled
 from .catalog import (
+    ChunkView,
     CollectionSummary,
     DocumentSummary,
     DroppedCollection,
     Removal,
+    chunk_neighbourhood,
     collection_summaries,
     document_summaries,
     readable_counts,
@@ -350,6 +352,12 @@ class Store:
         only those `principals` may read, when given; only `keys`, when given)."""
         with self.engine.connect() as conn:
             return document_summaries(conn, _existing_collection(conn, name), failed_only, principals, keys)
+
+    def chunk_neighbourhood(self, name: str, chunk_id: int, before: int = 1, after: int = 1,
+                            principals: Sequence[str] | None = None) -> list[ChunkView]:
+        """A chunk of collection `name` with its neighbours in its document (see catalog.chunk_neighbourhood)."""
+        with self.engine.connect() as conn:
+            return chunk_neighbourhood(conn, _existing_collection(conn, name), chunk_id, before, after, principals)
 
     def readable_counts(self, name: str, principals: Sequence[str]) -> tuple[int, int]:
         """The ingested documents of collection `name`, and their chunks, that `principals` may read."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -104,3 +105,18 @@ class Collection:
                 f"collection {self.name!r} holds vectors of another embedding space ({theirs}); "
                 f"use the same model and dims, or another --collection"
             )
+
+
+def pages_label(page_start: int | None, page_end: int | None) -> str:
+    """'p. 2', 'pp. 2-3', or '' for a file without pages."""
+    if page_start is None:
+        return ""
+    if page_end in (None, page_start):
+        return f"p. {page_start}"
+    return f"pp. {page_start}-{page_end}"
+
+
+def citation(document_key: str, page_start: int | None, page_end: int | None, section_path: Sequence[str]) -> str:
+    """'policy.pdf, pp. 2-3, Travel > Per diem': where a chunk comes from, as a reader cites it."""
+    parts = [document_key, pages_label(page_start, page_end), " > ".join(section_path)]
+    return ", ".join(p for p in parts if p)

@@ -28,6 +28,9 @@ from pgkb.settings import Settings  # noqa: E402
 from tests.documents import write_docx, write_pdf  # noqa: E402
 from tests.netguard import sitecustomize as netguard  # noqa: E402,F401  (installs the guard)
 
+# Fixtures of a running `pgkb serve` (tests/serving.py), for every test module.
+pytest_plugins = ["tests.serving"]
+
 # Settings must come from the tests alone, never from the developer's environment.
 for name in [n for n in os.environ if n == "DATABASE_URL" or n.startswith("PGKB_")]:
     if name != "PGKB_NETGUARD_LOG":
