@@ -9,13 +9,16 @@ collections, its groups; serve.app checks the key before a message reaches a too
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 from pgkb import __version__
+from pgkb.errors import PgkbError
 from retrieval.search import DEFAULT_MODE, Mode
 from store import ApiKey
 
@@ -23,6 +26,7 @@ from store import ApiKey
 MAX_HITS = 50
 # How far get_context reads around a chunk, each way.
 MAX_NEIGHBOURS = 5
+T = TypeVar("T")
 KEY_STATE = "pgkb_key"  # where serve.app leaves the request's checked key (request.state)
 
 INSTRUCTIONS = (
@@ -48,11 +52,11 @@ def build_mcp_server(service: Any) -> MCPServer:
         {"source": "policy.pdf"}, {"page": {"gte": 3}}, {"metadata.department": "finance"}.
         `collection`: which knowledge base (see list_collections); by default the only or usual one."""
         if not 1 <= k <= MAX_HITS:
-            raise ValueError(f"k must be 1 to {MAX_HITS}, not {k}")
+            raise ToolError(f"k must be 1 to {MAX_HITS}, not {k}")
         key = _caller(ctx)
         name = _collection(service, key, collection)
         kb = service.knowledge_bases.get(service.settings, name)
-        hits = await anyio.to_thread.run_sync(lambda: kb.search(
+        hits = await _in_thread(lambda: kb.search(
             query, k=k, filters=filters, mode=mode, principals=key.principals if key else None))
         return [{"citation": h.citation, "text": h.text, "chunk_id": h.chunk_id, "score": round(h.score, 4)}
                 for h in hits]
@@ -74,7 +78,7 @@ def build_mcp_server(service: Any) -> MCPServer:
                               "chunks": chunks})
             return found
 
-        return await anyio.to_thread.run_sync(listed)
+        return await _in_thread(listed)
 
     @server.tool(annotations=READ_ONLY)
     async def get_context(chunk_id: int, ctx: Context, collection: str | None = None, before: int = 1,
@@ -83,17 +87,25 @@ def build_mcp_server(service: Any) -> MCPServer:
         `after` after it in the same document (each 0-5, default 1), in reading order, for the
         context a hit needs. Returns the document and each passage's citation and text."""
         if not (0 <= before <= MAX_NEIGHBOURS and 0 <= after <= MAX_NEIGHBOURS):
-            raise ValueError(f"before and after must be 0 to {MAX_NEIGHBOURS}")
+            raise ToolError(f"before and after must be 0 to {MAX_NEIGHBOURS}")
         key = _caller(ctx)
         name = _collection(service, key, collection)
-        views = await anyio.to_thread.run_sync(lambda: service.store.chunk_neighbourhood(
+        views = await _in_thread(lambda: service.store.chunk_neighbourhood(
             name, chunk_id, before, after, key.principals if key else None))
         if not views:
-            raise ValueError(f"no passage {chunk_id} in collection {name!r}")
+            raise ToolError(f"no passage {chunk_id} in collection {name!r}")
         return {"document": views[0].document_key,
                 "passages": [{"chunk_id": v.chunk_id, "citation": v.citation, "text": v.text} for v in views]}
 
     return server
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    """Blocking work (a search, a query) off the event loop; bad input told to the model."""
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except PgkbError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _caller(ctx: Context) -> ApiKey | None:
@@ -112,6 +124,6 @@ def _collection(service: Any, key: ApiKey | None, name: str | None) -> str:
     if name is None:
         name = key.collections[0] if key is not None and len(key.collections) == 1 else service.settings.collection
     if (key is not None and name not in key.collections) or service.store.find_collection(name) is None:
-        raise ValueError(f"no collection {name!r}" + (" for this key" if key is not None else "")
+        raise ToolError(f"no collection {name!r}" + (" for this key" if key is not None else "")
                          + ": list_collections shows them")
     return name

@@ -92,5 +92,7 @@ def served(data_dir, tmp_path_factory, embedder):
     log = tmp_path_factory.mktemp("server-log") / "server.log"
     server = Server(data_dir, log, "--max-upload-files", "4", "--max-request-bytes", "65536",
                     "--max-upload-bytes", "3000000")
+    with server.client(keys["admin"]) as admin:  # the model loads with the first search: not in a test's time
+        assert admin.post(f"/v1/collections/{COLLECTION}/search", json={"query": "warm up"}).status_code == 200
     yield server, keys, settings
     assert server.stop(), log.read_text()
