@@ -17,8 +17,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -26,7 +26,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from starlette import types as asgi
@@ -43,8 +42,7 @@ from retrieval.search import DEFAULT_MODE, GroupBy, Mode
 from store import ApiKey, Scope, Store, UnknownDocuments
 
 from .jobs import Jobs, upload_folder
-from .limits import BodyTooLarge, LimitBody
-from .mcp import KEY_STATE, MAX_NEIGHBOURS, build_mcp_server
+from .limits import MAX_NEIGHBOURS, BodyTooLarge, LimitBody
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +52,7 @@ MAX_HITS = 1000
 MAX_FIELDS = 10
 NOT_FOUND = "not found"
 UNAUTHORIZED = "a valid API key is needed: Authorization: Bearer pgkb_..."
+KEY_STATE = "pgkb_key"  # where a request's checked key is left for the MCP tools (request.state)
 
 
 class SearchRequest(BaseModel):
@@ -70,17 +69,12 @@ def create_app(settings: Settings) -> FastAPI:
     """The API over the store `settings` name (opened now); models load with each collection's
     first search. The MCP server's streamable HTTP transport is mounted at /mcp."""
     service = Service(settings)
-    mcp_server = build_mcp_server(service)
-    mcp_endpoint = mcp_server.streamable_http_app(
-        streamable_http_path="/mcp",
-        # Every /mcp request carries an API key, which a rebinding page cannot send: the Host
-        # check would only refuse the names a TLS proxy in front forwards.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    mcp_endpoint, mcp_running = _mcp(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with mcp_server.session_manager.run():
+            async with mcp_running():
                 yield
         finally:
             await run_in_threadpool(service.close)
@@ -92,8 +86,30 @@ def create_app(settings: Settings) -> FastAPI:
                        upload_path_suffix="/documents")
     _add_error_handlers(app)
     _add_routes(app)
-    app.router.routes.append(Route("/mcp", KeyRequired(service, mcp_endpoint)))
+    if mcp_endpoint is not None:
+        app.router.routes.append(Route("/mcp", KeyRequired(service, mcp_endpoint)))
     return app
+
+
+def _mcp(service: Service) -> tuple[asgi.ASGIApp | None, Callable[[], AbstractAsyncContextManager[Any]]]:
+    """The MCP server's streamable HTTP endpoint and what runs its sessions; none without the
+    `mcp` extra (pip install 'pgkb[mcp]')."""
+    try:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        from .mcp import build_mcp_server
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("mcp"):
+            raise
+        log.info("MCP is not served at /mcp: pip install 'pgkb[mcp]' for it")
+        return None, nullcontext
+    mcp_server = build_mcp_server(service)
+    endpoint = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp",
+        # Every /mcp request carries an API key, which a rebinding page cannot send: the Host
+        # check would only refuse the names a TLS proxy in front forwards.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    return endpoint, mcp_server.session_manager.run
 
 
 class KeyRequired:

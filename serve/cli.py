@@ -68,8 +68,14 @@ def _add_mcp(subcommands) -> None:
 
 
 def _mcp(args: argparse.Namespace) -> int:
+    try:
+        from .mcp import build_mcp_server
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("mcp"):
+            raise
+        print("error: pgkb mcp needs the MCP SDK: pip install 'pgkb[mcp]'", file=sys.stderr)
+        return 2
     from .app import Service
-    from .mcp import build_mcp_server
 
     # Standard output carries the protocol: logs go to standard error only (logging's default).
     service = Service(Settings.from_arguments(args))

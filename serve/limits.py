@@ -1,4 +1,4 @@
-"""Request size limits, enforced as the body arrives: a declared Content-Length over the limit is
+"""Request limits. Body sizes are enforced as the body arrives: a declared Content-Length over the limit is
 refused before anything is read, and a body that grows past it (chunked, or lying) is cut off."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgkb.errors import QueryError
+
+# How far a request reads around a chunk, each way (the chunks route, MCP's get_context).
+MAX_NEIGHBOURS = 5
 
 
 class BodyTooLarge(QueryError):

@@ -22,12 +22,12 @@ from pgkb.errors import PgkbError
 from retrieval.search import DEFAULT_MODE, Mode
 from store import ApiKey
 
+from .app import KEY_STATE
+from .limits import MAX_NEIGHBOURS
+
 # Hits an agent asks for: a few well-cited ones read better than a page of them.
 MAX_HITS = 50
-# How far get_context reads around a chunk, each way.
-MAX_NEIGHBOURS = 5
 T = TypeVar("T")
-KEY_STATE = "pgkb_key"  # where serve.app leaves the request's checked key (request.state)
 
 INSTRUCTIONS = (
     "pgkb searches an organisation's documents (English and Chinese). Call `search` with the "

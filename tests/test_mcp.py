@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +94,24 @@ def test_the_mcp_route_refuses_plain_requests_without_a_key(served):
     server, _, _ = served
     response = httpx2.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 401 and "API key" in response.text
+
+
+def test_the_core_install_serves_without_the_mcp_sdk(data_dir):
+    """mcp is an extra: without it `pgkb serve` runs (no /mcp) and `pgkb mcp` says what to install."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith(("mcp", "langchain", "llama"))]
+    assert project["optional-dependencies"]["mcp"] == ["mcp>=2.3"]
+    without_mcp = "import sys; sys.modules['mcp'] = None; "  # as if it were not installed
+    script = (without_mcp + "from pathlib import Path; from pgkb.settings import Settings; "
+              "from serve.app import create_app; "
+              f"app = create_app(Settings(data_dir=Path({str(data_dir)!r}))); "
+              "print(sorted(r.path for r in app.routes)); app.state.service.close()")
+    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert served.returncode == 0, served.stderr
+    assert "/v1/collections/{collection}/search" in served.stdout and "'/mcp'" not in served.stdout
+    command = subprocess.run(
+        [sys.executable, "-c", without_mcp + "from serve.cli import main; sys.exit(main(['mcp']))"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert command.returncode == 2 and "pip install 'pgkb[mcp]'" in command.stderr
