@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, Select
 from sqlalchemy.engine import Connection
 
-from embedding import EmbeddingSpace, load_embedder_for_space
+from embedding import Embedder, EmbeddingSpace, load_embedder_for_space
 from pgkb.errors import QueryError
 from pgkb.settings import Settings
 from store import Store, citation, pages_label
@@ -109,8 +109,9 @@ class _Prepared:
 
 
 class KnowledgeBase:
-    """A connection and a loaded model, for many queries against one collection. Safe to
-    share between threads."""
+    """A connection and the collection's model, for many queries against one collection. Safe
+    to share between threads. The model loads at the first search that embeds its query: a
+    keyword search, or a command that only reads the store, never spends the seconds it takes."""
 
     keyword_scan_budget = KEYWORD_SCAN_BUDGET
     hybrid_scan_budget = HYBRID_SCAN_BUDGET
@@ -119,12 +120,25 @@ class KnowledgeBase:
         self.settings = settings or Settings.from_env()
         self.store = Store.open(self.settings)
         self.collection = self.store.collection(collection or self.settings.collection)
-        # Queries are embedded into the collection's own space: its model, dims and instruction.
-        self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
-                                                **self.settings.embedder_options())
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
         self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
         self._statements = StatementCache()
         self._filter_share = FilterShare(self.collection)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, loaded on first use: queries are embedded into the
+        collection's own space (its model, dims and instruction)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
+                                                         **self.settings.embedder_options())
+            return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: Embedder) -> None:
+        self._embedder = embedder
 
     def search(self, query: str, k: int = 10,
                filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -195,7 +209,9 @@ class KnowledgeBase:
         keyword_query = parsed if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
-        weights = weights or self.default_weights(query, fusion)
+        # A weight counts only beside the other leg's, so a one-leg search takes 1 (and a
+        # keyword search loads no model).
+        weights = weights or (self.default_weights(query, fusion) if mode == "hybrid" else LegWeights())
         scan_budget = self.keyword_scan_budget if mode == "keyword" else self.hybrid_scan_budget
         shape: dict[str, Any] = dict(k=k, candidates=candidates, fusion=fusion,
                                      group_by_document=group_by == "document", keyword_scan_budget=scan_budget)
