@@ -55,6 +55,8 @@ GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
 # model reads (all-MiniLM-L6-v2 reads 256 tokens). Segmenting Chinese costs about 0.1 ms a
 # character (jieba), and one caller's megabyte must not hold up a service (it took minutes).
 MAX_QUERY_CHARACTERS = 10_000
+# The hits a search returns unless asked for another number, in Python and on the command line.
+DEFAULT_K = 10
 # The most hits a search returns (as Elasticsearch's index.max_result_window).
 MAX_K = 10_000
 # Each leg ranks this many candidates for fusion (more when hits are grouped by document).
@@ -140,7 +142,7 @@ class KnowledgeBase:
     def embedder(self, embedder: Embedder) -> None:
         self._embedder = embedder
 
-    def search(self, query: str, k: int = 10,
+    def search(self, query: str, k: int = DEFAULT_K,
                filters: dict[str, Any] | ColumnElement | None = None, *,
                mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                exact: bool | None = None, group_by: GroupBy | None = None,
@@ -168,7 +170,7 @@ class KnowledgeBase:
         words = search.keyword_query.highlighted_words if search.keyword_query else []
         return [_hit(row, mode, words) for row in rows]
 
-    def explain(self, query: str, k: int = 10,
+    def explain(self, query: str, k: int = DEFAULT_K,
                 filters: dict[str, Any] | ColumnElement | None = None, *,
                 mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                 exact: bool | None = None, group_by: GroupBy | None = None,
@@ -351,7 +353,7 @@ knowledge_bases = KnowledgeBases()
 atexit.register(knowledge_bases.close)
 
 
-def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
+def search(query: str, k: int = DEFAULT_K, filters: dict[str, Any] | ColumnElement | None = None, *,
            mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, collection: str | None = None,
            weights: LegWeights | None = None,
            exact: bool | None = None, group_by: GroupBy | None = None,
