@@ -38,18 +38,19 @@ def refused(result: subprocess.CompletedProcess) -> str:
 
 def test_the_files_settings_are_used_the_environment_overrides_them_and_a_flag_the_environment(
         store, settings, tmp_path):
-    store.collection(settings.collection, SPACE)
-    (tmp_path / "pgkb.toml").write_text(f'[settings]\ndata_dir = "{settings.data_dir}"\n')
-    listed = run_in(tmp_path, "pgkb", "collections", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert settings.collection in [c["name"] for c in json.loads(listed.stdout)]
+    store.collection(settings.collection, SPACE)  # empty: a keyword search finds nothing, and loads no model
+    (tmp_path / "pgkb.toml").write_text(f'[settings]\ndata_dir = "{settings.data_dir}"\n'
+                                        f'collection = "{settings.collection}"\n')
+    found = run_in(tmp_path, "search", "anything", "--mode", "keyword", "--json")
+    assert found.returncode == 0, found.stderr  # elsewhere, or in another collection, it would not exist
+    assert json.loads(found.stdout) == []
 
     # A data folder that cannot be made is refused naming itself: which one shows who won.
     (tmp_path / "pgkb.toml").write_text('[settings]\ndata_dir = "/proc/from-file"\n')
-    assert "/proc/from-file" in refused(run_in(tmp_path, "pgkb", "collections"))
+    assert "/proc/from-file" in refused(run_in(tmp_path, "search", "anything"))
     from_env = {"PGKB_DATA_DIR": "/proc/from-env"}
-    assert "/proc/from-env" in refused(run_in(tmp_path, "pgkb", "collections", env=from_env))
-    flagged = refused(run_in(tmp_path, "pgkb", "collections", "--data-dir", "/proc/from-flag", env=from_env))
+    assert "/proc/from-env" in refused(run_in(tmp_path, "search", "anything", env=from_env))
+    flagged = refused(run_in(tmp_path, "search", "anything", "--data-dir", "/proc/from-flag", env=from_env))
     assert "/proc/from-flag" in flagged and "/proc/from-env" not in flagged
 
 
@@ -58,7 +59,7 @@ def test_the_file_pgkb_config_names_is_read_wherever_the_command_runs(tmp_path):
     config.parent.mkdir()
     config.write_text('[settings]\ndata_dir = "/proc/named"\n')
     (tmp_path / "pgkb.toml").write_text('[settings]\ndata_dir = "/proc/local"\n')  # not read: a file is named
-    assert "/proc/named" in refused(run_in(tmp_path, "pgkb", "collections", env={"PGKB_CONFIG": str(config)}))
+    assert "/proc/named" in refused(run_in(tmp_path, "search", "anything", env={"PGKB_CONFIG": str(config)}))
 
 
 BAD_FILES = [  # the file, and what the error must say besides its name
