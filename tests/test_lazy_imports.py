@@ -1,7 +1,7 @@
 """A command loads only what it uses: each second of imports is paid on every call from the
 shell. A search never needs the parsers or the masker (unstructured, PyMuPDF, presidio,
-spaCy) nor the plots; a keyword search and `pgkb collections` need no model (torch,
-transformers), which alone takes seconds to load."""
+spaCy), the plots nor the HTTP server; a keyword search and `pgkb collections` need no model
+(torch, transformers), which alone takes seconds to load."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 from ingest import ingest
 from pgkb.settings import Settings
 
-# What ingest and the benchmarks use, and a search does not.
-INGEST_ONLY = ["ingest", "unstructured", "fitz", "docx", "openpyxl", "presidio_analyzer", "spacy", "matplotlib"]
+# What ingest, the benchmarks and `pgkb serve` use, and a search does not.
+INGEST_ONLY = ["ingest", "unstructured", "fitz", "docx", "openpyxl", "presidio_analyzer", "spacy", "matplotlib",
+               "fastapi", "uvicorn"]
 MODEL = ["torch", "transformers"]
 
 # Runs a command's main in this process and prints, last, the modules above it imported.
@@ -55,5 +56,5 @@ def test_a_search_loads_neither_parsers_nor_masker(collection):
 
 def test_a_keyword_search_and_the_listings_load_no_model(collection):
     assert imported_by(collection, "retrieval.cli", "travel expenses", "--mode", "keyword") == []
-    assert imported_by(collection, "retrieval.commands", "collections") == []
-    assert imported_by(collection, "retrieval.commands", "documents", collection.collection) == []
+    assert imported_by(collection, "serve.cli", "collections") == []  # the pgkb command
+    assert imported_by(collection, "serve.cli", "documents", collection.collection) == []
