@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import matplotlib.figure  # imported where plots are drawn: it takes a while
 
 README = ROOT / "README.md"
+# How the figures were reached: written by hand, copied onto the repository's own page.
+ENGINEERING_NOTES = Path(__file__).with_name("engineering.md")
 README_START, README_END = "<!-- bench:performance -->", "<!-- /bench:performance -->"
 # The README's table: one headline figure per benchmark, by name.
 HEADLINES = [
@@ -233,6 +235,8 @@ def render_page(summary: dict, figures: list[Figure], plots: dict[str, str | Pat
     lines += ["## Details", ""]
     for name, benchmark in BENCHMARKS.items():
         lines += details(name, benchmark, summary, [f for f in figures if f.benchmark == name], data.get(name))
+    if page.resolve() == (ROOT / "BENCHMARKS.md").resolve():
+        lines += ["", ENGINEERING_NOTES.read_text()]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,8 +1,9 @@
 """pgkb's configuration, in one place: every setting's default, environment variable,
 command-line flag and help live on its field here, and nowhere else.
 
-Each field can be set by its environment variable and overridden by the caller, which is
-how the CLI flags win over the environment:
+Each field can be set in the configuration file (pgkb/config_file.py: ./pgkb.toml or the
+file PGKB_CONFIG names), by its environment variable, and by the caller, each overriding the
+one before, which is how the CLI flags win over the environment and the file:
 
     settings = Settings.from_env(collection="handbook")
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import logging
 import os
@@ -28,6 +30,7 @@ from typing import Any, Literal
 
 import platformdirs
 
+from pgkb import config_file
 from pgkb.errors import ConfigurationError
 
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -188,9 +191,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: typing.Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from the environment, then `overrides` that are not None."""
+        """Settings from the configuration file, then the environment, then `overrides` that
+        are not None."""
         env = os.environ if env is None else env
-        values = {}
+        path = config_file.find(env)
+        values = _file_values(path) if path else {}
         for setting in dataclasses.fields(cls):
             raw = env.get(setting.metadata["env"]) if setting.metadata["env"] else None
             if raw not in (None, ""):
@@ -283,6 +288,54 @@ def _check_bounds(name: str, value: Any, lowest: float | None, highest: float | 
         raise ConfigurationError(f"setting {_named(setting)} must be at least {lowest}, got {value!r}")
     if highest is not None and not value <= highest:
         raise ConfigurationError(f"setting {_named(setting)} must be at most {highest}, got {value!r}")
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    """The configuration file's settings, each checked: a known name, a value of its kind,
+    in range. Every setting that has an environment variable may be there (passwords are
+    not: they go in a passwords_file of their own)."""
+    table = config_file.read_settings(path)
+    fields = {f.name: f for f in dataclasses.fields(Settings) if f.metadata["env"]}
+    unknown = [name for name in table if name not in fields]
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown setting {', '.join(map(_with_suggestion, unknown))} "
+                                 f"in [{config_file.SETTINGS_TABLE}]")
+    values = {name: _from_file(path, fields[name], value) for name, value in table.items()}
+    try:
+        Settings(**values)  # their ranges and choices, the error naming the file
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    return values
+
+
+def _with_suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(Settings)], n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _from_file(path: Path, setting: dataclasses.Field, value: Any) -> Any:
+    """A setting's value as TOML typed it, which must be the setting's kind. The error says
+    which kind it got, never the value (a secret's)."""
+    kind = _kind(setting)
+    if kind is bool:
+        fits, wanted = isinstance(value, bool), "true or false"
+    elif kind is int:
+        fits, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif kind is float:
+        fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        fits, wanted = isinstance(value, str), "text in quotes"
+    if not fits:
+        raise ConfigurationError(f"{path}: setting {setting.name} must be {wanted}, not {_toml_kind(value)}")
+    if kind is Path:
+        return Path(value).expanduser()
+    return float(value) if kind is float else value
+
+
+def _toml_kind(value: Any) -> str:
+    kinds = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "an array",
+             dict: "a table"}
+    return kinds.get(type(value), "a date or time")
 
 
 def _convert(setting: dataclasses.Field, raw: str) -> Any:

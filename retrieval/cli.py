@@ -17,7 +17,7 @@ from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
 
 from .explanation import Explanation
 from .filters import FilterError, compile_filters
-from .search import DEFAULT_MODE, MAX_K, MODES, Hit, KnowledgeBase, check_query
+from .search import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, Hit, KnowledgeBase, check_query
 from .statement import DEFAULT_FUSION, FUSIONS
 
 
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="search", description="Search a pgkb knowledge base.")
     add_version(parser)
     parser.add_argument("query", help='words, "quoted phrases", -excluded (Chinese and English)')
-    parser.add_argument("-k", type=_hit_count, default=5, help=f"number of hits, 1 to {MAX_K:,} (default 5)")
+    parser.add_argument("-k", type=_hit_count, default=DEFAULT_K,
+                        help=f"number of hits, 1 to {MAX_K:,} (default {DEFAULT_K})")
     parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"default: {DEFAULT_MODE}")
     parser.add_argument("--fusion", choices=FUSIONS, default=DEFAULT_FUSION,
                         help="hybrid fusion: score (each leg's standardised scores, weighted by its confidence; "

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, Select
 from sqlalchemy.engine import Connection
 
-from embedding import EmbeddingSpace, load_embedder_for_space
+from embedding import Embedder, EmbeddingSpace, load_embedder_for_space
 from pgkb.errors import QueryError
 from pgkb.settings import Settings
 from store import Store, citation, pages_label
@@ -55,6 +55,8 @@ GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
 # model reads (all-MiniLM-L6-v2 reads 256 tokens). Segmenting Chinese costs about 0.1 ms a
 # character (jieba), and one caller's megabyte must not hold up a service (it took minutes).
 MAX_QUERY_CHARACTERS = 10_000
+# The hits a search returns unless asked for another number, in Python and on the command line.
+DEFAULT_K = 10
 # The most hits a search returns (as Elasticsearch's index.max_result_window).
 MAX_K = 10_000
 # Each leg ranks this many candidates for fusion (more when hits are grouped by document).
@@ -109,8 +111,9 @@ class _Prepared:
 
 
 class KnowledgeBase:
-    """A connection and a loaded model, for many queries against one collection. Safe to
-    share between threads."""
+    """A connection and the collection's model, for many queries against one collection. Safe
+    to share between threads. The model loads at the first search that embeds its query: a
+    keyword search, or a command that only reads the store, never spends the seconds it takes."""
 
     keyword_scan_budget = KEYWORD_SCAN_BUDGET
     hybrid_scan_budget = HYBRID_SCAN_BUDGET
@@ -119,14 +122,27 @@ class KnowledgeBase:
         self.settings = settings or Settings.from_env()
         self.store = Store.open(self.settings)
         self.collection = self.store.collection(collection or self.settings.collection)
-        # Queries are embedded into the collection's own space: its model, dims and instruction.
-        self.embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
-                                                **self.settings.embedder_options())
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
         self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
         self._statements = StatementCache()
         self._filter_share = FilterShare(self.collection)
 
-    def search(self, query: str, k: int = 10,
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, loaded on first use: queries are embedded into the
+        collection's own space (its model, dims and instruction)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = load_embedder_for_space(EmbeddingSpace.from_dict(self.collection.space),
+                                                         **self.settings.embedder_options())
+            return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+
+    def search(self, query: str, k: int = DEFAULT_K,
                filters: dict[str, Any] | ColumnElement | None = None, *,
                mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                exact: bool | None = None, group_by: GroupBy | None = None,
@@ -154,7 +170,7 @@ class KnowledgeBase:
         words = search.keyword_query.highlighted_words if search.keyword_query else []
         return [_hit(row, mode, words) for row in rows]
 
-    def explain(self, query: str, k: int = 10,
+    def explain(self, query: str, k: int = DEFAULT_K,
                 filters: dict[str, Any] | ColumnElement | None = None, *,
                 mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                 exact: bool | None = None, group_by: GroupBy | None = None,
@@ -195,7 +211,9 @@ class KnowledgeBase:
         keyword_query = parsed if mode != "vector" else None
         query_vector = self.embedder.embed_queries([query])[0].tolist() if mode != "keyword" else None
         candidates = max(CANDIDATES, k) * (5 if group_by else 1)
-        weights = weights or self.default_weights(query, fusion)
+        # A weight counts only beside the other leg's, so a one-leg search takes 1 (and a
+        # keyword search loads no model).
+        weights = weights or (self.default_weights(query, fusion) if mode == "hybrid" else LegWeights())
         scan_budget = self.keyword_scan_budget if mode == "keyword" else self.hybrid_scan_budget
         shape: dict[str, Any] = dict(k=k, candidates=candidates, fusion=fusion,
                                      group_by_document=group_by == "document", keyword_scan_budget=scan_budget)
@@ -335,7 +353,7 @@ knowledge_bases = KnowledgeBases()
 atexit.register(knowledge_bases.close)
 
 
-def search(query: str, k: int = 10, filters: dict[str, Any] | ColumnElement | None = None, *,
+def search(query: str, k: int = DEFAULT_K, filters: dict[str, Any] | ColumnElement | None = None, *,
            mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, collection: str | None = None,
            weights: LegWeights | None = None,
            exact: bool | None = None, group_by: GroupBy | None = None,

@@ -5,9 +5,6 @@
     limits.py  request body size limits
     cli.py     `pgkb` with its `serve` subcommand
 
-Nothing imports this package; it imports the others.
+Nothing imports this package; it imports the others. It imports none of its modules itself,
+so that `pgkb collections` and the other commands load no web framework (nor ingest).
 """
-
-from .app import create_app
-
-__all__ = ["create_app"]
