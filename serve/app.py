@@ -41,6 +41,7 @@ from retrieval import Hit, KnowledgeBases
 from retrieval.search import DEFAULT_MODE, GroupBy, Mode
 from store import ApiKey, Scope, Store, UnknownDocuments
 
+from . import dify
 from .jobs import Jobs, upload_folder
 from .limits import MAX_NEIGHBOURS, BodyTooLarge, LimitBody
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
                        upload_path_suffix="/documents")
     _add_error_handlers(app)
     _add_routes(app)
+    app.include_router(dify.router)
     if mcp_endpoint is not None:
         app.router.routes.append(Route("/mcp", KeyRequired(service, mcp_endpoint)))
     return app
