@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +27,7 @@ from retrieval import KnowledgeBase, search
 from retrieval.langchain import PgkbRetriever as LangChainRetriever
 from retrieval.llamaindex import PgkbRetriever as LlamaIndexRetriever
 from store import Store
-from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT
+from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT, run_cli
 from tests.documents import write_docx, write_pdf
 from tests.test_serve import Server
 
@@ -204,6 +206,21 @@ def test_bad_keys_collections_queries_and_settings_are_pgkb_errors_that_never_sh
     # The key stays out of what the retrievers show of themselves.
     assert keys["legal"] not in repr(unreachable) and keys["legal"] not in repr(
         LlamaIndexRetriever(url=server.url, api_key=keys["legal"]).searcher)
+
+
+def test_the_readmes_examples_run_offline_after_its_first_command(data_dir):
+    env = {"PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": "readme-examples"}
+    ingested = run_cli("ingest", str(ROOT / "examples"), env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Integrations", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(examples) == 2
+    for example in examples:  # each in a process of its own, under the network guard
+        run = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, **env}, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert "travel-expense-policy.pdf, p. 2" in run.stdout, run.stdout
 
 
 def test_importing_retrieval_imports_neither_framework():
