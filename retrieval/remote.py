@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ import httpx
 from pgkb.errors import ConfigurationError, QueryError, StoreError
 from pgkb.settings import Settings, default
 
-from .search import DEFAULT_MODE, GroupBy, Hit, KnowledgeBase, Mode, knowledge_bases
+from .search import DEFAULT_K, DEFAULT_MODE, GroupBy, Hit, KnowledgeBase, Mode, knowledge_bases
 
 # A collection's first search on a server loads its model: seconds, more on a busy machine.
 TIMEOUT_SECONDS = 120.0
@@ -35,7 +35,7 @@ class RemoteKnowledgeBase:
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = timeout
 
-    def search(self, query: str, k: int = 10, filters: dict[str, Any] | None = None, *,
+    def search(self, query: str, k: int = DEFAULT_K, filters: dict[str, Any] | None = None, *,
                mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None) -> list[Hit]:
         """The k best chunks for `query`, as KnowledgeBase.search finds them on the server."""
         body = _search_body(query, k, filters, mode, group_by)
@@ -45,7 +45,7 @@ class RemoteKnowledgeBase:
             raise self._unreachable(exc) from None
         return self._hits(response)
 
-    async def asearch(self, query: str, k: int = 10, filters: dict[str, Any] | None = None, *,
+    async def asearch(self, query: str, k: int = DEFAULT_K, filters: dict[str, Any] | None = None, *,
                       mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None) -> list[Hit]:
         body = _search_body(query, k, filters, mode, group_by)
         try:
@@ -90,9 +90,15 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)
 
 
+def hit_to_json(hit: Hit) -> dict[str, Any]:
+    """A hit as the served API returns it: its fields, its pages and citation; the server's own
+    path to the file stays on the server."""
+    shown = {name: value for name, value in asdict(hit).items() if name != "path"}
+    return {**shown, "section_path": list(hit.section_path), "pages": hit.pages, "citation": hit.citation}
+
+
 def hit_from_json(data: dict[str, Any]) -> Hit:
-    """A hit as the served API returns it (serve/app.py); the server's own path to the file
-    stays on the server, so `path` is empty."""
+    """A hit as the served API returns it (hit_to_json): `path` is empty."""
     return Hit(
         chunk_id=data["chunk_id"], text=data["text"], score=data["score"], document_key=data["document_key"],
         path="", page_start=data["page_start"], page_end=data["page_end"],
@@ -117,7 +123,7 @@ class Searcher:
     `api_key`, where the key's groups decide what is read."""
 
     collection: str | None = None   # None: the settings' collection
-    k: int = 10
+    k: int = DEFAULT_K
     mode: Mode = DEFAULT_MODE
     filters: dict[str, Any] | None = None
     group_by: GroupBy | None = None

@@ -11,7 +11,6 @@ all requests.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import logging
@@ -37,7 +36,8 @@ from ingest.metadata import is_metadata_file
 from pgkb import __version__
 from pgkb.errors import PgkbError, QueryError
 from pgkb.settings import Settings
-from retrieval import Hit, KnowledgeBases
+from retrieval import KnowledgeBases
+from retrieval.remote import hit_to_json
 from retrieval.search import DEFAULT_MODE, GroupBy, Mode
 from store import ApiKey, Scope, Store, UnknownDocuments
 
@@ -220,7 +220,7 @@ def _add_routes(app: FastAPI) -> None:
         kb = service.knowledge_bases.get(service.settings, collection)
         hits = kb.search(body.query, k=body.k, filters=body.filters, mode=body.mode, group_by=body.group_by,
                          principals=key.principals)
-        return {"hits": [_hit(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {"hits": [hit_to_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.get("/v1/collections/{collection}/documents", tags=["documents"])
     def documents(collection: str, service: Shared, key: Caller, failed: bool = False,
@@ -296,12 +296,6 @@ def _add_routes(app: FastAPI) -> None:
     def docs() -> HTMLResponse:
         """The API described on one page that needs nothing from the internet (unlike Swagger UI)."""
         return HTMLResponse(_docs_page(app.openapi()))
-
-
-def _hit(hit: Hit) -> dict[str, Any]:
-    # The server's own path to the file stays on the server; the key is the document's name.
-    shown = {k: v for k, v in dataclasses.asdict(hit).items() if k != "path"}
-    return {**shown, "section_path": list(hit.section_path), "pages": hit.pages, "citation": hit.citation}
 
 
 def _tags(raw_tags: Any, raw_access: Any) -> dict[str, Any]:
