@@ -200,6 +200,17 @@ class _stopping_on_ctrl_c:
         self.console.print("stopping after the documents in progress (Ctrl-C again to quit at once)")
 
 
+def _headline(report: IngestReport, counts: dict) -> str:
+    """How the run ended, in words that say what a failure means."""
+    took = f"in {report.seconds:.1f} s"
+    if report.status == "partial":
+        return f"{counts['failed']} of {counts['seen']} files failed (listed below), the others are stored; {took}"
+    if report.status == "failed":
+        return f"nothing stored: {counts['failed']} of {counts['seen']} files failed (listed below); {took}"
+    ended = {"succeeded": "done", "interrupted": "stopped early", "aborted": "stopped before its end"}
+    return f"{ended.get(report.status, report.status)} {took}"
+
+
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
     rows = [("files", f"{counts['seen']} seen: {counts['ingested']} ingested, {counts['updated']} updated, "
@@ -214,17 +225,16 @@ def print_summary(report: IngestReport, console: Console) -> None:
         shown = ", ".join(printable(key) for key in report.pruned[:PRUNED_SHOWN])
         more = f" and {len(report.pruned) - PRUNED_SHOWN} more" if len(report.pruned) > PRUNED_SHOWN else ""
         rows.append(("pruned", f"{len(report.pruned)} documents whose files are gone: {shown}{more}"))
-    rows.append(("written", f"{counts['chunks']} chunks from {counts['pages']} pages, "
+    # Markdown and text files have no pages: "from 0 pages" read as if nothing was parsed.
+    pages = f" from {counts['pages']} pages" if counts["pages"] else ""
+    rows.append(("written", f"{counts['chunks']} chunks{pages}, "
                             f"{counts['embedded']} embedded ({counts['tokens']:,} tokens)"))
     if counts["pii"]:
         rows.append(("masked", f"{sum(counts['pii'].values())} personal data values ("
                                + ", ".join(f"{entity} {n}" for entity, n in counts["pii"].items()) + ")"))
     if report.stage_seconds:
         rows.append(("busy time", ", ".join(f"{stage} {s:.1f} s" for stage, s in report.stage_seconds.items())))
-    status = {"succeeded": "done", "failed": "done, some files failed", "interrupted": "stopped early",
-              "aborted": "stopped before its end"}
-    console.print(f"collection [bold]{escape(report.collection)}[/bold]: {status.get(report.status, report.status)} "
-                  f"in {report.seconds:.1f} s")
+    console.print(f"collection [bold]{escape(report.collection)}[/bold]: {escape(_headline(report, counts))}")
     for label, value in rows:
         console.print(f"  [bold]{label:<10}[/bold] {escape(value)}", highlight=False)
     # One line per failure, never truncated: logs and grep see the whole key and reason.

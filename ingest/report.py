@@ -79,6 +79,14 @@ class IngestReport:
         return (outcome.outcome == "failed"
                 and failure(outcome.key, outcome.reason, outcome.sha256) not in self.known_failures)
 
+    def finished_status(self) -> RunStatus:
+        """How a run that went through every file ended: succeeded, partial (some files
+        failed, others are stored) or failed (no file is stored)."""
+        if not self.failed:
+            return "succeeded"
+        stored = any(f.outcome in ("ingested", "updated", "unchanged") for f in self.files)
+        return "partial" if stored else "failed"
+
     @property
     def new_failures(self) -> list[FileOutcome]:
         return [f for f in self.files if self.is_new(f)]

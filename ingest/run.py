@@ -213,7 +213,7 @@ def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileS
         report.files.sort(key=lambda outcome: outcome.key)
     if load.deferred:
         report.stage_seconds["index"] += load.index_seconds
-    report.status = "interrupted" if stop.is_set() else "failed" if report.failed else "succeeded"
+    report.status = "interrupted" if stop.is_set() else report.finished_status()
 
 
 def _prune(store: Store, collection: Collection, seen: set[str]) -> list[str]:

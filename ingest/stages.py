@@ -4,7 +4,8 @@
     (-> Parsed) -> embed (several documents at once -> Embedded) -> write (-> FileOutcome)
 
 A stage that ends a file's way early gives its FileOutcome instead (skipped, failed,
-unchanged). ingest.pipeline runs the stages overlapping; ingest.run sets them up.
+unchanged). A failure is logged at INFO only: the run's report (and the command's summary)
+lists every one, and a warning too would say it twice. ingest.pipeline runs the stages overlapping; ingest.run sets them up.
 """
 
 from __future__ import annotations
@@ -156,11 +157,11 @@ class FileStages:
                 file = SourceFile.read(path, media_type)
                 tags = self.outputs.values(self.user_metadata.for_file(path))
         except OSError as exc:  # unreadable, or gone since the folder was listed
-            log.warning("%s: cannot read it: %s", printable(key), exc.strerror or exc)
+            log.info("%s: cannot read it: %s", printable(key), exc.strerror or exc)
             return FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}")
         except (MetadataError, KeyCollision, MaskingError) as exc:
             reason = self.outputs.text(str(exc))
-            log.warning("%s: %s", printable(key), reason)
+            log.info("%s: %s", printable(key), reason)
             return FileOutcome(key, "failed", reason)
         return Identified(key, file, tags)
 
@@ -199,7 +200,7 @@ class FileStages:
                                         {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
             reason = self.outputs.text(str(exc))  # a parser's message can quote the document
-            log.warning("%s: %s", printable(key), reason)
+            log.info("%s: %s", printable(key), reason)
             self.store.record_failure(self.collection,
                                       replace(record, fingerprint=self.fingerprints.of_failure(exc)), reason)
             return FileOutcome(key, "failed", reason, sha256=file.sha256)
@@ -272,7 +273,7 @@ class FileStages:
 
     def _failure(self, key: str, sha256: str, exc: Exception) -> FileOutcome:
         reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
-        log.warning("%s: %s", printable(key), reason)
+        log.info("%s: %s", printable(key), reason)
         # The frames only: the traceback's last line would repeat the message unmasked.
         log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
         return FileOutcome(key, "failed", reason, sha256=sha256)

@@ -60,7 +60,16 @@ from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .fulltext import analyse
 from .keys import ApiKey, NewKey
-from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
+from .records import (
+    COMPLETE_RUNS,
+    SPACE_IDENTITY,
+    Chunk,
+    Collection,
+    DocumentRecord,
+    DocumentState,
+    DocumentStatus,
+    RunStatus,
+)
 from .tables import chunks, collections, documents, hnsw_index_name, ingest_runs
 
 log = logging.getLogger(__name__)
@@ -468,11 +477,11 @@ class Store:
 
     def last_complete_run_errors(self, collection: Collection, path: str) -> list[dict[str, Any]]:
         """The failures recorded by the collection's last run over `path` that went through every
-        file (succeeded or failed), as `finish_run` was given them; none if there was no such run."""
+        file (succeeded, partial or failed), as `finish_run` was given them; none if there was no such run."""
         with self.engine.connect() as conn:
             return conn.execute(
                 select(ingest_runs.c.errors)
-                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status.in_(("succeeded", "failed")),
+                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status.in_(COMPLETE_RUNS),
                        ingest_runs.c.options["path"].astext == path)
                 .order_by(ingest_runs.c.id.desc()).limit(1)
             ).scalar() or []

@@ -58,9 +58,12 @@ class DocumentRecord:
 # A document's row holds its chunks, or says why its file could not be read.
 DocumentStatus = Literal["ingested", "failed"]
 
-# An ingest run: running until it ends succeeded, failed (some files did), interrupted
-# (Ctrl-C) or aborted (the run itself failed, or its process is gone).
-RunStatus = Literal["running", "succeeded", "failed", "interrupted", "aborted"]
+# An ingest run: running until it ends succeeded (no file failed), partial (some files
+# failed, the others are stored), failed (every file it read failed), interrupted (Ctrl-C)
+# or aborted (the run itself failed, or its process is gone).
+RunStatus = Literal["running", "succeeded", "partial", "failed", "interrupted", "aborted"]
+# The ends of a run that went through every file.
+COMPLETE_RUNS: tuple[RunStatus, ...] = ("succeeded", "partial", "failed")
 
 
 @dataclass(frozen=True)
