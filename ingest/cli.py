@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
                 _stopping_on_ctrl_c(stop, console), _stopping_on_sigterm():
             ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force, prune_any_share=args.yes,
-                   on_file=on_file, stop=stop, report=report)
+                   add_root=args.add_root, on_file=on_file, stop=stop, report=report)
     except BaseException as exc:
         if report is not None and report.run_id is not None:  # the run began: say what it did
             return _finish(report, args.report, console, args.strict, stopped_by=exc)
@@ -66,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("path", help="a folder (read recursively) or a single file")
     Settings.add_arguments(parser, COMMON_FLAGS)
     sync = parser.add_argument_group("keeping a collection in step with a folder")
+    sync.add_argument("--add-root", action="store_true",
+                      help="ingest a folder that is not under the collection's roots (the folders it was "
+                           "ingested from) into it, as one more root")
     sync.add_argument("--prune", action="store_true",
-                      help="remove the documents whose files are no longer in the folder")
+                      help="remove the documents under the folder whose files are no longer there")
     sync.add_argument("--yes", action="store_true",
                       help="let --prune remove more than PGKB_PRUNE_MAX_SHARE "
                            f"(default {default('prune_max_share')}) of the collection")

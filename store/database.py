@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any
 from urllib.parse import quote, unquote
@@ -194,7 +194,19 @@ class Store:
         if row is None:
             return None
         return Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"),
-                          row.settings.get("ef_construction", 64))
+                          row.settings.get("ef_construction", 64), tuple(row.settings.get("roots", ())))
+
+    def add_root(self, collection: Collection, root: str) -> Collection:
+        """Remember that the collection holds documents ingested from the folder `root` (as
+        stored); the collection with its roots now."""
+        with self.engine.begin() as conn:
+            settings = conn.execute(select(collections.c.settings).where(collections.c.id == collection.id)
+                                    .with_for_update()).scalar_one()
+            roots = list(dict.fromkeys([*settings.get("roots", ()), root]))
+            conn.execute(update(collections).where(collections.c.id == collection.id)
+                         .values(settings={**settings, "roots": roots}))
+        log.info("collection %r: root %s added", collection.name, root)
+        return replace(collection, roots=tuple(roots))
 
     def _create_collection(self, conn: Connection, name: str, space: dict[str, Any],
                            unlabelled: Unlabelled) -> Collection:
@@ -293,10 +305,10 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(documents.c.key, documents.c.sha256, documents.c.fingerprint, documents.c.tags,
-                       documents.c.status, documents.c.error)
+                       documents.c.status, documents.c.error, documents.c.path)
                 .where(documents.c.collection_id == collection.id)
             )
-            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags, row.status, row.error)
+            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags, row.status, row.error, row.path)
                     for row in rows}
 
     def record_failure(self, collection: Collection, document: DocumentRecord, error: str) -> None:

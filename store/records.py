@@ -75,6 +75,7 @@ class DocumentState:
     tags: dict[str, Any]
     status: DocumentStatus = "ingested"  # "failed": the file could not be read, for `error`
     error: str | None = None
+    path: str = ""  # its file's path as stored (under the root it was ingested from)
 
 
 # The space fields that decide whether two vectors are comparable.
@@ -91,6 +92,9 @@ class Collection:
     # How carefully its HNSW graph is built; collections made before pgkb chose 128 have
     # pgvector's default, 64.
     ef_construction: int = 64
+    # The folders its documents were ingested from, as stored (masked like documents' paths);
+    # empty for a collection made before pgkb remembered them, until its next run.
+    roots: tuple[str, ...] = ()
 
     @property
     def min_ef_search(self) -> int:

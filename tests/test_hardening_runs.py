@@ -8,8 +8,8 @@ embedded PostgreSQL and the real model.
 from __future__ import annotations
 
 import io
-import logging
 import json
+import logging
 import os
 import signal
 import subprocess
