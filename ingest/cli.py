@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     Settings.add_arguments(parser, ("chunk_tokens", "embed_headings", "batch_tokens", "workers", "device", "dims",
                                     "query_instruction", "embed_url"))
     pii = parser.add_argument_group("personal data masking (on by default)")
-    Settings.add_arguments(pii, ("pii", "pii_entities", "pii_threshold", "pii_operators", "pii_keys"))
+    Settings.add_arguments(pii, ("pii", "pii_entities", "pii_urls", "pii_threshold", "pii_operators", "pii_keys"))
     Settings.add_arguments(parser, ("follow_links", "unlabelled"))
     passwords = parser.add_argument_group("passwords for encrypted PDFs")
     passwords.add_argument("--password", action="append", metavar="PASSWORD",
@@ -232,6 +232,8 @@ def print_summary(report: IngestReport, console: Console) -> None:
     pages = f" from {counts['pages']} pages" if counts["pages"] else ""
     rows.append(("written", f"{counts['chunks']} chunks{pages}, "
                             f"{counts['embedded']} embedded ({counts['tokens']:,} tokens)"))
+    if report.unmasked:
+        rows.append(("not masked", report.unmasked))
     if counts["pii"]:
         rows.append(("masked", f"{sum(counts['pii'].values())} personal data values ("
                                + ", ".join(f"{entity} {n}" for entity, n in counts["pii"].items()) + ")"))

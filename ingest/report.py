@@ -60,6 +60,7 @@ class IngestReport:
     files_started_at: float = 0.0  # time.perf_counter() when the first file started, after start-up
     files: list[FileOutcome] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    unmasked: str | None = None  # personal data the masker could not look for, and why (Masker.unfound)
     # What the last run over the same folder that went through every file reported: a failure
     # among them is known, any other is new.
     known_failures: set[Failure] = field(default_factory=set)
@@ -118,7 +119,7 @@ class IngestReport:
             "collection": self.collection, "run_id": self.run_id, "status": self.status, "error": self.error,
             "seconds": round(self.seconds, 3), "counts": self.counts(),
             "stage_seconds": {stage: round(s, 3) for stage, s in self.stage_seconds.items()},
-            "pruned": self.pruned,
+            "pruned": self.pruned, "unmasked": self.unmasked,
             "files": [self._file_entry(f) for f in self.files],
         }
 

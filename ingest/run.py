@@ -132,6 +132,7 @@ def ingest(
             report.error = _abort_reason(exc)
             raise
         finally:
+            report.unmasked = models.unfound()
             report.seconds = time.perf_counter() - started
             _record_end(store, run_id, report)
         return report
@@ -162,6 +163,10 @@ class _ModelLoader:
             if self._masker is None and self.settings.pii:
                 self._masker = load_masker(masker_options(self.settings))
             return self._masker
+
+    def unfound(self) -> str | None:
+        """What the masker, if it was loaded, could not look for (Masker.unfound)."""
+        return self._masker.unfound() if self._masker else None
 
     def load(self) -> Models:
         with self._lock:
