@@ -429,7 +429,7 @@ def test_a_run_killed_outright_is_marked_aborted_by_the_next(tmp_path, data_dir,
         assert latest_run(engine, "killed") == "running"
         (tmp_path / "later").mkdir()
         (tmp_path / "later" / "note.txt").write_text("A short note.")
-        ingest(tmp_path / "later", settings, embedder=embedder)
+        ingest(tmp_path / "later", settings, embedder=embedder, add_root=True)
         with engine.connect() as conn:
             runs = conn.execute(text(
                 "SELECT r.status, r.errors FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "
