@@ -6,7 +6,9 @@ Sections come from the Title elements (category_depth gives their nesting), and:
   chunk that bears their parent's section path and keeps each one's heading in its text.
   Top-level sections (the outermost level with more than one section) never share.
 - A heading with no text of its own opens the chunk of its first subsection, so
-  "Handbook > Leave" starts one chunk rather than leaving "Handbook" alone.
+  "Handbook > Leave" starts one chunk rather than leaving "Handbook" alone; one followed by
+  a sibling's heading opens the next section's chunk, and one that ends the document closes
+  the last chunk: no chunk is only a heading (which would match vague queries and say nothing).
 - A long section is packed element by element; an element larger than the budget splits at
   paragraph, line, sentence (Chinese and Japanese punctuation included) and clause
   boundaries, then between words, then between characters, never inside one. A table
@@ -150,10 +152,29 @@ def _section_groups(elements: list[tuple[Element, str, int]], max_tokens: int,
         current.pieces.append(piece)
     if current.pieces:
         groups.append(current)
+    groups = _without_bare_headings(groups)
     paths = _short_paths({g.path for g in groups}, max_tokens, count_tokens)
     for group in groups:
         group.path = paths[group.path]
     return groups
+
+
+def _without_bare_headings(groups: list[_Group]) -> list[_Group]:
+    """Groups of headings alone joined to the section after them (the last ones to the section
+    before them), so that no chunk is only a heading; a document of headings alone keeps them."""
+    kept: list[_Group] = []
+    waiting: list[_Piece] = []  # headings for the next group with text
+    for group in groups:
+        if not group.has_body:
+            waiting.extend(group.pieces)
+            continue
+        group.pieces[:0] = waiting
+        waiting = []
+        kept.append(group)
+    if not kept:
+        return groups
+    kept[-1].pieces.extend(waiting)
+    return kept
 
 
 def _short_paths(paths: set[tuple[str, ...]], max_tokens: int, count_tokens: CountTokens):

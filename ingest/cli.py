@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         with _progress(console, enabled=console.is_terminal and not args.quiet) as on_file, \
                 _stopping_on_ctrl_c(stop, console), _stopping_on_sigterm():
             ingest(args.path, settings, tags=tags, prune=args.prune, force=args.force, prune_any_share=args.yes,
-                   on_file=on_file, stop=stop, report=report)
+                   add_root=args.add_root, on_file=on_file, stop=stop, report=report)
     except BaseException as exc:
         if report is not None and report.run_id is not None:  # the run began: say what it did
             return _finish(report, args.report, console, args.strict, stopped_by=exc)
@@ -66,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("path", help="a folder (read recursively) or a single file")
     Settings.add_arguments(parser, COMMON_FLAGS)
     sync = parser.add_argument_group("keeping a collection in step with a folder")
+    sync.add_argument("--add-root", action="store_true",
+                      help="ingest a folder that is not under the collection's roots (the folders it was "
+                           "ingested from) into it, as one more root")
     sync.add_argument("--prune", action="store_true",
-                      help="remove the documents whose files are no longer in the folder")
+                      help="remove the documents under the folder whose files are no longer there")
     sync.add_argument("--yes", action="store_true",
                       help="let --prune remove more than PGKB_PRUNE_MAX_SHARE "
                            f"(default {default('prune_max_share')}) of the collection")
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     Settings.add_arguments(parser, ("chunk_tokens", "embed_headings", "batch_tokens", "workers", "device", "dims",
                                     "query_instruction", "embed_url"))
     pii = parser.add_argument_group("personal data masking (on by default)")
-    Settings.add_arguments(pii, ("pii", "pii_entities", "pii_threshold", "pii_operators", "pii_keys"))
+    Settings.add_arguments(pii, ("pii", "pii_entities", "pii_urls", "pii_threshold", "pii_operators", "pii_keys"))
     Settings.add_arguments(parser, ("follow_links", "unlabelled"))
     passwords = parser.add_argument_group("passwords for encrypted PDFs")
     passwords.add_argument("--password", action="append", metavar="PASSWORD",
@@ -200,6 +203,17 @@ class _stopping_on_ctrl_c:
         self.console.print("stopping after the documents in progress (Ctrl-C again to quit at once)")
 
 
+def _headline(report: IngestReport, counts: dict) -> str:
+    """How the run ended, in words that say what a failure means."""
+    took = f"in {report.seconds:.1f} s"
+    if report.status == "partial":
+        return f"{counts['failed']} of {counts['seen']} files failed (listed below), the others are stored; {took}"
+    if report.status == "failed":
+        return f"nothing stored: {counts['failed']} of {counts['seen']} files failed (listed below); {took}"
+    ended = {"succeeded": "done", "interrupted": "stopped early", "aborted": "stopped before its end"}
+    return f"{ended.get(report.status, report.status)} {took}"
+
+
 def print_summary(report: IngestReport, console: Console) -> None:
     counts = report.counts()
     rows = [("files", f"{counts['seen']} seen: {counts['ingested']} ingested, {counts['updated']} updated, "
@@ -214,17 +228,18 @@ def print_summary(report: IngestReport, console: Console) -> None:
         shown = ", ".join(printable(key) for key in report.pruned[:PRUNED_SHOWN])
         more = f" and {len(report.pruned) - PRUNED_SHOWN} more" if len(report.pruned) > PRUNED_SHOWN else ""
         rows.append(("pruned", f"{len(report.pruned)} documents whose files are gone: {shown}{more}"))
-    rows.append(("written", f"{counts['chunks']} chunks from {counts['pages']} pages, "
+    # Markdown and text files have no pages: "from 0 pages" read as if nothing was parsed.
+    pages = f" from {counts['pages']} pages" if counts["pages"] else ""
+    rows.append(("written", f"{counts['chunks']} chunks{pages}, "
                             f"{counts['embedded']} embedded ({counts['tokens']:,} tokens)"))
+    if report.unmasked:
+        rows.append(("not masked", report.unmasked))
     if counts["pii"]:
         rows.append(("masked", f"{sum(counts['pii'].values())} personal data values ("
                                + ", ".join(f"{entity} {n}" for entity, n in counts["pii"].items()) + ")"))
     if report.stage_seconds:
         rows.append(("busy time", ", ".join(f"{stage} {s:.1f} s" for stage, s in report.stage_seconds.items())))
-    status = {"succeeded": "done", "failed": "done, some files failed", "interrupted": "stopped early",
-              "aborted": "stopped before its end"}
-    console.print(f"collection [bold]{escape(report.collection)}[/bold]: {status.get(report.status, report.status)} "
-                  f"in {report.seconds:.1f} s")
+    console.print(f"collection [bold]{escape(report.collection)}[/bold]: {escape(_headline(report, counts))}")
     for label, value in rows:
         console.print(f"  [bold]{label:<10}[/bold] {escape(value)}", highlight=False)
     # One line per failure, never truncated: logs and grep see the whole key and reason.

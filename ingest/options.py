@@ -33,9 +33,10 @@ def parse_limits(settings: Settings) -> ParseLimits:
 
 
 def mask_policy(settings: Settings) -> MaskPolicy:
-    """The masking policy the settings describe; ConfigurationError when they are inconsistent."""
-    return MaskPolicy.parse(settings.pii_entities, settings.pii_threshold, settings.pii_operators,
-                            settings.pii_hash_key)
+    """The masking policy the settings describe; ConfigurationError when they are inconsistent.
+    Whether URLs are masked is PGKB_PII_URLS's to say, whatever the entity list names."""
+    entities = settings.pii_entities if settings.pii_urls == "mask" else f"{settings.pii_entities},-URL"
+    return MaskPolicy.parse(entities, settings.pii_threshold, settings.pii_operators, settings.pii_hash_key)
 
 
 def masker_options(settings: Settings) -> MaskerOptions:

@@ -60,6 +60,7 @@ class IngestReport:
     files_started_at: float = 0.0  # time.perf_counter() when the first file started, after start-up
     files: list[FileOutcome] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    unmasked: str | None = None  # personal data the masker could not look for, and why (Masker.unfound)
     # What the last run over the same folder that went through every file reported: a failure
     # among them is known, any other is new.
     known_failures: set[Failure] = field(default_factory=set)
@@ -78,6 +79,14 @@ class IngestReport:
     def is_new(self, outcome: FileOutcome) -> bool:
         return (outcome.outcome == "failed"
                 and failure(outcome.key, outcome.reason, outcome.sha256) not in self.known_failures)
+
+    def finished_status(self) -> RunStatus:
+        """How a run that went through every file ended: succeeded, partial (some files
+        failed, others are stored) or failed (no file is stored)."""
+        if not self.failed:
+            return "succeeded"
+        stored = any(f.outcome in ("ingested", "updated", "unchanged") for f in self.files)
+        return "partial" if stored else "failed"
 
     @property
     def new_failures(self) -> list[FileOutcome]:
@@ -110,7 +119,7 @@ class IngestReport:
             "collection": self.collection, "run_id": self.run_id, "status": self.status, "error": self.error,
             "seconds": round(self.seconds, 3), "counts": self.counts(),
             "stage_seconds": {stage: round(s, 3) for stage, s in self.stage_seconds.items()},
-            "pruned": self.pruned,
+            "pruned": self.pruned, "unmasked": self.unmasked,
             "files": [self._file_entry(f) for f in self.files],
         }
 

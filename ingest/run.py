@@ -35,6 +35,7 @@ from .parsers.pool import ParserPool
 from .pii import Masker, OutputMasker, load_masker
 from .pipeline import run_files
 from .report import FileOutcome, IngestReport, StageClock, failure
+from .roots import place
 from .sources import discover, key_of, leads_out, media_type_of, printable
 from .stages import FileStages, Fingerprints, Models
 
@@ -48,24 +49,29 @@ class UsageError(ConfigurationError):
 def ingest(
     path: str | Path, settings: Settings | None = None, *,
     tags: dict[str, Any] | None = None, prune: bool = False, force: bool = False, prune_any_share: bool = False,
+    add_root: bool = False,
     embedder: Embedder | None = None, masker: Masker | None = None,
     on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
     stop: threading.Event | None = None, report: IngestReport | None = None, only: Iterable[Path] | None = None,
 ) -> IngestReport:
     """Bring `settings.collection` up to date with a file or a folder; returns what happened.
 
+    The path must lie under one of the collection's roots (the folders it was ingested from;
+    documents are keyed by their path under it, see ingest.roots) or make the collection's
+    first root; else it is refused (RootRefused, before anything is done) unless `add_root`.
     Unchanged files are skipped unless `force`; `tags` are attached to every document (over
-    the folder and sidecar metadata, see ingest.metadata); `prune` removes the documents whose
-    files are gone, and refuses (UsageError, before anything is done) when the folder holds no
-    file pgkb reads or when more than `settings.prune_max_share` of the collection would go,
-    unless `prune_any_share`. `embedder` reuses a loaded model (else `settings.model` is loaded) and
-    `masker` a loaded masker (else one is built from the settings, or none with masking off).
+    the folder and sidecar metadata, see ingest.metadata); `prune` removes the documents under
+    the path whose files are gone, and refuses (UsageError, before anything is done) when the
+    folder holds no file pgkb reads or when more than `settings.prune_max_share` of its
+    documents would go, unless `prune_any_share`. `embedder` reuses a loaded model (else
+    `settings.model` is loaded) and `masker` a loaded masker (else one is built from the
+    settings, or none with masking off).
     `on_file` is called with each file's outcome as it is known (files end out of order; the
     report lists them by key). Setting `stop` finishes the documents in progress and ends
     the run as "interrupted". A `report` given is filled in as the run goes, so that the
     caller still holds it when the run raises (the database went away, a second Ctrl-C): its
     status is then "aborted" and its `error` says why. `only` limits the run to these files of
-    the folder (keys stay relative to the folder: the served API's uploads).
+    the folder (keys stay relative to its root: the served API's uploads).
     """
     settings = settings or Settings.from_env()
     root = _checked_root(Path(path).expanduser(), prune)
@@ -89,28 +95,34 @@ def ingest(
         mask_lock = threading.Lock()  # the masker's, shared by the documents' texts and the outputs
         # Keys, paths, tags and error texts, masked like the documents' texts (ingest.pii.outputs).
         outputs = OutputMasker(models.masker if policy else None, mask_keys, mask_lock)
-        stages = FileStages(settings, store, collection, models.load, outputs, mask_lock,
-                            Fingerprints.of(settings, policy, parsing.passwords), root.resolve(), tags or {}, force,
-                            StageClock(report.stage_seconds))
-        paths = discover(root, settings.follow_links)
+        folder = root.resolve()
+        paths = discover(folder, settings.follow_links)
         if only is not None:
             wanted = {path.resolve() for path in only}
             paths = [path for path in paths if path.resolve() in wanted]
-        workers = _parse_workers(settings.workers, len(paths))
-        stored_root = outputs.name(stages.root, paths)
         if prune:
-            _check_prune(stages, paths, settings.prune_max_share if not prune_any_share else 1.0)
+            _check_prune_finds_files(folder, paths, settings.follow_links)
+        placement = place(folder, collection, outputs.folders, add_root)
+        stages = FileStages(settings, store, collection, models.load, outputs, mask_lock,
+                            Fingerprints.of(settings, policy, parsing.passwords), placement, folder, tags or {},
+                            force, StageClock(report.stage_seconds))
+        workers = _parse_workers(settings.workers, len(paths))
+        outputs.name(placement.root, paths)
+        if prune:
+            _check_prune_share(stages, paths, settings.prune_max_share if not prune_any_share else 1.0)
+        if placement.new:
+            collection = store.add_root(collection, placement.stored_root)
         report.known_failures = {failure(e["key"], e["reason"], e.get("sha256"))
-                                 for e in store.last_complete_run_errors(collection, stored_root)}
+                                 for e in store.last_complete_run_errors(collection, placement.stored_folder)}
         run_id = report.run_id = store.start_run(collection, {
-            "path": stored_root, "model": collection.space["model"], "prune": prune,
+            "path": placement.stored_folder, "model": collection.space["model"], "prune": prune,
             "force": force, "tags": outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
             "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
         try:
             _sync(parsing, settings, store, stages, paths, workers, stop or threading.Event(), report, on_file)
             if prune and report.status != "interrupted":
-                report.pruned = _prune(store, collection, {outcome.key for outcome in report.files})
+                report.pruned = _prune(store, stages, {outcome.key for outcome in report.files})
             if any(f.chunks for f in report.files) or report.pruned:
                 store.analyze()
         except BaseException as exc:
@@ -120,6 +132,7 @@ def ingest(
             report.error = _abort_reason(exc)
             raise
         finally:
+            report.unmasked = models.unfound()
             report.seconds = time.perf_counter() - started
             _record_end(store, run_id, report)
         return report
@@ -151,6 +164,10 @@ class _ModelLoader:
                 self._masker = load_masker(masker_options(self.settings))
             return self._masker
 
+    def unfound(self) -> str | None:
+        """What the masker, if it was loaded, could not look for (Masker.unfound)."""
+        return self._masker.unfound() if self._masker else None
+
     def load(self) -> Models:
         with self._lock:
             if self._loaded is None:
@@ -176,21 +193,34 @@ def _open_collection(settings: Settings, store: Store, models: _ModelLoader, emb
     return collection
 
 
-def _check_prune(stages: FileStages, paths: list[Path], max_share: float) -> None:
-    """Refuse a prune that looks like a mistake: a folder with no file pgkb reads (empty,
-    unmounted or mistyped), or one that would remove more than `max_share` of the collection."""
-    root = stages.root
-    present = {stages.outputs.key(path) for path in paths
-               if not unstorable(key_of(path, root)) and media_type_of(path) is not None
-               and (stages.follow_links or not leads_out(path, root))}
-    if not present:
-        raise UsageError(f"--prune refused: {root} holds no file pgkb reads (empty, unmounted or "
+def _readable(paths: list[Path], folder: Path, follow_links: bool) -> list[Path]:
+    """The files of `paths` that pgkb reads (a storable name, a known type, not a link left out)."""
+    return [path for path in paths if not unstorable(key_of(path, folder)) and media_type_of(path) is not None
+            and (follow_links or not leads_out(path, folder))]
+
+
+def _check_prune_finds_files(folder: Path, paths: list[Path], follow_links: bool) -> None:
+    """Refuse to prune from a folder with no file pgkb reads (empty, unmounted or mistyped)."""
+    if not _readable(paths, folder, follow_links):
+        raise UsageError(f"--prune refused: {folder} holds no file pgkb reads (empty, unmounted or "
                          "mistyped?); nothing was done")
-    gone = set(stages.known) - present
-    if len(gone) > max_share * len(stages.known):
-        raise UsageError(f"--prune refused: it would remove {len(gone)} of the collection's {len(stages.known)} "
-                         f"documents, more than {max_share:.0%} (PGKB_PRUNE_MAX_SHARE); pass --yes if that is "
-                         "what you want; nothing was done")
+
+
+def _check_prune_share(stages: FileStages, paths: list[Path], max_share: float) -> None:
+    """Refuse a prune that would remove more than `max_share` of the documents under the folder."""
+    present = {stages.outputs.key(path) for path in _readable(paths, stages.folder, stages.follow_links)}
+    here = _documents_under_folder(stages)
+    gone = here - present
+    if len(gone) > max_share * len(here):
+        raise UsageError(f"--prune refused: it would remove {len(gone)} of the {len(here)} documents from "
+                         f"{stages.folder}, more than {max_share:.0%} (PGKB_PRUNE_MAX_SHARE); pass --yes if "
+                         "that is what you want; nothing was done")
+
+
+def _documents_under_folder(stages: FileStages) -> set[str]:
+    """The keys of the documents whose files lay under the run's folder: those it may prune
+    (another root's, or another folder's of the same root, are never its to remove)."""
+    return {key for key, state in stages.known.items() if stages.placement.holds(state.path)}
 
 
 def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileStages, paths: list[Path], workers: int,
@@ -213,13 +243,13 @@ def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileS
         report.files.sort(key=lambda outcome: outcome.key)
     if load.deferred:
         report.stage_seconds["index"] += load.index_seconds
-    report.status = "interrupted" if stop.is_set() else "failed" if report.failed else "succeeded"
+    report.status = "interrupted" if stop.is_set() else report.finished_status()
 
 
-def _prune(store: Store, collection: Collection, seen: set[str]) -> list[str]:
-    """Remove the documents whose files were not seen in this run; their keys."""
-    gone = sorted(set(store.document_states(collection)) - seen)
-    store.delete_documents(collection, gone)
+def _prune(store: Store, stages: FileStages, seen: set[str]) -> list[str]:
+    """Remove the documents under the run's folder whose files it did not see; their keys."""
+    gone = sorted(_documents_under_folder(stages) - seen)
+    store.delete_documents(stages.collection, gone)
     for key in gone:
         log.info("%s: pruned", printable(key))
     return gone

@@ -4,7 +4,9 @@
     (-> Parsed) -> embed (several documents at once -> Embedded) -> write (-> FileOutcome)
 
 A stage that ends a file's way early gives its FileOutcome instead (skipped, failed,
-unchanged). ingest.pipeline runs the stages overlapping; ingest.run sets them up.
+unchanged). A failure is logged at INFO only: the run's report (and the command's summary)
+lists every one, and a warning too would say it twice. ingest.pipeline runs the stages
+overlapping; ingest.run sets them up.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from .parsers.pool import ParserPool
 from .passwords import password_set_digest
 from .pii import KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker
 from .report import UNCHANGED_SINCE, FileOutcome, StageClock
+from .roots import Placement
 from .sources import SourceFile, key_of, leads_out, media_type_of, printable, readable_name
 
 log = logging.getLogger(__name__)
 
 # Bump when parsing or chunking changes what the same file turns into, so that the next run
 # cuts every document again instead of skipping it as unchanged.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: no chunk is only a heading
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,15 @@ class FileStages:
     """The stages of one run, sharing its store, collection and options."""
 
     def __init__(self, settings: Settings, store: Store, collection: Collection, models: Callable[[], Models],
-                 outputs: OutputMasker, mask_lock: threading.Lock, fingerprints: Fingerprints, root: Path,
-                 tags: dict[str, Any], force: bool, clock: StageClock):
+                 outputs: OutputMasker, mask_lock: threading.Lock, fingerprints: Fingerprints,
+                 placement: Placement, folder: Path, tags: dict[str, Any], force: bool, clock: StageClock):
         self.store, self.collection, self.models, self.outputs = store, collection, models, outputs
-        self.root = root
+        self.placement = placement
+        self.root = placement.root  # keys are relative to it
+        self.folder = folder        # the folder (or file) the run reads, inside the root
         self.follow_links = settings.follow_links
         self.embed_headings = settings.embed_headings
-        self.user_metadata = UserMetadata(root, tags, settings.follow_links)
+        self.user_metadata = UserMetadata(self.root, tags, settings.follow_links)
         self.fingerprints = fingerprints
         self.force = force
         self.clock = clock
@@ -145,7 +150,11 @@ class FileStages:
             return FileOutcome(self.outputs.text(readable_name(relative)), "failed",
                                "file name is not UTF-8: rename the file")
         key = self.outputs.key(path)
-        if not self.follow_links and leads_out(path, self.root):
+        known = self.known.get(key)
+        if known and not self.placement.owns(known.path):  # else each root's run would replace the other's
+            return FileOutcome(key, "failed", f"another root's document has its key ({known.path}): keep the "
+                                              "two folders in collections of their own")
+        if not self.follow_links and leads_out(path, self.folder):
             return FileOutcome(key, "skipped", "link out of the folder (--follow-links reads it)")
         media_type = media_type_of(path)
         if media_type is None:  # known by its name: the file is never read
@@ -156,11 +165,11 @@ class FileStages:
                 file = SourceFile.read(path, media_type)
                 tags = self.outputs.values(self.user_metadata.for_file(path))
         except OSError as exc:  # unreadable, or gone since the folder was listed
-            log.warning("%s: cannot read it: %s", printable(key), exc.strerror or exc)
+            log.info("%s: cannot read it: %s", printable(key), exc.strerror or exc)
             return FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}")
         except (MetadataError, KeyCollision, MaskingError) as exc:
             reason = self.outputs.text(str(exc))
-            log.warning("%s: %s", printable(key), reason)
+            log.info("%s: %s", printable(key), reason)
             return FileOutcome(key, "failed", reason)
         return Identified(key, file, tags)
 
@@ -199,7 +208,7 @@ class FileStages:
                                         {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
             reason = self.outputs.text(str(exc))  # a parser's message can quote the document
-            log.warning("%s: %s", printable(key), reason)
+            log.info("%s: %s", printable(key), reason)
             self.store.record_failure(self.collection,
                                       replace(record, fingerprint=self.fingerprints.of_failure(exc)), reason)
             return FileOutcome(key, "failed", reason, sha256=file.sha256)
@@ -272,7 +281,7 @@ class FileStages:
 
     def _failure(self, key: str, sha256: str, exc: Exception) -> FileOutcome:
         reason = f"error: {type(exc).__name__}: {self.outputs.text(str(exc))}"
-        log.warning("%s: %s", printable(key), reason)
+        log.info("%s: %s", printable(key), reason)
         # The frames only: the traceback's last line would repeat the message unmasked.
         log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
         return FileOutcome(key, "failed", reason, sha256=sha256)

@@ -36,6 +36,7 @@ from pgkb.errors import ConfigurationError
 Precision = Literal["auto", "float32", "bfloat16"]
 KeyNames = Literal["mask", "keep"]
 Unlabelled = Literal["public", "nobody"]  # who reads a document without an access tag
+UrlMasking = Literal["keep", "mask"]
 
 
 def _setting(env: str | None, default: Any = None, *, flag: str | None = None, help: str = "",
@@ -140,6 +141,11 @@ class Settings:
     pii_entities: str = _setting("PGKB_PII_ENTITIES", "all", flag="--pii-entities", metavar="TYPES",
                                  help='entity types to mask: "all" or a comma list, "-TYPE" removes one, '
                                       "e.g. all,-URL")
+    # A knowledge base cites its links, and a public address is no one's personal data.
+    pii_urls: UrlMasking = _setting(
+        "PGKB_PII_URLS", "keep", flag="--pii-urls",
+        help="keep web addresses in text (personal data in one, such as an e-mail address, is masked all the "
+             "same) or mask every one as <URL>")
     pii_threshold: float = _setting("PGKB_PII_THRESHOLD", 0.5, flag="--pii-threshold", metavar="SCORE",
                                     help="lowest score that is masked, 0 to 1")
     pii_operators: str = _setting(

@@ -124,7 +124,8 @@ def _add_collections(commands) -> None:
         "collections", help="list the collections",
         description="Each collection: its model and dimensions, its documents (ingested and failed), chunks, "
                     "an estimate of its size on disk (its values as stored plus its HNSW index; the indexes "
-                    "collections share are left out) and its last ingest run.")
+                    "collections share are left out), its last ingest run and its roots (the folders it was "
+                    "ingested from).")
     _add_store_flags(parser, listing=True)
     parser.set_defaults(run=_collections)
 
@@ -137,7 +138,7 @@ def _collections(args: argparse.Namespace) -> int:
     elif not summaries:
         print("no collections yet: `ingest FOLDER -c NAME` makes one")
     else:
-        header = ["collection", "model", "dims", "documents", "failed", "chunks", "size", "last run"]
+        header = ["collection", "model", "dims", "documents", "failed", "chunks", "size", "last run", "roots"]
         rows = [_collection_row(summary) for summary in summaries]
         _print(_table(None, header, rows, numbers=("dims", "documents", "failed", "chunks", "size")))
     return 0
@@ -146,7 +147,7 @@ def _collections(args: argparse.Namespace) -> int:
 def _collection_row(c: CollectionSummary) -> list[str]:
     run = f"{c.last_run.status}, {_when(c.last_run.started_at)}" if c.last_run else "none"
     return [c.name, c.model, str(c.dims), str(c.documents), str(c.failed_documents), str(c.chunks),
-            _size(c.size_bytes), run]
+            _size(c.size_bytes), run, ", ".join(c.roots)]
 
 
 def _add_documents(commands) -> None:

@@ -108,7 +108,7 @@ class Jobs:
         settings = dataclasses.replace(self.settings, collection=job.collection)
         try:
             embedder: Embedder | None = self._embedder_for(job.collection)
-            report = ingest(folder, settings, tags=job.tags, embedder=embedder, stop=self._stop,
+            report = ingest(folder, settings, tags=job.tags, embedder=embedder, stop=self._stop, add_root=True,
                             only=[folder / key for key in job.files])
             # Reasons may name the server's own folders: the caller sees keys only.
             job.report = json.loads(json.dumps(report.to_dict()).replace(json.dumps(str(folder))[1:-1] + "/", ""))

@@ -43,6 +43,7 @@ class CollectionSummary:
     # shares (full text, keys) are left out.
     size_bytes: int
     last_run: RunSummary | None
+    roots: tuple[str, ...]  # the folders its documents were ingested from, as stored
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -118,7 +119,7 @@ def collection_summaries(conn: Connection, only: Collection | None = None) -> li
     return [
         CollectionSummary(
             row.name, row.model, row.dims, statuses.get((row.id, "ingested"), 0), statuses.get((row.id, "failed"), 0),
-            chunk_counts.get(row.id, 0), sizes.get(row.id, 0), runs.get(row.id))
+            chunk_counts.get(row.id, 0), sizes.get(row.id, 0), runs.get(row.id), tuple(row.settings.get("roots", ())))
         for row in rows
     ]
 

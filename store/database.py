@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any
 from urllib.parse import quote, unquote
@@ -60,7 +60,16 @@ from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
 from .fulltext import analyse
 from .keys import ApiKey, NewKey
-from .records import SPACE_IDENTITY, Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus
+from .records import (
+    COMPLETE_RUNS,
+    SPACE_IDENTITY,
+    Chunk,
+    Collection,
+    DocumentRecord,
+    DocumentState,
+    DocumentStatus,
+    RunStatus,
+)
 from .tables import chunks, collections, documents, hnsw_index_name, ingest_runs
 
 log = logging.getLogger(__name__)
@@ -185,7 +194,19 @@ class Store:
         if row is None:
             return None
         return Collection(row.id, row.name, row.dims, row.space, row.settings.get("vector_type", "vector"),
-                          row.settings.get("ef_construction", 64))
+                          row.settings.get("ef_construction", 64), tuple(row.settings.get("roots", ())))
+
+    def add_root(self, collection: Collection, root: str) -> Collection:
+        """Remember that the collection holds documents ingested from the folder `root` (as
+        stored); the collection with its roots now."""
+        with self.engine.begin() as conn:
+            settings = conn.execute(select(collections.c.settings).where(collections.c.id == collection.id)
+                                    .with_for_update()).scalar_one()
+            roots = list(dict.fromkeys([*settings.get("roots", ()), root]))
+            conn.execute(update(collections).where(collections.c.id == collection.id)
+                         .values(settings={**settings, "roots": roots}))
+        log.info("collection %r: root %s added", collection.name, root)
+        return replace(collection, roots=tuple(roots))
 
     def _create_collection(self, conn: Connection, name: str, space: dict[str, Any],
                            unlabelled: Unlabelled) -> Collection:
@@ -284,10 +305,10 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(documents.c.key, documents.c.sha256, documents.c.fingerprint, documents.c.tags,
-                       documents.c.status, documents.c.error)
+                       documents.c.status, documents.c.error, documents.c.path)
                 .where(documents.c.collection_id == collection.id)
             )
-            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags, row.status, row.error)
+            return {row.key: DocumentState(row.sha256, row.fingerprint, row.tags, row.status, row.error, row.path)
                     for row in rows}
 
     def record_failure(self, collection: Collection, document: DocumentRecord, error: str) -> None:
@@ -468,11 +489,11 @@ class Store:
 
     def last_complete_run_errors(self, collection: Collection, path: str) -> list[dict[str, Any]]:
         """The failures recorded by the collection's last run over `path` that went through every
-        file (succeeded or failed), as `finish_run` was given them; none if there was no such run."""
+        file (succeeded, partial or failed), as `finish_run` was given them; none if there was no such run."""
         with self.engine.connect() as conn:
             return conn.execute(
                 select(ingest_runs.c.errors)
-                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status.in_(("succeeded", "failed")),
+                .where(ingest_runs.c.collection_id == collection.id, ingest_runs.c.status.in_(COMPLETE_RUNS),
                        ingest_runs.c.options["path"].astext == path)
                 .order_by(ingest_runs.c.id.desc()).limit(1)
             ).scalar() or []

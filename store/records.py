@@ -58,9 +58,12 @@ class DocumentRecord:
 # A document's row holds its chunks, or says why its file could not be read.
 DocumentStatus = Literal["ingested", "failed"]
 
-# An ingest run: running until it ends succeeded, failed (some files did), interrupted
-# (Ctrl-C) or aborted (the run itself failed, or its process is gone).
-RunStatus = Literal["running", "succeeded", "failed", "interrupted", "aborted"]
+# An ingest run: running until it ends succeeded (no file failed), partial (some files
+# failed, the others are stored), failed (every file it read failed), interrupted (Ctrl-C)
+# or aborted (the run itself failed, or its process is gone).
+RunStatus = Literal["running", "succeeded", "partial", "failed", "interrupted", "aborted"]
+# The ends of a run that went through every file.
+COMPLETE_RUNS: tuple[RunStatus, ...] = ("succeeded", "partial", "failed")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class DocumentState:
     tags: dict[str, Any]
     status: DocumentStatus = "ingested"  # "failed": the file could not be read, for `error`
     error: str | None = None
+    path: str = ""  # its file's path as stored (under the root it was ingested from)
 
 
 # The space fields that decide whether two vectors are comparable.
@@ -88,6 +92,9 @@ class Collection:
     # How carefully its HNSW graph is built; collections made before pgkb chose 128 have
     # pgvector's default, 64.
     ef_construction: int = 64
+    # The folders its documents were ingested from, as stored (masked like documents' paths);
+    # empty for a collection made before pgkb remembered them, until its next run.
+    roots: tuple[str, ...] = ()
 
     @property
     def min_ef_search(self) -> int:

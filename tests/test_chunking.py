@@ -122,3 +122,18 @@ def test_the_section_path_is_embedded_unless_turned_off(embedder):
     assert sum(c.token_count for c in alone) < sum(c.token_count for c in with_path)
     assert max(c.token_count for c in alone) <= 100
     assert {c.content_hash for c in alone}.isdisjoint(c.content_hash for c in with_path)
+
+
+def test_no_chunk_is_only_a_heading(embedder):
+    # A heading followed by a sibling's (a cover title, an empty section) or ending the document
+    # made a chunk of its own, which ranked first for vague queries while saying nothing.
+    elements = [title("Staff Guide", 1), title("Parking", 1), para("Visitors park by the main gate."),
+                title("Bicycles", 1), para("Racks are behind building B."), title("Appendix", 1)]
+    chunks = chunk_elements(elements, "g.md", embedder.count_tokens, 256)
+    assert all(set(c.element_types) != {"Title"} for c in chunks)
+    assert [c.text for c in chunks] == ["Staff Guide\n\nParking\n\nVisitors park by the main gate.",
+                                        "Bicycles\n\nRacks are behind building B.\n\nAppendix"]
+    assert [c.section_path for c in chunks] == [("Parking",), ("Bicycles",)]
+    # A document of headings alone keeps them: they are all the text it has.
+    only = chunk_elements([title("Cover", 0)], "c.md", embedder.count_tokens, 256)
+    assert [c.text for c in only] == ["Cover"]

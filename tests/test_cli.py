@@ -20,7 +20,7 @@ def test_ingest_reports_failures_with_reasons_and_exits_1_then_search_prints_cit
     again = run_cli("ingest", str(docs), "--report", str(report_file), env=env)
     assert again.returncode == 0, again.stderr
     report = json.loads(report_file.read_text())
-    assert report["status"] == "failed" and report["counts"]["unchanged"] == 2 and report["counts"]["failed"] == 2
+    assert report["status"] == "partial" and report["counts"]["unchanged"] == 2 and report["counts"]["failed"] == 2
     assert {f["key"]: f["outcome"] for f in report["files"]} == {
         "broken.pdf": "failed", "empty.docx": "failed", "handbook.docx": "unchanged", "photo.xyz": "skipped",
         "policy.pdf": "unchanged"}

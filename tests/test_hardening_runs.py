@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -171,8 +172,8 @@ def test_unreadable_failing_and_vanished_files_fail_alone_with_their_reason(tmp_
         "locked.txt": ("failed", f"cannot read: {denied}"),
         "memory.txt": ("failed", "cannot read: Input/output error"),
     }
-    assert report.status == "failed"
-    assert run_record(quick, report.run_id)["status"] == "failed"
+    assert report.status == "partial"
+    assert run_record(quick, report.run_id)["status"] == "partial"
 
 
 def test_a_file_name_that_is_not_utf8_fails_alone_and_the_run_is_recorded(tmp_path, quick, embedder):
@@ -184,7 +185,7 @@ def test_a_file_name_that_is_not_utf8_fails_alone_and_the_run_is_recorded(tmp_pa
     assert outcomes(report) == {"ok.txt": ("ingested", None),
                                 shown: ("failed", "file name is not UTF-8: rename the file")}
     record = run_record(quick, report.run_id)
-    assert record["status"] == "failed" and record["errors"] == [
+    assert record["status"] == "partial" and record["errors"] == [
         {"key": shown, "reason": "file name is not UTF-8: rename the file", "sha256": None}]
     assert stored(quick) == {"ok.txt": "ingested"}
 
@@ -294,11 +295,12 @@ def test_workers_are_capped_at_the_cpu_cores_and_the_files(tmp_path, quick, embe
 
 
 def test_a_file_name_with_a_line_break_cannot_forge_log_lines(tmp_path, quick, embedder, caplog):
+    caplog.set_level(logging.INFO, logger="ingest.stages")  # a failure is logged at INFO (the summary lists it)
     name = "report.docx\nWARNING ingest.run: all files ingested.docx"
     (tmp_path / name).write_bytes(b"")  # an empty file: it fails, and the failure is logged
     report = ingest(tmp_path, quick, embedder=embedder)
     assert outcomes(report) == {name: ("failed", "empty file")}
-    logged = [record.getMessage() for record in caplog.records if record.name.startswith("ingest")]
+    logged = [record.getMessage() for record in caplog.records if record.name == "ingest.stages"]
     assert logged == [f"{name!r}: empty file"]
 
 
@@ -427,7 +429,7 @@ def test_a_run_killed_outright_is_marked_aborted_by_the_next(tmp_path, data_dir,
         assert latest_run(engine, "killed") == "running"
         (tmp_path / "later").mkdir()
         (tmp_path / "later" / "note.txt").write_text("A short note.")
-        ingest(tmp_path / "later", settings, embedder=embedder)
+        ingest(tmp_path / "later", settings, embedder=embedder, add_root=True)
         with engine.connect() as conn:
             runs = conn.execute(text(
                 "SELECT r.status, r.errors FROM ingest_runs r JOIN collections c ON c.id = r.collection_id "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -20,8 +21,9 @@ from tests.documents import write_docx, write_pdf
 
 @pytest.fixture(scope="module")
 def masker() -> Masker:
-    """The default masker (no spaCy model is installed here): built once, it takes a second."""
-    return load_masker(masker_options(Settings(collection="pii-tests")))
+    """The default masker (no spaCy model is installed here) that masks URLs too: built once, it
+    takes a second."""
+    return load_masker(masker_options(Settings(collection="pii-tests", pii_urls="mask")))
 
 
 def found(masker: Masker, text_: str) -> list[tuple[str, str]]:
@@ -229,6 +231,7 @@ def test_seeded_document_leaves_no_personal_data_in_the_database_or_the_logs(
         settings, embedder, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     _seeded_documents(tmp_path)
+    settings = replace(settings, pii_urls="mask")  # every seeded value, the profile's address too
     report = ingest(tmp_path, settings, embedder=embedder)
     assert report.count("ingested") == 2 and not report.failed
 

@@ -23,7 +23,7 @@ from tests.documents import write_docx, write_xlsx
 
 @pytest.fixture(scope="module")
 def masker() -> Masker:
-    return load_masker(masker_options(Settings(collection="pii-hardening")))
+    return load_masker(masker_options(Settings(collection="pii-hardening", pii_urls="mask")))
 
 
 def _resident_id(body17: str) -> str:
@@ -180,7 +180,8 @@ def test_nothing_seeded_in_rows_names_tags_or_errors_is_stored_printed_or_logged
     root = _seeded_folder(tmp_path / "docs")
     report = tmp_path / "report.json"
     assert cli.main([str(root), "-c", settings.collection, "--data-dir", str(settings.data_dir), "-q",
-                     "--tag", f"contact={MOBILE_D}", "--report", str(report)]) == 1  # broken.xlsx fails
+                     "--pii-urls", "mask", "--tag", f"contact={MOBILE_D}",
+                     "--report", str(report)]) == 1  # broken.xlsx fails
     output = capsys.readouterr()
     report_text = report.read_text(encoding="utf-8")
     stored = _stored_texts(settings)

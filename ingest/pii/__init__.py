@@ -35,8 +35,11 @@ def load_masker(options: MaskerOptions) -> Masker:
     """A masker with the NER models of `options` that are installed (seconds to load)."""
     from .engine import build_analyzer  # Presidio and spaCy: seconds to import, so only here
 
-    analyzer, ner_languages = build_analyzer(_spacy_models(options.spacy_models))
-    return Masker(analyzer, options.policy, scope=options.scope, ner_languages=ner_languages)
+    models = _spacy_models(options.spacy_models)
+    analyzer, ner_languages = build_analyzer(models)
+    missing = tuple(f"{name} ({language})" for language, name in models.items() if language not in ner_languages)
+    return Masker(analyzer, options.policy, scope=options.scope, ner_languages=ner_languages,
+                  missing_models=missing)
 
 
 def _spacy_models(spec: str) -> dict[str, str]:

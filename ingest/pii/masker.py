@@ -175,11 +175,14 @@ class Masker:
     collection says nothing about its token in another.
     """
 
-    def __init__(self, analyzer: AnalyzerEngine, policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = ()):
+    def __init__(self, analyzer: AnalyzerEngine, policy: MaskPolicy, scope: str, ner_languages: Sequence[str] = (),
+                 missing_models: Sequence[str] = ()):
         self.analyzer = analyzer
         self.policy = policy
         self.scope = scope
         self.ner_languages = tuple(ner_languages)
+        # The spaCy models asked for but not installed, "en_core_web_sm (en)": what goes unfound.
+        self.missing_models = tuple(missing_models)
         from presidio_analyzer import BatchAnalyzerEngine
 
         self._batch = BatchAnalyzerEngine(analyzer)
@@ -188,6 +191,14 @@ class Masker:
             language: [e for e in policy.entities if e in analyzer.get_supported_entities(language)]
             for language in analyzer.supported_languages
         }
+
+    def unfound(self) -> str | None:
+        """What the policy asks to mask that this masker cannot find, and why; None if nothing."""
+        kinds = [entity for entity in NER_ENTITIES if entity in self.policy.entities]
+        if not kinds or not self.missing_models:
+            return None
+        return (f"{', '.join(kinds)} in text, which only a spaCy model finds: {', '.join(self.missing_models)} "
+                "not installed (see the README's Personal data masking)")
 
     def mask_document(self, document: ParsedDocument) -> dict[str, int]:
         """Mask the document's element texts, table HTML and metadata values in place;

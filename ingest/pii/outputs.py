@@ -41,18 +41,25 @@ class OutputMasker:
         self._collisions: dict[Path, str] = {}
         self._values: dict[str, str] = {}  # tag values repeat from file to file
 
-    def name(self, root: Path, paths: list[Path]) -> str:
-        """Work out the key and path of every file under `root` (all in one masker call);
-        returns the root's path as it may be stored."""
+    def folders(self, folders: list[Path]) -> list[str]:
+        """Each folder's path as it may be stored (a collection's roots, a run's folder), masked
+        alone: a folder is stored alike whichever run names it."""
+        if not self.mask_keys:
+            return [str(folder) for folder in folders]
+        return [self._masked([str(folder)])[0] for folder in folders]
+
+    def name(self, root: Path, paths: list[Path]) -> None:
+        """Work out the key and path of every file under the folder `root` (the keys in one
+        masker call)."""
         keys = {path: key_of(path, root) for path in paths}
         keys = {path: key for path, key in keys.items() if not unstorable(key)}  # the others fail alone, unnamed
         if not self.mask_keys:
             self._keys, self._paths = keys, {path: str(path) for path in paths}
-            return str(root)
-        masked_root, *masked = self._masked([str(root), *keys.values()])
+            return
+        (masked_root,) = self.folders([root])
+        masked = self._masked(list(keys.values()))
         self._keys = dict(zip(keys, masked))
-        self._paths = {path: masked_root if path == root else f"{masked_root}/{key}"
-                       for path, key in self._keys.items()}
+        self._paths = {path: f"{masked_root}/{key}" for path, key in self._keys.items()}
         by_key = defaultdict(list)
         for path, key in self._keys.items():
             by_key[key].append(path)
@@ -62,7 +69,6 @@ class OutputMasker:
                     f"its name masks to the key of another file ({key}): mask with the keyed hash operator "
                     "(--pii-operator hash and PGKB_PII_HASH_KEY) to tell them apart, or keep real names "
                     "(--pii-keys keep)")
-        return masked_root
 
     def key(self, path: Path) -> str:
         return self._keys[path]
