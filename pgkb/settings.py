@@ -65,6 +65,8 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
 COMMON_FLAGS = ("collection", "model", "database_url", "data_dir")
 # Where the store is: the flags of the commands that need no model.
 STORE_FLAGS = ("database_url", "data_dir")
+# Searching a served API instead of the database (`search --url`).
+REMOTE_FLAGS = ("url",)
 # The HTTP API's own (`pgkb serve`).
 SERVE_FLAGS = ("host", "port", "max_upload_bytes", "max_upload_files", "max_request_bytes", "log_json")
 
@@ -184,6 +186,11 @@ class Settings:
     max_request_bytes: int = _setting("PGKB_MAX_REQUEST_BYTES", 1024 * 1024, flag="--max-request-bytes",
                                       metavar="BYTES", help="the most bytes any other request carries")
     log_json: bool = _setting("PGKB_LOG_JSON", False, flag="--log-json", help="log one JSON object per line")
+    # `search --url`: a served API instead of the database (no model loads here: it answers at once).
+    url: str | None = _setting("PGKB_URL", flag="--url", metavar="URL",
+                               help="search a running pgkb serve at URL instead of the database")
+    # Never a flag: the process list would show it.
+    api_key: str | None = _setting("PGKB_API_KEY", secret=True, help="the API key search --url sends")
 
     def __post_init__(self) -> None:
         for name, (lowest, highest) in NUMBER_BOUNDS.items():

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from pgkb.cli import add_verbose, add_version, print_error
-from pgkb.errors import PgkbError
-from pgkb.settings import COMMON_FLAGS, Settings, configure_logging
+from pgkb.errors import ConfigurationError, PgkbError
+from pgkb.settings import COMMON_FLAGS, REMOTE_FLAGS, Settings, configure_logging
 
 from .explanation import Explanation
 from .filters import FilterError, compile_filters
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the SQL statement the search runs, with its parameters, instead of hits")
     parser.add_argument("--plan", action="store_true",
                         help="with --explain: also PostgreSQL's plan, from running it (EXPLAIN ANALYZE)")
-    Settings.add_arguments(parser, COMMON_FLAGS)
+    Settings.add_arguments(parser, (*COMMON_FLAGS, *REMOTE_FLAGS))
     add_verbose(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -54,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         filters = _filters(args.where, args.filter)
         options: dict[str, Any] = dict(k=args.k, filters=filters or None, mode=args.mode, fusion=args.fusion,
                                        exact=True if args.exact else None, group_by=args.group_by)
-        with KnowledgeBase(Settings.from_arguments(args)) as kb:
-            if args.explain or args.plan:
-                return _explain(kb.explain(args.query, **options, analyze=args.plan), args.json)
-            hits = kb.search(args.query, **options)
+        settings = Settings.from_arguments(args)
+        if settings.url:
+            hits = _remote_search(settings, args, options)
+        else:
+            with KnowledgeBase(settings) as kb:
+                if args.explain or args.plan:
+                    return _explain(kb.explain(args.query, **options, analyze=args.plan), args.json)
+                hits = kb.search(args.query, **options)
     except PgkbError as exc:
         print_error(exc, args.verbose)
         return 2
@@ -71,6 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{rank}. {escape(hit.citation)}[/bold]  [dim]({_legs(hit)})[/dim]", highlight=False)
         console.print(f"   {_excerpt(hit)}\n", highlight=False)
     return 0
+
+
+def _remote_search(settings: Settings, args: argparse.Namespace, options: dict[str, Any]) -> list[Hit]:
+    """The search on a served API (retrieval.remote): its model is loaded already, so the
+    command answers in the time of the search, as the API key's groups may read."""
+    from .remote import RemoteKnowledgeBase
+
+    local_only = [flag for flag, given in (("--explain", args.explain), ("--plan", args.plan),
+                                           ("--exact", args.exact), ("--fusion", args.fusion != DEFAULT_FUSION))
+                  if given]
+    if local_only:
+        raise ConfigurationError(f"{', '.join(local_only)} work on the database, not with --url")
+    if not settings.api_key:
+        raise ConfigurationError("--url needs an API key in PGKB_API_KEY (pgkb keys create)")
+    remote = RemoteKnowledgeBase(settings.url or "", settings.api_key, settings.collection)
+    return remote.search(args.query, k=options["k"], filters=options["filters"], mode=options["mode"],
+                         group_by=options["group_by"])
 
 
 def _hit_count(text: str) -> int:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Boolean, ColumnElement, and_, case, cast, func, literal, not_, or_
 from sqlalchemy.types import DateTime, Numeric
 
-from pgkb.errors import QueryError
+from pgkb.errors import PgkbError, QueryError
 from retrieval import Hit
 from retrieval.filters import document_metadata
 
@@ -61,7 +61,9 @@ class RetrievalRequest(BaseModel):
     metadata_condition: MetadataCondition | None = None
 
 
-class DifyError(Exception):
+class DifyError(PgkbError):
+    """A request Dify's contract answers with an error code (its documentation's codes)."""
+
     def __init__(self, status: int, code: int, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -305,3 +305,26 @@ def test_a_collection_that_hides_unlabelled_documents_hides_them_from_running_se
         finally:
             assert run_cli("pgkb", "access", COLLECTION, "public", "--data-dir", str(data_dir)).returncode == 0
         assert "handbook.docx" in _keys_of(_search(legal, "annual leave holiday", k=100))
+
+
+def test_search_url_asks_a_running_server_as_its_key(served):
+    from tests.conftest import run_cli
+
+    server, keys, _ = served
+    answered = run_cli("search", "per diem rate in Paris", "-k", "2", "-c", COLLECTION, "--url", server.url,
+                       "--json", env={"PGKB_API_KEY": keys["legal"]})
+    assert answered.returncode == 0, answered.stderr
+    hits = json.loads(answered.stdout)
+    assert hits[0]["citation"].startswith("legal/travel-policy.pdf, p. ") and len(hits) == 2
+    # The key's groups bound the hits, as over HTTP.
+    hidden = run_cli("search", "salary bands engineers", "-c", COLLECTION, "--url", server.url, "--json",
+                     env={"PGKB_API_KEY": keys["legal"]})
+    assert "hr/salaries.docx" not in hidden.stdout
+    no_key = run_cli("search", "travel", "-c", COLLECTION, "--url", server.url)
+    assert no_key.returncode == 2 and "PGKB_API_KEY" in no_key.stderr
+    wrong_key = run_cli("search", "travel", "-c", COLLECTION, "--url", server.url,
+                        env={"PGKB_API_KEY": keys["revoked"]})
+    assert wrong_key.returncode == 2 and "refused the API key" in wrong_key.stderr
+    assert keys["revoked"] not in wrong_key.stderr
+    local_only = run_cli("search", "travel", "--url", server.url, "--explain", env={"PGKB_API_KEY": keys["legal"]})
+    assert local_only.returncode == 2 and "--explain" in local_only.stderr
