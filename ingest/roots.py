@@ -5,7 +5,9 @@ whether its root or a folder inside it is ingested (`office/a.pdf` either way), 
 touches, prunes included, only the documents under the folder it was given. A folder that
 is not under one of the collection's roots is refused, unless the user adds it as a root
 (`--add-root`): otherwise two folders would share a collection without a word, and pruning
-one would delete the other's documents.
+one would delete the other's documents. A collection whose one root is gone from the disk
+follows its folder to wherever it is ingested from next (a moved folder, a new checkout):
+its documents keep their keys.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Placement:
     stored_root: str    # that root as stored
     stored_folder: str  # the run's folder (the root, or a folder inside it) as stored
     new: bool           # whether the run adds the root to the collection
+    moved_from: str | None = None  # the collection's root, gone from the disk, that this one replaces
 
     def holds(self, document_path: str) -> bool:
         """Whether a document stored with this path lies under the run's folder: this run's to prune."""
@@ -57,6 +60,8 @@ def place(path: Path, collection: Collection, stored: Callable[[list[Path]], lis
             f"{folder} holds {inner[0]}, a root of collection {collection.name!r}: its documents would be stored "
             f"again under other keys; ingest {inner[0]} itself, or this folder into a collection of its own "
             "(-c NAME); nothing was done")
+    if len(collection.roots) == 1 and _gone(collection.roots[0]) and not add_root:
+        return Placement(folder, names[0], names[0], new=False, moved_from=collection.roots[0])
     if collection.roots and not add_root:
         roots = ", ".join(collection.roots)
         raise RootRefused(
@@ -64,3 +69,9 @@ def place(path: Path, collection: Collection, stored: Callable[[list[Path]], lis
             "ingest it into a collection of its own (-c NAME), or pass --add-root to keep both folders' "
             "documents in this one; nothing was done")
     return Placement(folder, names[0], names[0], new=True)
+
+
+def _gone(stored_root: str) -> bool:
+    """A root stored as a real path (not masked) that no longer exists."""
+    path = Path(stored_root)
+    return path.is_absolute() and "<" not in stored_root and not path.exists()

@@ -103,6 +103,10 @@ def ingest(
         if prune:
             _check_prune_finds_files(folder, paths, settings.follow_links)
         placement = place(folder, collection, outputs.folders, add_root)
+        if placement.moved_from:
+            log.warning("collection %r was ingested from %s, which is gone: %s takes its place",
+                        collection.name, placement.moved_from, placement.stored_root)
+            collection = store.move_root(collection, placement.moved_from, placement.stored_root)
         stages = FileStages(settings, store, collection, models.load, outputs, mask_lock,
                             Fingerprints.of(settings, policy, parsing.passwords), placement, folder, tags or {},
                             force, StageClock(report.stage_seconds))

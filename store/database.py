@@ -24,6 +24,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ColumnElement,
+    and_,
     any_,
     cast,
     create_engine,
@@ -206,6 +207,21 @@ class Store:
             conn.execute(update(collections).where(collections.c.id == collection.id)
                          .values(settings={**settings, "roots": roots}))
         log.info("collection %r: root %s added", collection.name, root)
+        return replace(collection, roots=tuple(roots))
+
+    def move_root(self, collection: Collection, old: str, new: str) -> Collection:
+        """The collection's root `old` (as stored) is now `new`: its documents' paths follow, in
+        one transaction, so that they keep their keys and the next run finds them unchanged."""
+        with self.engine.begin() as conn:
+            settings = conn.execute(select(collections.c.settings).where(collections.c.id == collection.id)
+                                    .with_for_update()).scalar_one()
+            roots = [new if root == old else root for root in settings.get("roots", ())]
+            conn.execute(update(collections).where(collections.c.id == collection.id)
+                         .values(settings={**settings, "roots": roots}))
+            under_old = and_(documents.c.collection_id == collection.id,
+                             func.starts_with(documents.c.path, old + "/"))
+            conn.execute(update(documents).where(under_old)
+                         .values(path=new + func.substr(documents.c.path, len(old) + 1)))
         return replace(collection, roots=tuple(roots))
 
     def _create_collection(self, conn: Connection, name: str, space: dict[str, Any],

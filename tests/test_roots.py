@@ -102,3 +102,32 @@ def test_two_roots_never_replace_each_others_documents(tmp_path, settings, embed
     assert outcome.outcome == "failed" and outcome.reason.startswith(
         f"another root's document has its key ({first}/readme.md)")
     assert report.status == "failed"
+
+
+def test_a_collection_follows_its_folder_when_the_folder_moved(tmp_path, settings):
+    """A moved folder or a new checkout (the old one deleted): its documents keep their keys and
+    are found unchanged; a folder beside a root that still exists is still refused."""
+    first = write(tmp_path / "checkout-1" / "examples", {"parking.md": "# Parking\n\nVisitors park by the gate.\n",
+                                                         "cars/pool.md": "# Pool cars\n\nBook them a day ahead.\n"})
+    common = ["--data-dir", str(settings.data_dir), "-c", settings.collection, "--no-pii", "--report"]
+    assert run_cli("ingest", str(first), *common, str(tmp_path / "first.json")).returncode == 0
+    moved = tmp_path / "checkout-2" / "examples"
+    moved.parent.mkdir()
+    first.rename(moved)
+    followed = run_cli("ingest", str(moved), *common, str(tmp_path / "moved.json"))
+    assert followed.returncode == 0, followed.stderr
+    assert f"was ingested from {first}, which is gone: {moved} takes its place" in followed.stderr
+    report = json.loads((tmp_path / "moved.json").read_text())
+    assert {f["key"]: f["outcome"] for f in report["files"]} == {"cars/pool.md": "unchanged",
+                                                                 "parking.md": "unchanged"}
+    assert stored_keys(settings) == ["cars/pool.md", "parking.md"]
+    listed = pgkb("collections", "--json", env={"PGKB_DATA_DIR": str(settings.data_dir)})
+    (collection,) = [c for c in json.loads(listed.stdout) if c["name"] == settings.collection]
+    assert collection["roots"] == [str(moved)]
+    # Pruning follows too: a file deleted in the moved folder goes, by its old key.
+    (moved / "parking.md").unlink()
+    assert run_cli("ingest", str(moved), *common, str(tmp_path / "pruned.json"), "--prune",
+                   "--yes").returncode == 0
+    assert stored_keys(settings) == ["cars/pool.md"]
+    beside = write(tmp_path / "elsewhere", {"bikes.md": "# Bikes\n\nRacks behind building B.\n"})
+    assert run_cli("ingest", str(beside), *common, str(tmp_path / "beside.json")).returncode == 2
