@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -186,8 +187,16 @@ def _section(op: str, value: Any, values: _Values) -> ColumnElement:
     raise FilterError(f"filter 'section' takes eq, in or contains, not {op!r}")
 
 
+# A metadata name: letters and digits of any script, spaces and . : _ - (what tags, sidecars and
+# files' own metadata use); quotes, semicolons and brackets only ever come from a probe.
+METADATA_NAME = re.compile(r"[\w .:\-]{1,200}")
+
+
 def _metadata(name: str, op: str, value: Any, values: _Values) -> ColumnElement:
     key = f"metadata.{name}"
+    if not METADATA_NAME.fullmatch(name):
+        raise FilterError(f"filter {_shown(key)}: a metadata name holds letters, digits, spaces and . : _ - "
+                          "(at most 200)")
     merged = document_metadata()
     if op == "eq":  # containment keeps the JSON type: 3 matches 3, not "3"
         return merged.contains(values.bind({name: _json(key, value)}, JSONB))

@@ -298,7 +298,7 @@ def test_search_explain_prints_the_statement_and_plan(kb, capsys):
     assert cli.main([*arguments, "--json"]) == 0
     explained = json.loads(capsys.readouterr().out)
     assert set(explained) == {"sql", "parameters", "settings", "plan"}
-    hits = kb.search("late payment", k=5, filters={"metadata.department": "legal"})
+    hits = kb.search("late payment", filters={"metadata.department": "legal"})
     assert run_explained(kb.store.engine, SimpleNamespace(**explained)) == [h.chunk_id for h in hits]
 
 
