@@ -269,9 +269,8 @@ def sizes_section() -> list[str]:
         "- **Quick run** (`--quick`): generated inputs (bench/fixtures.py: six PDF and Word reports plus",
         "  examples/, a 400-entry BEIR set with 40 queries, a 150-entry Chinese one with 30, 150 English",
         f"  PII samples), one round each, {QUICK_FILES} files for ingest at {QUICK_SCALES.replace(',', ', ')}x, "
-        f"search at {QUICK_CHUNKS:,} chunks with {QUICK_QUERIES} queries, serving {QUICK_SERVE_SECONDS} s per "
-        "level. Peers are",
-        "  installed as in a full run.",
+        f"search at {QUICK_CHUNKS:,} chunks with {QUICK_QUERIES} queries,",
+        f"  serving {QUICK_SERVE_SECONDS} s per level. Peers are installed as in a full run.",
         "- `--repeats N` sets the rounds of every benchmark that repeats (parsing, embedding, ingest).",
     ]
 
@@ -393,6 +392,16 @@ def _serve_load_table(data: dict) -> list[str]:
             lines.append(f"| {level['clients']} | {label} | {figures['requests_per_second']:.1f} | "
                          f"{figures['p50_ms']:.1f} | {figures['p95_ms']:.1f} | {inside_text} | {figures['errors']} | "
                          f"{figures['load_average_before'][0]:.1f} - {figures['load_average_after'][0]:.1f} |")
+    levels = data.get("levels") or []
+    variants = list(dict.fromkeys(name for level in levels for name in level["http"]["by_variant"]))
+    lines += ["", "p50 / p95 ms by the search's kind, HTTP and in-process:", "",
+              "| search | " + " | ".join(f"{level['clients']} client(s), {label}" for level in levels
+                                        for label in ("HTTP", "in-process")) + " |",
+              "| --- " * (1 + 2 * len(levels)) + "|"]
+    for name in variants:
+        cells = [level[side]["by_variant"].get(name) for level in levels for side in ("http", "in_process")]
+        lines.append(f"| {name} | " + " | ".join(f"{c['p50']:.1f} / {c['p95']:.1f}" if c else "—" for c in cells)
+                     + " |")
     access = data.get("access", {})
     return [f"Access: {access.get('groups')} groups, one per tenth of the departments; the restricted key reads "
             f"{access.get('restricted_key_reads', 0):.0%} of the documents. \"In the server\": the search's own "
