@@ -326,7 +326,28 @@ def search_latency(d: Lookup) -> list[Figure]:
     return figures
 
 
+def serve_load(d: Lookup) -> list[Figure]:
+    levels = {level.get("clients"): Lookup(level) for level in d("levels") or []}
+    rows, errors = d("rows", "chunks"), d("targets", "errors")
+    note = (f"{rows:,} chunks; {d('seconds_per_level'):g} s per level and side; {d('mix')}; errors in all levels: "
+            f"{errors}" if rows and errors is not None else "")
+    peer = "KnowledgeBase.search in-process, as many threads"
+
+    def side(clients: int, *path: str) -> float | None:
+        return levels[clients](*path) if clients in levels else None
+
+    return [
+        Figure("serve_load", 21, "HTTP search latency p50, 1 client", "ms", peer, higher_is_better=False,
+               pgkb=side(1, "http", "p50_ms"), peer=side(1, "in_process", "p50_ms"), note=note),
+        Figure("serve_load", 21, "HTTP search latency p95, 4 clients", "ms", peer, higher_is_better=False,
+               target=Target("max", 50), pgkb=side(4, "http", "p95_ms"), peer=side(4, "in_process", "p95_ms")),
+        Figure("serve_load", 21, "HTTP search throughput, 16 clients", "req/s", peer, target=Target("ratio", 0.8),
+               pgkb=side(16, "http", "requests_per_second"), peer=side(16, "in_process", "requests_per_second")),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[Lookup], list[Figure]]] = {
     "parsing": parsing, "pii_eval": pii_eval, "embed_cpu": embed_cpu, "embed_gpu": embed_gpu,
     "ingest_e2e": ingest_e2e, "retrieval_quality": retrieval_quality, "search_latency": search_latency,
+    "serve_load": serve_load,
 }

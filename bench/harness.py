@@ -49,6 +49,7 @@ QUICK_FILES = 4
 QUICK_SCALES = "1,2"
 QUICK_QUERIES = 40
 QUICK_CHUNKS = 2_000  # search latency's collection (its own --quick has 10,000, a user's first look)
+QUICK_SERVE_SECONDS = 1  # per level and side of the serving load test (its own --quick has 3)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,14 @@ def _search_latency(plan: Plan) -> list:
             "--out", plan.out("search_latency")]
 
 
+def _serve_load(plan: Plan) -> list:
+    # search_latency's data folder: its collection, built there first, is searched again.
+    return [*(["--quick", "--chunks", QUICK_CHUNKS, "--seconds", QUICK_SERVE_SECONDS] if plan.quick else []),
+            "--corpus", plan.inputs.beir / "corpus.jsonl",
+            "--chinese-corpus", plan.inputs.chinese_beir / "corpus.jsonl",
+            "--data-dir", plan.work / "search-latency", "--out", plan.out("serve_load")]
+
+
 BENCHMARKS = {b.name: b for b in [
     Benchmark("parsing", 3, "PDF parsing with chunking", "unstructured", _parsing),
     Benchmark("pii_eval", 4, "Personal data masking", None, _pii_eval),
@@ -166,6 +175,7 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("retrieval_quality", 20, "Retrieval quality against plain BM25 and exact dense search", "bm25",
               _retrieval_quality),
     Benchmark("search_latency", 7, "Search latency, HNSW recall, bulk load", "langchain-postgres", _search_latency),
+    Benchmark("serve_load", 21, "HTTP search under load, against in-process search", None, _serve_load),
 ]}
 
 

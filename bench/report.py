@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import serve_load
 from bench.figures import Figure, figures_for
 from bench.harness import (
     BENCHMARKS,
@@ -28,6 +29,7 @@ from bench.harness import (
     QUICK_FILES,
     QUICK_QUERIES,
     QUICK_SCALES,
+    QUICK_SERVE_SECONDS,
     ROOT,
     SCALE_FILES,
     SCALES,
@@ -62,6 +64,8 @@ IN_PROCESS_PEERS = {
                 "(recall and share of ingest time have absolute targets)",
     "embed_cpu": "sentence-transformers `encode` on the same model files, in the same process (the `bench` extra)",
     "embed_gpu": "sentence-transformers `encode` on the same model files, on the same GPU (the `bench` extra)",
+    "serve_load": "`KnowledgeBase.search` called in the benchmark's own process from as many threads as there are "
+                  "HTTP clients, the same mix of searches, right after the HTTP level",
 }
 
 
@@ -116,8 +120,8 @@ def value_text(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
     formats = {"pages/s": "{:,.1f} pages/s", "tokens/s": "{:,.0f} tokens/s", "chunks/s": "{:,.1f} chunks/s",
-               "chars/s": "{:,.0f} chars/s", "rows/s": "{:,.0f} rows/s", "s": "{:,.1f} s", "ms": "{:,.1f} ms",
-               "MiB": "{:,.0f} MiB", "share": "{:.1%}", "score": "{:.3f}", "x": "{:.2f}x"}
+               "chars/s": "{:,.0f} chars/s", "rows/s": "{:,.0f} rows/s", "req/s": "{:,.1f} req/s", "s": "{:,.1f} s",
+               "ms": "{:,.1f} ms", "MiB": "{:,.0f} MiB", "share": "{:.1%}", "score": "{:.3f}", "x": "{:.2f}x"}
     return formats[unit].format(value)
 
 
@@ -252,7 +256,9 @@ def sizes_section() -> list[str]:
         "  Ingest: the whole corpus side by side at 1x. Masking share of ingest time: a sample of",
         f"  {PII_CORPUS_FILES} corpus files (the ingest benchmark times pgkb with and without masking on the whole",
         "  corpus). Search: 100,000 chunks; retrieval quality: every dev set (DBpedia-entity, CMRC 2018),",
-        "  all their test queries, exact vector search.",
+        "  all their test queries, exact vector search. Serving under load: the search collection, "
+        f"{', '.join(map(str, serve_load.CLIENTS))}",
+        f"  clients, {serve_load.DEFAULT_SECONDS} s per level and side (HTTP, then in-process).",
         f"- **Ingest scaling** ({SCALES.replace(',', ', ')}x, both sides): on a sample of {SCALE_FILES} of the "
         "corpus's files spread",
         "  over their sizes (sorted by size, the middle file of each of equal slices), copied with",
@@ -263,8 +269,8 @@ def sizes_section() -> list[str]:
         "- **Quick run** (`--quick`): generated inputs (bench/fixtures.py: six PDF and Word reports plus",
         "  examples/, a 400-entry BEIR set with 40 queries, a 150-entry Chinese one with 30, 150 English",
         f"  PII samples), one round each, {QUICK_FILES} files for ingest at {QUICK_SCALES.replace(',', ', ')}x, "
-        f"search at {QUICK_CHUNKS:,} chunks with {QUICK_QUERIES} queries. Peers are",
-        "  installed as in a full run.",
+        f"search at {QUICK_CHUNKS:,} chunks with {QUICK_QUERIES} queries,",
+        f"  serving {QUICK_SERVE_SECONDS} s per level. Peers are installed as in a full run.",
         "- `--repeats N` sets the rounds of every benchmark that repeats (parsing, embedding, ingest).",
     ]
 
@@ -375,10 +381,37 @@ def _latency_table(data: dict) -> list[str]:
             f"shared_buffers {server.get('shared_buffers', '?')}.", "", *lines]
 
 
+def _serve_load_table(data: dict) -> list[str]:
+    lines = ["| clients | side | requests/s | p50 ms | p95 ms | in the server, p50 / p95 ms | errors | load average |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for level in data.get("levels") or []:
+        for side, label in (("http", "HTTP"), ("in_process", "in-process")):
+            figures = level[side]
+            inside = figures.get("inside_server_ms")
+            inside_text = f"{inside['p50']:.1f} / {inside['p95']:.1f}" if inside else "—"
+            lines.append(f"| {level['clients']} | {label} | {figures['requests_per_second']:.1f} | "
+                         f"{figures['p50_ms']:.1f} | {figures['p95_ms']:.1f} | {inside_text} | {figures['errors']} | "
+                         f"{figures['load_average_before'][0]:.1f} - {figures['load_average_after'][0]:.1f} |")
+    levels = data.get("levels") or []
+    variants = list(dict.fromkeys(name for level in levels for name in level["http"]["by_variant"]))
+    lines += ["", "p50 / p95 ms by the search's kind, HTTP and in-process:", "",
+              "| search | " + " | ".join(f"{level['clients']} client(s), {label}" for level in levels
+                                        for label in ("HTTP", "in-process")) + " |",
+              "| --- " * (1 + 2 * len(levels)) + "|"]
+    for name in variants:
+        cells = [level[side]["by_variant"].get(name) for level in levels for side in ("http", "in_process")]
+        lines.append(f"| {name} | " + " | ".join(f"{c['p50']:.1f} / {c['p95']:.1f}" if c else "—" for c in cells)
+                     + " |")
+    access = data.get("access", {})
+    return [f"Access: {access.get('groups')} groups, one per tenth of the departments; the restricted key reads "
+            f"{access.get('restricted_key_reads', 0):.0%} of the documents. \"In the server\": the search's own "
+            "time inside the request (took_ms); the rest is HTTP, the key's check and JSON.", "", *lines]
+
+
 DETAIL_TABLES: dict[str, Callable[[dict], list[str]]] = {
     "pii_eval": _pii_table, "embed_cpu": _embed_cpu_table, "ingest_e2e": _ingest_table,
     "retrieval_quality": _retrieval_table,
-    "search_latency": _latency_table,
+    "search_latency": _latency_table, "serve_load": _serve_load_table,
 }
 
 

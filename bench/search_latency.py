@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ from bench.latency_rows import (
     ENGLISH,
     NOISE,
     WARMUP_FACTOR,
+    Abstract,
+    Rows,
     abstract_vectors,
     asked_questions,
     in_turn,
@@ -50,7 +53,7 @@ from bench.latency_rows import (
     timed_and_warmup_queries,
 )
 from bench.search_measures import K, measure_latency, measure_recall
-from embedding import load_embedder
+from embedding import Embedder, load_embedder
 from pgkb.settings import Settings
 from retrieval import KnowledgeBase
 from store import Store, resolve_url
@@ -59,6 +62,64 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "eval" / "retrieval" / "dbpedia" / "corpus.jsonl"
 DEFAULT_CHINESE_CORPUS = ROOT.parent / "shared" / "eval" / "retrieval" / "cmrc2018" / "corpus.jsonl"
 DEFAULT_OUT = ROOT / "bench" / "results" / "search_latency.json"
+DEFAULT_DATA_DIR = Path("/tmp/pgkb-search-bench")
+
+
+@dataclass(frozen=True)
+class SearchCollection:
+    """The searched collection, built (or found) in the data directory, and what it was made of."""
+
+    settings: Settings
+    embedder: Embedder
+    rows: Rows
+    english: list[Abstract]
+    chinese: list[Abstract]
+
+    def rows_report(self, args: argparse.Namespace) -> dict:
+        """The rows, as a benchmark's JSON describes them."""
+        rows, abstracts = self.rows, len(self.english) + len(self.chinese)
+        return {"chunks": len(rows.texts), "documents": rows.documents, "per_document": rows.per_document,
+                "dims": int(rows.vectors.shape[1]), "model": self.embedder.space.model,
+                "filter_share": 1 / min(DEPARTMENTS, rows.documents),
+                "texts": (f"pieces of {len(self.english)} abstracts of {args.corpus} and of {len(self.chinese)} "
+                          f"paragraphs of {args.chinese_corpus}; {CHINESE_SHARE:.0%} of the documents Chinese"),
+                "vectors": (f"{abstracts} abstracts and paragraphs embedded with the model; each chunk's vector "
+                            f"a normalised mixture of its two sources' vectors plus noise (sd {NOISE})")}
+
+
+def add_collection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which collection is searched (and --quick's sizes); bench/serve_load.py
+    shares them, so both benchmarks search the same collection."""
+    parser.add_argument("--chunks", type=int, help="chunks to load and search (default 100,000)")
+    parser.add_argument("--per-document", type=int, default=100, help="chunks per document")
+    parser.add_argument("--abstracts", type=int, help="English abstracts embedded with the model (default 5,000)")
+    parser.add_argument("--chinese-paragraphs", type=int,
+                        help="Chinese paragraphs embedded with the model (default: all of --chinese-corpus)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="a BEIR corpus.jsonl of English texts")
+    parser.add_argument("--chinese-corpus", type=Path, default=DEFAULT_CHINESE_CORPUS,
+                        help="a BEIR corpus.jsonl of Chinese texts")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="the embedded server's data folder, kept for later runs")
+
+
+def prepare_collection(args: argparse.Namespace) -> SearchCollection:
+    """The collection the flags of add_collection_arguments name, built where it is missing or
+    differs (--quick: 10,000 chunks of 1,000 abstracts and 250 Chinese paragraphs)."""
+    for corpus, option in ((args.corpus, "--corpus"), (args.chinese_corpus, "--chinese-corpus")):
+        if not corpus.is_file():
+            print(f"no corpus at {corpus}: give a BEIR corpus.jsonl with {option}", file=sys.stderr)
+            raise SystemExit(2)
+    chunks = args.chunks or (10_000 if args.quick else 100_000)
+    abstract_count = args.abstracts or (1_000 if args.quick else 5_000)
+    paragraph_count = args.chinese_paragraphs or (250 if args.quick else None)
+    settings = Settings.from_env(data_dir=args.data_dir, collection=f"bench-{chunks}")
+    embedder = load_embedder(settings.model, device=settings.device, batch_tokens=settings.batch_tokens)
+    english = read_abstracts(args.corpus, abstract_count, ENGLISH)
+    chinese = read_abstracts(args.chinese_corpus, paragraph_count, CHINESE)
+    abstracts = english + chinese
+    rows = make_rows(abstracts, abstract_vectors(abstracts, embedder, args.data_dir), chunks, args.per_document)
+    build_search_collection(settings, embedder.space.to_dict(), rows)
+    return SearchCollection(settings, embedder, rows, english, chinese)
 
 
 def server_facts(store: Store) -> dict:
@@ -120,52 +181,29 @@ def print_report(report: dict) -> None:
             print(f"{name:12} {variant:38} {values['recall']:.3f}   {'; '.join(notes)}")
 
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="10,000 chunks, 1,000 abstracts, 250 Chinese paragraphs, 100 queries")
-    parser.add_argument("--chunks", type=int, help="chunks to load and search (default 100,000)")
-    parser.add_argument("--per-document", type=int, default=100, help="chunks per document")
-    parser.add_argument("--abstracts", type=int, help="English abstracts embedded with the model (default 5,000)")
-    parser.add_argument("--chinese-paragraphs", type=int,
-                        help="Chinese paragraphs embedded with the model (default: all of --chinese-corpus)")
+    add_collection_arguments(parser)
     parser.add_argument("--queries", type=int, help="queries timed, half of them Chinese (default 200)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="a BEIR corpus.jsonl of English texts")
-    parser.add_argument("--chinese-corpus", type=Path, default=DEFAULT_CHINESE_CORPUS,
-                        help="a BEIR corpus.jsonl of Chinese texts")
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/pgkb-search-bench"),
-                        help="the embedded server's data folder, kept for later runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the figures go, as JSON")
     parser.add_argument("--peer-venv", type=Path, default=Path("/tmp/pgkb-bench-peers"),
                         help="virtualenv for langchain-postgres (created when missing)")
     parser.add_argument("--no-load-comparison", action="store_true", help="measure search only")
     args = parser.parse_args()
-    for corpus, option in ((args.corpus, "--corpus"), (args.chinese_corpus, "--chinese-corpus")):
-        if not corpus.is_file():
-            print(f"no corpus at {corpus}: give a BEIR corpus.jsonl with {option}", file=sys.stderr)
-            return 2
-    chunks = args.chunks or (10_000 if args.quick else 100_000)
-    abstract_count = args.abstracts or (1_000 if args.quick else 5_000)
-    paragraph_count = args.chinese_paragraphs or (250 if args.quick else None)
     query_count = args.queries or (100 if args.quick else 200)
-
-    settings = Settings.from_env(data_dir=args.data_dir, collection=f"bench-{chunks}")
-    embedder = load_embedder(settings.model, device=settings.device, batch_tokens=settings.batch_tokens)
-    english = read_abstracts(args.corpus, abstract_count, ENGLISH)
-    chinese = read_abstracts(args.chinese_corpus, paragraph_count, CHINESE)
-    abstracts = english + chinese
-    rows = make_rows(abstracts, abstract_vectors(abstracts, embedder, args.data_dir), chunks, args.per_document)
+    searched = prepare_collection(args)
+    settings, embedder, rows = searched.settings, searched.embedder, searched.rows
     chinese_queries = round(query_count * CHINESE_SHARE)
     english_timed, english_warmup = timed_and_warmup_queries(
-        asked_questions(args.corpus.parent / "queries.jsonl"), english, query_count - chinese_queries)
+        asked_questions(args.corpus.parent / "queries.jsonl"), searched.english, query_count - chinese_queries)
     chinese_timed, chinese_warmup = timed_and_warmup_queries(
-        asked_questions(args.chinese_corpus.parent / "queries-train.jsonl"), chinese, chinese_queries)
+        asked_questions(args.chinese_corpus.parent / "queries-train.jsonl"), searched.chinese, chinese_queries)
     queries, warmup = in_turn(english_timed, chinese_timed), in_turn(english_warmup, chinese_warmup)
     departments, present = random.Random(2), min(DEPARTMENTS, rows.documents)
     filters = [{"metadata.department": f"d{departments.randrange(present):02d}"} for _ in queries]  # one each
     space = embedder.space.to_dict()
-    build_search_collection(settings, space, rows)
 
     store = Store.open(settings)  # holds the embedded server up for the peer's connections
     report: dict[str, Any] = {
@@ -173,13 +211,7 @@ def main() -> int:
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "load_average_at_start": os.getloadavg()},
         "server": server_facts(store),
-        "rows": {"chunks": chunks, "documents": rows.documents, "per_document": rows.per_document,
-                 "dims": int(rows.vectors.shape[1]), "model": embedder.space.model,
-                 "filter_share": 1 / present,
-                 "texts": (f"pieces of {len(english)} abstracts of {args.corpus} and of {len(chinese)} paragraphs "
-                           f"of {args.chinese_corpus}; {CHINESE_SHARE:.0%} of the documents Chinese"),
-                 "vectors": (f"{len(abstracts)} abstracts and paragraphs embedded with the model; each chunk's "
-                             f"vector a normalised mixture of its two sources' vectors plus noise (sd {NOISE})")},
+        "rows": searched.rows_report(args),
     }
     if not args.no_load_comparison:
         versions = ensure_peer_env(args.peer_venv)

@@ -40,7 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_arguments(args)
     _configure_logging(settings.log_json, args.verbose)
     # The socket is bound here, so that port 0 (any free port) can be reported.
-    listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY on the connections of a TCP socket only
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((settings.host, settings.port))

@@ -4,12 +4,14 @@ virtualenvs on first use, as a user's first run would), and its results are chec
 every benchmark's JSON, the machine and versions in summary.json, every figure on the page,
 plots that are real PNG images. This measures nothing: speed and quality figures are the
 harness's business, never assertions of a test. It takes a few minutes (more on the first
-run, which installs the peers).
+run, which installs the peers). The serving load test's own quick mode is run alone too (a
+minute): a real server process, both sides at every level, every search correct.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -18,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from bench.figures import EXTRACTORS, figures_for
-from bench.harness import BENCHMARKS
+from bench.fixtures import write_inputs
+from bench.harness import BENCHMARKS, OFFLINE_ENV
 from bench.report import PLOTS
+from bench.serve_load import CLIENTS, VARIANTS
 
 ROOT = Path(__file__).parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,3 +81,32 @@ def test_quick_run_measures_every_figure_side_by_side(tmp_path, reachable_tmp_pa
         width, height = struct.unpack(">II", png[16:24])
         assert width > 300 and height > 200, (file, width, height)
         assert f"(plots/{file})" in page
+
+
+def test_serve_load_quick_run_searches_over_http_and_in_process(tmp_path, reachable_tmp_path_factory):
+    inputs = write_inputs(tmp_path / "inputs", documents=0)
+    out = tmp_path / "serve_load.json"
+    run = subprocess.run([sys.executable, "-m", "bench.serve_load", "--quick", "--chunks", "2000", "--seconds", "1",
+                          "--corpus", str(inputs.beir / "corpus.jsonl"),
+                          "--chinese-corpus", str(inputs.chinese_beir / "corpus.jsonl"),
+                          "--data-dir", str(reachable_tmp_path_factory("serve-load")), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE_ENV})
+    assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+
+    report = json.loads(out.read_text())
+    assert report["rows"]["chunks"] == 2000 and report["access"]["restricted_key_reads"] == 0.1
+    assert [level["clients"] for level in report["levels"]] == list(CLIENTS)
+    asked = set()
+    for level in report["levels"]:
+        for side in ("http", "in_process"):
+            figures = level[side]
+            # An error is a failed search or a hit of a document the read key's groups may not read.
+            assert figures["requests"] > 0 and figures["errors"] == 0, (level["clients"], side, figures)
+            assert 0 < figures["p50_ms"] <= figures["p95_ms"]
+            asked |= set(figures["by_variant"])
+        assert level["http"]["inside_server_ms"]["p50"] < level["http"]["p95_ms"]
+    assert asked == {name for name, *_ in VARIANTS}
+    assert report["targets"]["errors"] == 0
+    assert "HTTP p95 at 4 clients" in run.stdout
+    figures = figures_for("serve_load", report)
+    assert figures and all(f.pgkb is not None and f.peer is not None for f in figures), figures
