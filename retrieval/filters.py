@@ -40,7 +40,7 @@ from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.types import Float, Text
 
 from pgkb.errors import QueryError
-from store import readable_by
+from store import readable_chunks
 from store.fulltext import unstorable
 from store.tables import chunks, documents
 
@@ -85,7 +85,7 @@ class Filters:
     def readable_by(self, principals: Sequence[str], collection_id: int) -> Filters:
         """These filters, and only documents one of `principals` may read (store.access): one
         more condition inside both legs of the statement, before ranking and before k."""
-        condition = readable_by(principals, collection_id)
+        condition = readable_chunks(principals, collection_id)
         shape = None if self.shape is None else f"{self.shape} /* readable */ {_sql(condition)}"
         return Filters([*self.conditions, condition], {**self.values, "principals": list(principals)}, shape)
 

@@ -3,7 +3,7 @@
 `store` knows nothing of parsers or models: it is handed typed records and numpy arrays.
 """
 
-from .access import DEFAULT_UNLABELLED, UNLABELLED, AccessError, readable_by
+from .access import DEFAULT_UNLABELLED, UNLABELLED, AccessError, readable_by, readable_chunks
 from .catalog import ChunkView, CollectionSummary, DocumentSummary, DroppedCollection, Removal, RunSummary
 from .database import Store, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
@@ -13,7 +13,7 @@ from .tables import hnsw_index_name
 
 __all__ = [
     "DEFAULT_UNLABELLED", "SCOPES", "UNLABELLED", "AccessError", "ApiKey", "ApiKeyError", "NewKey", "Scope",
-    "citation", "pages_label", "readable_by",
+    "citation", "pages_label", "readable_by", "readable_chunks",
     "Chunk", "ChunkView", "Collection", "CollectionSummary", "DocumentRecord", "DocumentState", "DocumentStatus",
     "DocumentSummary", "DroppedCollection", "Removal", "RunStatus", "RunSummary", "SpaceMismatch", "Store",
     "StoreError", "UnknownDocuments", "hnsw_index_name", "indexed_embedding", "migrate", "resolve_url",
