@@ -38,8 +38,9 @@ def run_files(stages: FileStages, paths: list[Path], parser: ParserPool, workers
         try:
             prepared = _as_completed(parsing, lambda path: stages.prepare(path, parser), paths, 2 * workers, stop,
                                      batches.hand_on_while_waiting)
-            for item in prepared:
-                batches.add(item)
+            for items in prepared:  # a file, and the files it holds (an e-mail's attachments)
+                for item in items:
+                    batches.add(item)
             batches.finish()
         except BaseException:
             parser.close()  # so the parsing threads end now, not after their files

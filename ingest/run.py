@@ -214,11 +214,18 @@ def _check_prune_share(stages: FileStages, paths: list[Path], max_share: float) 
     """Refuse a prune that would remove more than `max_share` of the documents under the folder."""
     present = {stages.outputs.key(path) for path in _readable(paths, stages.folder, stages.follow_links)}
     here = _documents_under_folder(stages)
-    gone = here - present
+    gone = {key for key in here - present if not any(holder in present for holder in _holders(key))}
     if len(gone) > max_share * len(here):
         raise UsageError(f"--prune refused: it would remove {len(gone)} of the {len(here)} documents from "
                          f"{stages.folder}, more than {max_share:.0%} (PGKB_PRUNE_MAX_SHARE); pass --yes if "
                          "that is what you want; nothing was done")
+
+
+def _holders(key: str) -> list[str]:
+    """The keys a document's key lies under: where one is a file's, the document is a file it
+    holds (an e-mail's attachment, ingest.stages), present while that file is."""
+    parts = key.split("/")
+    return ["/".join(parts[:end]) for end in range(1, len(parts))]
 
 
 def _documents_under_folder(stages: FileStages) -> set[str]:

@@ -7,6 +7,12 @@ A stage that ends a file's way early gives its FileOutcome instead (skipped, fai
 unchanged). A failure is logged at INFO only: the run's report (and the command's summary)
 lists every one, and a warning too would say it twice. ingest.pipeline runs the stages
 overlapping; ingest.run sets them up.
+
+A file can hold others (an e-mail's attachments, ingest.parsers.Attachment): each is a
+document of its own, keyed under the file's key (`mail.eml/report.pdf`), that goes through
+the same stages from "skip unchanged" on (its own worker, limits and masking), files held
+at most MAX_DEPTH deep and MAX_ATTACHMENTS in all per file. A file stored as it is reports
+the files it holds as stored too, so that `--prune` keeps them; they go when it goes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -31,7 +38,8 @@ from store.fulltext import unstorable
 
 from .chunking import chunk_elements
 from .metadata import MetadataError, UserMetadata
-from .parsers import ParseError
+from .parsers import Attachment, ParseError
+from .parsers.mail import MAX_ATTACHMENTS, MAX_DEPTH
 from .parsers.pool import ParserPool
 from .passwords import password_set_digest
 from .pii import KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker
@@ -63,6 +71,7 @@ class Identified:
     key: str  # the document's key: its path relative to the ingested folder, masked as the run's keys are
     file: SourceFile
     tags: dict[str, Any]
+    path: str  # the file's path as stored: masked like the key; an attachment's under its holder's
 
 
 @dataclass(frozen=True)
@@ -133,15 +142,72 @@ class FileStages:
         # Presidio's engines are not documented as safe to share between threads.
         self._mask_lock = mask_lock
 
-    def prepare(self, path: Path, parser: ParserPool) -> Parsed | FileOutcome:
-        """A file up to its chunks, unless its way ends before (read in a parsing thread)."""
+    def prepare(self, path: Path, parser: ParserPool) -> list[Parsed | FileOutcome]:
+        """A file up to its chunks, unless its way ends before, then the files it holds (read
+        in a parsing thread)."""
         identified = self.identify(path)
         if isinstance(identified, FileOutcome):
-            return identified
+            return [identified]
+        return self._prepare(identified, parser, 0, _Budget(MAX_ATTACHMENTS))
+
+    def _prepare(self, identified: Identified, parser: ParserPool, depth: int,
+                 budget: _Budget) -> list[Parsed | FileOutcome]:
         record = self.skip_unchanged(identified)
         if isinstance(record, FileOutcome):
-            return record
-        return self.parse(identified, record, parser)
+            return [record, *self._stored_attachments(identified, record)]
+        if depth > MAX_DEPTH:
+            return [self._failed(identified, record, ParseError(
+                "attachment bomb", f"attached {depth} files deep, more than {MAX_DEPTH}"))]
+        if depth and not budget.take():
+            return [self._failed(identified, record, ParseError(
+                "attachment bomb", f"its message brings more than {MAX_ATTACHMENTS} attachments in all"))]
+        document, attachments = self.parse(identified, record, parser)
+        return [document, *self._attachments(identified, attachments, parser, depth + 1, budget)]
+
+    def _attachments(self, holder: Identified, attachments: list[Attachment], parser: ParserPool, depth: int,
+                     budget: _Budget) -> list[Parsed | FileOutcome]:
+        """The files `holder` holds, each as a document keyed under its key."""
+        found: list[Parsed | FileOutcome] = []
+        with tempfile.TemporaryDirectory(prefix="pgkb-attachment-") as folder:
+            for number, attachment in enumerate(attachments):
+                try:
+                    name = self.outputs.attachment(attachment.name)
+                except MaskingError as exc:
+                    found.append(FileOutcome(f"{holder.key}/?", "failed", str(exc)))
+                    continue
+                key = f"{holder.key}/{name}"
+                media_type = media_type_of(Path(attachment.name))
+                if media_type is None:
+                    found.append(FileOutcome(key, "skipped",
+                                             f"unsupported type {Path(attachment.name).suffix or '(none)'}"))
+                    continue
+                if any(_key_of(item) == key for item in found):
+                    found.append(FileOutcome(key, "failed", "its name masks to the name of another attachment"))
+                    continue
+                copy = Path(folder) / f"{number}{Path(attachment.name).suffix.lower()}"
+                copy.write_bytes(attachment.data)
+                file = replace(SourceFile.read(copy, media_type), mtime=holder.file.mtime)
+                found += self._prepare(Identified(key, file, holder.tags, f"{holder.path}/{name}"), parser,
+                                       depth, budget)
+                copy.unlink()
+        return found
+
+    def _stored_attachments(self, holder: Identified, outcome: FileOutcome) -> list[FileOutcome]:
+        """The outcomes of the files a file stored as it is holds: stored as they are too
+        (their tags updated with its own)."""
+        if outcome.outcome == "failed":
+            return []  # a file that failed holds none
+        found = []
+        for key in sorted(key for key in self.known if key.startswith(f"{holder.key}/")):
+            state = self.known[key]
+            if state.status == "failed":
+                found.append(FileOutcome(key, "failed", f"{state.error}{UNCHANGED_SINCE}", sha256=state.sha256))
+            elif outcome.outcome == "updated":  # its tags only
+                self.store.update_tags(self.collection, key, holder.tags)
+                found.append(FileOutcome(key, "updated", "tags only"))
+            else:
+                found.append(FileOutcome(key, "unchanged"))
+        return found
 
     def identify(self, path: Path) -> Identified | FileOutcome:
         """The file's key, bytes' hash and tags; skipped or failed if pgkb does not read it."""
@@ -171,7 +237,7 @@ class FileStages:
             reason = self.outputs.text(str(exc))
             log.info("%s: %s", printable(key), reason)
             return FileOutcome(key, "failed", reason)
-        return Identified(key, file, tags)
+        return Identified(key, file, tags, self.outputs.path(path))
 
     def skip_unchanged(self, identified: Identified) -> DocumentRecord | FileOutcome:
         """The document's record to make, or the outcome of a file stored as it is (its tags
@@ -187,12 +253,14 @@ class FileStages:
             if known.status == "failed" and known.fingerprint in (self.fingerprints.failed,
                                                                    self.fingerprints.encrypted):
                 return FileOutcome(key, "failed", f"{known.error}{UNCHANGED_SINCE}", sha256=file.sha256)
-        return DocumentRecord(key=key, path=self.outputs.path(file.path), sha256=file.sha256, size_bytes=file.size,
+        return DocumentRecord(key=key, path=identified.path, sha256=file.sha256, size_bytes=file.size,
                               mtime=file.mtime, media_type=file.media_type, tags=tags,
                               fingerprint=self.fingerprints.ingested)
 
-    def parse(self, identified: Identified, record: DocumentRecord, parser: ParserPool) -> Parsed | FileOutcome:
-        """The file parsed (in a worker, under time and memory limits), masked and chunked."""
+    def parse(self, identified: Identified, record: DocumentRecord,
+              parser: ParserPool) -> tuple[Parsed | FileOutcome, list[Attachment]]:
+        """The file parsed (in a worker, under time and memory limits), masked and chunked;
+        and the files it holds, unparsed."""
         key, file = identified.key, identified.file
         models = self.models()  # a model that cannot load stops the run, not just this file
         try:
@@ -207,19 +275,25 @@ class FileStages:
                 chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
                                         {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
         except ParseError as exc:
-            reason = self.outputs.text(str(exc))  # a parser's message can quote the document
-            log.info("%s: %s", printable(key), reason)
-            self.store.record_failure(self.collection,
-                                      replace(record, fingerprint=self.fingerprints.of_failure(exc)), reason)
-            return FileOutcome(key, "failed", reason, sha256=file.sha256)
+            return self._failed(identified, record, exc), []
         except OperationalError:
             raise  # the database went away: no later file can succeed either
         except Exception as exc:  # a library's bug on one odd file must not stop the run
-            return self._failure(key, file.sha256, exc)
+            return self._failure(key, file.sha256, exc), []
         record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=pii_counts)
         pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
         known = self.known.get(key)
-        return Parsed("updated" if known and known.status == "ingested" else "ingested", record, chunks, pages)
+        outcome: Literal["ingested", "updated"] = "updated" if known and known.status == "ingested" else "ingested"
+        return Parsed(outcome, record, chunks, pages), parsed.attachments
+
+    def _failed(self, identified: Identified, record: DocumentRecord, exc: ParseError) -> FileOutcome:
+        """A file that cannot be read, recorded with the reason (for the next run to skip it while
+        it and the options stay the same)."""
+        reason = self.outputs.text(str(exc))  # a parser's message can quote the document
+        log.info("%s: %s", printable(identified.key), reason)
+        self.store.record_failure(self.collection, replace(record, fingerprint=self.fingerprints.of_failure(exc)),
+                                  reason)
+        return FileOutcome(identified.key, "failed", reason, sha256=identified.file.sha256)
 
     def embed(self, documents: list[Parsed]) -> list[Embedded]:
         """Vectors for several documents' chunks in one call to the model. Texts the collection
@@ -285,6 +359,21 @@ class FileStages:
         # The frames only: the traceback's last line would repeat the message unmasked.
         log.debug("%s: traceback:\n%s", printable(key), "".join(traceback.format_tb(exc.__traceback__)))
         return FileOutcome(key, "failed", reason, sha256=sha256)
+
+
+class _Budget:
+    """How many more attachments a file may bring, those of the files it holds included."""
+
+    def __init__(self, left: int):
+        self.left = left
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def _key_of(item: Parsed | FileOutcome) -> str:
+    return item.record.key if isinstance(item, Parsed) else item.key
 
 
 def _digest(options: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import inspect
 
-from unstructured.documents.elements import ElementMetadata, Table
+from unstructured.documents.elements import Element, ElementMetadata, Table, Title
 
 # Chinese and Japanese are written without spaces between words: a line break inside such
 # text must not become a space. (Korean spaces its words, so Hangul is not among these.)
@@ -25,6 +25,15 @@ def table(rows: list[list[str]], page_number: int | None) -> Table:
         "\n".join(" | ".join(row) for row in rows),
         metadata=element_metadata(page_number=page_number, text_as_html=rows_to_html(rows)),
     )
+
+
+def nested(elements: list[Element], levels: int = 1) -> list[Element]:
+    """`elements` with every heading `levels` deeper: a part placed under a heading of its
+    own (an e-mail's body under its subject, an EPUB chapter under its title)."""
+    for element in elements:
+        if isinstance(element, Title):
+            element.metadata.category_depth = (element.metadata.category_depth or 0) + levels
+    return elements
 
 
 def element_metadata(**fields) -> ElementMetadata:

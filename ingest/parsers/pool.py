@@ -112,6 +112,9 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest.parsers.worker", str(theirs.fileno()), str(memory_mb)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
+            # A group of its own, so that killing it kills what it started too (a LibreOffice
+            # conversion, ingest.parsers.legacy).
+            start_new_session=True,
         )
         theirs.close()
         self.connection = Connection(ours.detach())
@@ -151,8 +154,10 @@ class _Worker:
         self.connection.close()
 
     def _kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the worker, and any conversion it runs
+        except ProcessLookupError:  # the group is gone: the worker and all it started have ended
+            pass
         self.process.wait()
 
 

@@ -68,6 +68,29 @@ def _detected_encoding(path: Path) -> str:
     return best.encoding
 
 
+def decoded(data: bytes, declared: str | None = None) -> str | None:
+    """Bytes read whole (a web page, a CSV file) as text: in the encoding a byte order mark
+    names, else the one the file declares, else UTF-8, else the likeliest of the legacy
+    encodings; None when none of them reads it."""
+    bom = next((encoding for encoding, mark in _BOMS if data.startswith(mark)), None)
+    for encoding in (bom, declared, "utf-8"):
+        if encoding:
+            try:
+                return data.decode(encoding)
+            except (UnicodeDecodeError, LookupError):  # LookupError: a declared encoding Python does not know
+                pass
+    guessed = charset_normalizer.from_bytes(data[:_DETECTION_SAMPLE], cp_isolation=_LEGACY_ENCODINGS).best()
+    try:
+        return data.decode(guessed.encoding) if guessed else None
+    except UnicodeDecodeError:
+        return None
+
+
+def text_elements(text: str) -> list[Element]:
+    """The elements of plain text held in memory (an e-mail's body)."""
+    return _document(text.splitlines()).elements
+
+
 def _parse_lines(path: Path, encoding: str, options: ParseOptions) -> ParsedDocument:
     """The document, read line by line: a file's text is held once, in its elements."""
     with path.open(encoding=encoding) as f:

@@ -29,8 +29,8 @@ from ingest.parsers.elements import reduce_metadata
 def serve(connection: Connection, memory_mb: int) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    # Ctrl-C on a terminal reaches the whole process group: the run decides when to stop,
-    # and a worker must finish the file it was given.
+    # The run decides when to stop, and a worker must finish the file it was given: Ctrl-C,
+    # should it reach the worker's process group (its own, see ParserPool), is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     ForkingPickler.register(ElementMetadata, reduce_metadata)  # what Connection.send pickles with

@@ -40,11 +40,17 @@ def parse_xlsx(path: Path, options: ParseOptions) -> ParsedDocument:
 
 def _sheet(sheet) -> list[Element]:
     sheet.reset_dimensions()  # some writers record wrong dimensions: read every row there is
-    rows = [_trimmed([_cell(value) for value in values]) for values in sheet.iter_rows(values_only=True)]
-    rows = [row for row in rows if row]
+    return sheet_elements(sheet.title, [[_cell(value) for value in values]
+                                        for values in sheet.iter_rows(values_only=True)])
+
+
+def sheet_elements(title: str, rows: list[list[str]]) -> list[Element]:
+    """A sheet's rows of cell texts (a CSV file's too) as a section titled `title`: the rows
+    above the header row as text, the rest as one table."""
+    rows = [row for row in map(_trimmed, rows) if row]
     if not rows:
         return []
-    elements: list[Element] = [Title(sheet.title, metadata=element_metadata(category_depth=0))]
+    elements: list[Element] = [Title(title, metadata=element_metadata(category_depth=0))]
     header = next((i for i, row in enumerate(rows) if sum(1 for cell in row if cell) >= 2), len(rows))
     elements += [NarrativeText(" ".join(cell for cell in row if cell), metadata=element_metadata())
                  for row in rows[:header]]

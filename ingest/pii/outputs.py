@@ -73,6 +73,11 @@ class OutputMasker:
     def key(self, path: Path) -> str:
         return self._keys[path]
 
+    def attachment(self, name: str) -> str:
+        """The name of a file another holds (an e-mail's attachment) as it ends the file's key
+        and path: masked like a file's name."""
+        return self._masked([name])[0] if self.mask_keys else name
+
     def check_unique(self, path: Path) -> None:
         """KeyCollision when the file's key is another file's too."""
         if path in self._collisions:
