@@ -107,7 +107,7 @@ def test_the_core_install_serves_without_the_mcp_sdk(data_dir):
     script = (without_mcp + "from pathlib import Path; from pgkb.settings import Settings; "
               "from serve.app import create_app; "
               f"app = create_app(Settings(data_dir=Path({str(data_dir)!r}))); "
-              "print(sorted(r.path for r in app.routes)); app.state.service.close()")
+              "print(sorted(str(getattr(r, 'path', '')) for r in app.routes)); app.state.service.close()")
     served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert served.returncode == 0, served.stderr
     assert "/v1/collections/{collection}/search" in served.stdout and "'/mcp'" not in served.stdout
