@@ -399,3 +399,29 @@ def test_eval_reports_reranking_as_its_own_row(kb, bert_dir, settings, tmp_path)
     assert 0 <= modes["hybrid+rerank"]["ndcg_at_10"] <= 1 and not math.isnan(modes["hybrid+rerank"]["mrr"])
     too_few = run_cli("pgkb", "eval", str(judgments), "-c", settings.collection, "-k", "10", "--rerank", "5", env=env)
     assert too_few.returncode == 2 and "--rerank 10 or more" in too_few.stderr
+
+
+def test_the_served_api_reranks_when_asked(kb, bert_dir, settings, tmp_path, monkeypatch):
+    from store import Store
+    from tests.serving import Server
+
+    fused = kb.search(QUERY, k=5)
+    expected = _bert_reference(bert_dir, QUERY, [f"Travel\n{h.text}" for h in fused])
+    store = Store.open(settings)
+    key = store.create_key("reader", "read", [settings.collection], []).secret
+    store.close()
+    monkeypatch.setenv("PGKB_RERANK_MODEL", str(bert_dir))
+    monkeypatch.setenv("PGKB_PRECISION", "float32")
+    server = Server(settings.data_dir, tmp_path / "server.log")
+    try:
+        with server.client(key) as client:
+            url = f"/v1/collections/{settings.collection}/search"
+            hits = client.post(url, json={"query": QUERY, "k": 2, "rerank": 5}).json()["hits"]
+            assert [h["chunk_id"] for h in hits] == [fused[i].chunk_id for i in np.argsort(-expected)[:2]]
+            np.testing.assert_allclose([h["rerank_score"] for h in hits], np.sort(expected)[::-1][:2], atol=1e-5)
+            assert client.post(url, json={"query": QUERY, "k": 2}).json()["hits"][0]["rerank_score"] is None
+            refused = client.post(url, json={"query": QUERY, "k": 5, "rerank": 2})
+            assert refused.status_code == 400 and "rerank >= k" in refused.json()["detail"]
+            assert client.post(url, json={"query": QUERY, "rerank": 0}).status_code == 422
+    finally:
+        assert server.stop(), (tmp_path / "server.log").read_text()
