@@ -1,6 +1,8 @@
 """Text -> vectors. `load_embedder(model)` gives an Embedder: `embed_documents`,
 `embed_queries`, `count_tokens`, `max_text_tokens` and the `space` its vectors live in.
 `load_embedder_for_space(space)` gives one whose vectors match a collection's space.
+`load_reranker(model)` gives a Reranker, whose `score(query, passages)` rescores a search's
+candidates with a cross-encoder (rerank.py).
 
 The model runs here (transformers) or behind an OpenAI-compatible server (`embed_url`);
 either way its rules come from a ModelProfile and its tokenizer is read from this machine.
@@ -14,12 +16,15 @@ import os
 import threading
 from pathlib import Path
 
+from pgkb.errors import ConfigurationError
 from pgkb.settings import Precision, default
 
 from .base import Embedder
 from .local import TransformersEmbedder, load_model, load_tokenizer, pick_device
 from .models import EmbeddingError, ModelNotFound, resolve_model_dir
 from .profiles import ModelProfile, resolve_profile, unsupported_modules
+from .rerank import Reranker, RerankProfile, TransformersReranker, resolve_rerank_profile
+from .rerank_server import ServerReranker
 from .server import ServerEmbedder, ServerError
 from .space import EmbeddingSpace, Pooling
 
@@ -70,7 +75,7 @@ def load_embedder_for_space(space: EmbeddingSpace, *, device: str = default("dev
 def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None, query_prefix: str,
            device: str, precision: Precision, batch_tokens: int, embed_url: str | None,
            api_key_env: str | None) -> Embedder:
-    tokenizer = load_tokenizer(model_dir, profile)
+    tokenizer = load_tokenizer(model_dir, profile.padding_side)
     extra_modules = unsupported_modules(model_dir)
     if embed_url:
         api_key = os.environ.get(api_key_env) if api_key_env else None
@@ -83,6 +88,27 @@ def _build(model: str, model_dir: Path, profile: ModelProfile, dims: int | None,
                                 dims=dims, query_prefix=query_prefix, batch_tokens=batch_tokens)
 
 
+def load_reranker(model: str | None = None, *, url: str | None = None, api_key_env: str | None = None,
+                  profile_file: Path | None = None, device: str = default("device"),
+                  precision: Precision = default("precision"), batch_tokens: int = default("batch_tokens"),
+                  allow_download: bool = default("allow_download")) -> Reranker:
+    """A reranker: `model` (an id in the HF cache or a directory) run here, or the model served
+    at `url` (`/v1/rerank`), with the key in env `api_key_env`. The other options are the
+    embedder's, and default to them (`Settings.reranker_options()`)."""
+    if url:
+        return ServerReranker(model, url, api_key=os.environ.get(api_key_env) if api_key_env else None)
+    if not model:
+        raise ConfigurationError("reranking needs a model: set PGKB_RERANK_MODEL (--rerank-model), "
+                                 "or a reranking server with PGKB_RERANK_URL (--rerank-url)")
+    with _LOADING:
+        model_dir = resolve_model_dir(model, allow_download, role="reranking model", flag="--rerank-model")
+        profile = resolve_rerank_profile(model, model_dir, profile_file)
+        tokenizer = load_tokenizer(model_dir, profile.padding_side)
+        head = "AutoModelForSequenceClassification" if profile.kind == "classifier" else "AutoModelForCausalLM"
+        return TransformersReranker(model, load_model(model_dir, pick_device(device), precision, head), tokenizer,
+                                    profile, batch_tokens=batch_tokens)
+
+
 def _hidden_size(model_dir: Path) -> int | None:
     """The model's vector size from its config, when its config is here."""
     config = model_dir / "config.json"
@@ -90,7 +116,8 @@ def _hidden_size(model_dir: Path) -> int | None:
 
 
 __all__ = [
-    "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile", "Pooling",
-    "ServerEmbedder", "ServerError", "TransformersEmbedder", "load_embedder", "load_embedder_for_space",
-    "resolve_model_dir", "resolve_profile",
+    "Embedder", "EmbeddingError", "EmbeddingSpace", "ModelNotFound", "ModelProfile", "Pooling", "RerankProfile",
+    "Reranker", "ServerEmbedder", "ServerError", "ServerReranker", "TransformersEmbedder", "TransformersReranker",
+    "load_embedder", "load_embedder_for_space", "load_reranker", "resolve_model_dir", "resolve_profile",
+    "resolve_rerank_profile",
 ]

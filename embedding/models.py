@@ -17,8 +17,10 @@ class ModelNotFound(EmbeddingError):
     """The model's files are not on this machine (and downloading was not allowed)."""
 
 
-def resolve_model_dir(model: str, allow_download: bool = False) -> Path:
-    """A model's files on this machine: a local directory, a packaged model, or the HF cache."""
+def resolve_model_dir(model: str, allow_download: bool = False, *, role: str = "embedding model",
+                      flag: str = "--model") -> Path:
+    """A model's files on this machine: a local directory, a packaged model, or the HF cache.
+    `role` and `flag` name it in the message when it is not here."""
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -34,6 +36,6 @@ def resolve_model_dir(model: str, allow_download: bool = False) -> Path:
         return Path(snapshot_download(model, local_files_only=not allow_download))
     except Exception as exc:  # the hub client raises several kinds for "not here"
         raise ModelNotFound(
-            f"embedding model {model!r} is not on this machine ({type(exc).__name__}); "
-            "give a local directory with --model, or place it in the Hugging Face cache (HF_HOME)"
+            f"{role} {model!r} is not on this machine ({type(exc).__name__}); "
+            f"give a local directory with {flag}, or place it in the Hugging Face cache (HF_HOME)"
         ) from None

@@ -90,7 +90,7 @@ def resolve_profile(model: str, model_dir: Path | None, profile_file: Path | Non
     if profile_file is None and model_dir is not None and (model_dir / PROFILE_FILE).is_file():
         profile_file = model_dir / PROFILE_FILE
     if profile_file is not None:
-        rules.update(_read_profile_file(Path(profile_file)))
+        rules.update(read_profile_file(Path(profile_file)))
     if rules.get("pooling") == "last_token":
         rules.setdefault("padding_side", "left")  # so the last position is every row's last token
     return ModelProfile(**rules)
@@ -106,16 +106,16 @@ _POOLING_KEYS = {
 def _sentence_transformers_rules(model_dir: Path) -> dict[str, Any]:
     """Pooling, input limit and query prompt from a sentence-transformers layout."""
     rules: dict[str, Any] = {}
-    modules = _read_json(model_dir / "modules.json") or []
+    modules = read_json(model_dir / "modules.json") or []
     pooling_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), "1_Pooling")
-    pooling_config = _read_json(model_dir / pooling_dir / "config.json") or {}
+    pooling_config = read_json(model_dir / pooling_dir / "config.json") or {}
     pooling = next((name for key, name in _POOLING_KEYS.items() if pooling_config.get(key)), None)
     if pooling:
         rules["pooling"] = pooling
-    max_tokens = (_read_json(model_dir / "sentence_bert_config.json") or {}).get("max_seq_length")
+    max_tokens = (read_json(model_dir / "sentence_bert_config.json") or {}).get("max_seq_length")
     if max_tokens:
         rules["max_tokens"] = int(max_tokens)
-    prompts = (_read_json(model_dir / "config_sentence_transformers.json") or {}).get("prompts") or {}
+    prompts = (read_json(model_dir / "config_sentence_transformers.json") or {}).get("prompts") or {}
     if prompts.get("query"):
         rules["query_template"] = prompts["query"]
     return rules
@@ -124,17 +124,19 @@ def _sentence_transformers_rules(model_dir: Path) -> dict[str, Any]:
 def unsupported_modules(model_dir: Path) -> list[str]:
     """sentence-transformers modules beyond the encoder, pooling and normalisation (a Dense
     projection, say), which pgkb's local backend does not run."""
-    modules = _read_json(model_dir / "modules.json") or []
+    modules = read_json(model_dir / "modules.json") or []
     known = ("Transformer", "Pooling", "Normalize")
     return [m["type"] for m in modules if not m["type"].endswith(known)]
 
 
-def _read_profile_file(path: Path) -> dict[str, Any]:
+def read_profile_file(path: Path, profile_class: type = ModelProfile) -> dict[str, Any]:
+    """A profile file's rules, each a field of `profile_class` (ModelProfile, or the
+    reranker's RerankProfile)."""
     try:
         rules = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise EmbeddingError(f"{path}: cannot read the model profile: {exc}") from None
-    known = {f.name for f in dataclasses.fields(ModelProfile)}
+    known = {f.name for f in dataclasses.fields(profile_class)}
     unknown = sorted(set(rules) - known) if isinstance(rules, dict) else ["(not a JSON object)"]
     if unknown:
         raise EmbeddingError(f"{path}: unknown model profile keys {unknown}; known: {sorted(known)}")
@@ -145,5 +147,5 @@ def _read_profile_file(path: Path) -> dict[str, Any]:
     return rules
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None

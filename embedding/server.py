@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class ServerError(EmbeddingError):
-    """The embedding server refused a request or kept failing."""
+    """The embedding or reranking server refused a request or kept failing."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -113,24 +113,8 @@ class ServerEmbedder(Embedder):
         body: dict = {"model": self.name, "input": texts}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        for attempt in range(self.retries + 1):
-            retry_after = None
-            try:
-                response = self._client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # timeouts, refused or dropped connections
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    return self._parse(response, len(texts))
-                problem = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise ServerError(f"{self.shown_url} refused the request ({problem})", status=response.status_code)
-                retry_after = response.headers.get("retry-after")
-            if attempt < self.retries:
-                delay = _backoff(attempt, retry_after)
-                log.warning("embedding server %s: %s; retrying in %.1f s", self.shown_url, problem, delay)
-                time.sleep(delay)
-        raise ServerError(f"{self.shown_url} failed {self.retries + 1} times; last: {problem}")
+        response = post_retrying(self._client, self.url, body, self.retries, "embedding server", self.shown_url)
+        return self._parse(response, len(texts))
 
     def _parse(self, response: httpx.Response, count: int) -> np.ndarray:
         try:
@@ -141,6 +125,30 @@ class ServerEmbedder(Embedder):
         if vectors.ndim != 2 or len(vectors) != count:
             raise ServerError(f"{self.shown_url} returned {len(vectors)} vectors for {count} texts")
         return vectors
+
+
+def post_retrying(client: httpx.Client, url: str, body: dict, retries: int, what: str,
+                  shown_url: str) -> httpx.Response:
+    """The 200 response of `what` at `url` (`shown_url` in messages: no credentials) to `body`;
+    429, 5xx, timeouts and dropped connections retried `retries` times with backoff."""
+    for attempt in range(retries + 1):
+        retry_after = None
+        try:
+            response = client.post(url, json=body)
+        except httpx.TransportError as exc:  # timeouts, refused or dropped connections
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                return response
+            problem = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code != 429 and response.status_code < 500:
+                raise ServerError(f"{shown_url} refused the request ({problem})", status=response.status_code)
+            retry_after = response.headers.get("retry-after")
+        if attempt < retries:
+            delay = _backoff(attempt, retry_after)
+            log.warning("%s %s: %s; retrying in %.1f s", what, shown_url, problem, delay)
+            time.sleep(delay)
+    raise ServerError(f"{shown_url} failed {retries + 1} times; last: {problem}")
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:

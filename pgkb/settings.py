@@ -65,6 +65,8 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
 COMMON_FLAGS = ("collection", "model", "database_url", "data_dir")
 # Where the store is: the flags of the commands that need no model.
 STORE_FLAGS = ("database_url", "data_dir")
+# The reranking model (search and pgkb eval's --rerank N).
+RERANK_FLAGS = ("rerank_model", "rerank_url")
 # Searching a served API instead of the database (`search --url`).
 REMOTE_FLAGS = ("url",)
 # The HTTP API's own (`pgkb serve`).
@@ -119,6 +121,20 @@ class Settings:
         "PGKB_MODEL_PROFILE", help="a JSON file of rules for a model pgkb has none for (embedding/profiles.py)")
     allow_download: bool = _setting("PGKB_ALLOW_DOWNLOAD", False,
                                     help="let a model not on this machine be downloaded from the Hugging Face Hub")
+    # Reranking (search --rerank N): a cross-encoder rescoring a search's top N candidates.
+    rerank_model: str | None = _setting(
+        "PGKB_RERANK_MODEL", flag="--rerank-model", metavar="MODEL",
+        help="reranking model (a cross-encoder such as BAAI/bge-reranker-v2-m3, or Qwen3-Reranker): an id in the "
+             "Hugging Face cache, or a local directory; with --rerank-url, the name the server is asked for")
+    rerank_url: str | None = _setting(
+        "PGKB_RERANK_URL", flag="--rerank-url", metavar="URL",
+        help="rerank through a served /v1/rerank or /rerank endpoint (TEI, vLLM, SGLang, Jina, Cohere); its API "
+             "key is read from the variable PGKB_RERANK_API_KEY_ENV names; unset: the model runs here")
+    rerank_api_key_env: str = _setting("PGKB_RERANK_API_KEY_ENV", "PGKB_RERANK_API_KEY",
+                                       help="the environment variable holding the reranking server's API key")
+    rerank_profile: str | None = _setting(
+        "PGKB_RERANK_PROFILE",
+        help="a JSON file of rules for a reranking model pgkb has none for (embedding/rerank.py)")
     workers: int = _setting("PGKB_WORKERS", 0, flag="--workers",
                             help="files parsed at once, each in its own process, at most one per CPU core; "
                                  "0: one per CPU core, at most 4")
@@ -245,6 +261,13 @@ class Settings:
         return {"device": self.device, "precision": self.precision, "batch_tokens": self.batch_tokens,
                 "embed_url": self.embed_url, "api_key_env": self.embed_api_key_env,
                 "profile_file": self.model_profile, "allow_download": self.allow_download}
+
+
+    def reranker_options(self) -> dict:
+        """Which reranker to run and how, for `embedding.load_reranker`."""
+        return {"model": self.rerank_model, "url": self.rerank_url, "api_key_env": self.rerank_api_key_env,
+                "profile_file": self.rerank_profile, "device": self.device, "precision": self.precision,
+                "batch_tokens": self.batch_tokens, "allow_download": self.allow_download}
 
 
 def default(name: str) -> Any:

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import ConfigurationError, PgkbError
-from pgkb.settings import COMMON_FLAGS, REMOTE_FLAGS, Settings, configure_logging
+from pgkb.settings import COMMON_FLAGS, REMOTE_FLAGS, RERANK_FLAGS, Settings, configure_logging
 
 from .explanation import Explanation
 from .filters import FilterError, compile_filters
@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--where", metavar="JSON", help='filters in the filter language, e.g. \'{"page": {"gte": 3}}\'')
     parser.add_argument("--group-by", choices=["document"], help="the best chunk of each document")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
+    parser.add_argument("--rerank", type=_hit_count, metavar="N",
+                        help="rescore the N best hits (N >= -k) with the reranking model (--rerank-model or "
+                             "--rerank-url) and show the k it scores highest")
     parser.add_argument("--json", action="store_true", help="print hits as JSON")
     parser.add_argument("--explain", action="store_true",
                         help="print the SQL statement the search runs, with its parameters, instead of hits")
     parser.add_argument("--plan", action="store_true",
                         help="with --explain: also PostgreSQL's plan, from running it (EXPLAIN ANALYZE)")
-    Settings.add_arguments(parser, (*COMMON_FLAGS, *REMOTE_FLAGS))
+    Settings.add_arguments(parser, (*COMMON_FLAGS, *RERANK_FLAGS, *REMOTE_FLAGS))
     add_verbose(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -60,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with KnowledgeBase(settings) as kb:
                 if args.explain or args.plan:
+                    # The statement is the same with --rerank: the reranker runs on its hits.
                     return _explain(kb.explain(args.query, **options, analyze=args.plan), args.json)
-                hits = kb.search(args.query, **options)
+                hits = kb.search(args.query, **options, rerank=args.rerank)
     except PgkbError as exc:
         print_error(exc, args.verbose)
         return 2
@@ -91,11 +95,11 @@ def _remote_search(settings: Settings, args: argparse.Namespace, options: dict[s
         raise ConfigurationError("--url needs an API key in PGKB_API_KEY (pgkb keys create)")
     remote = RemoteKnowledgeBase(settings.url or "", settings.api_key, settings.collection)
     return remote.search(args.query, k=options["k"], filters=options["filters"], mode=options["mode"],
-                         group_by=options["group_by"])
+                         group_by=options["group_by"], rerank=args.rerank)
 
 
 def _hit_count(text: str) -> int:
-    """-k: a whole number of hits the search may return (argparse names the flag)."""
+    """-k, --rerank: a whole number of hits (argparse names the flag)."""
     try:
         k = int(text)
     except ValueError:
@@ -139,9 +143,9 @@ def _explain(explanation: Explanation, as_json: bool) -> int:
 
 
 def _legs(hit: Hit) -> str:
-    """Where each leg ranked the hit, with its own score. The fused score orders the hits
-    but means nothing alone (it is 0 for a lone candidate), so it is left to --json."""
-    legs = []
+    """Where each leg ranked the hit, with its own score, and the reranker's. The fused score
+    orders the hits but means nothing alone (it is 0 for a lone candidate), so it is left to --json."""
+    legs = [] if hit.rerank_score is None else [f"rerank {hit.rerank_score:.3f}"]
     if hit.vector_rank is not None and hit.vector_score is not None:
         legs.append(f"vector #{hit.vector_rank}, similarity {hit.vector_score:.2f}")
     if hit.keyword_rank is not None and hit.keyword_score is not None:

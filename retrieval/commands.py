@@ -28,7 +28,7 @@ from rich.text import Text
 
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
-from pgkb.settings import COMMON_FLAGS, STORE_FLAGS, Settings, configure_logging
+from pgkb.settings import COMMON_FLAGS, RERANK_FLAGS, STORE_FLAGS, Settings, configure_logging
 from store import SCOPES, UNLABELLED, CollectionSummary, DocumentSummary, Store, UnknownDocuments
 
 from .evaluation import HEALTH_QUERIES, Evaluation, evaluate, health_check, load_judgments
@@ -67,8 +67,11 @@ def _add_eval(commands) -> None:
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list (default {','.join(MODES)})")
     parser.add_argument("-k", "--k", type=int, default=100, help="results per query, for recall@k (default 100)")
     parser.add_argument("--exact", action="store_true", help="exact vector search instead of the HNSW index")
+    parser.add_argument("--rerank", type=int, metavar="N",
+                        help="also score each mode with the reranking model rescoring its N best hits (N >= k), "
+                             "as its own row (hybrid+rerank...)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE ('-': stdout, no table)")
-    Settings.add_arguments(parser, COMMON_FLAGS)
+    Settings.add_arguments(parser, (*COMMON_FLAGS, *RERANK_FLAGS))
     add_verbose(parser)
     parser.set_defaults(run=_eval)
 
@@ -82,9 +85,9 @@ def _eval(args: argparse.Namespace) -> int:
     judged = [] if args.health else load_judgments(args.judgments, args.split)
     with KnowledgeBase(Settings.from_arguments(args)) as kb:
         if args.health:
-            result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k)
+            result = health_check(kb, args.queries, seed=args.seed, modes=modes, k=args.k, rerank=args.rerank)
         else:
-            result = evaluate(kb, judged, modes, k=args.k, exact=True if args.exact else None)
+            result = evaluate(kb, judged, modes, k=args.k, exact=True if args.exact else None, rerank=args.rerank)
     if args.json == "-":
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -104,8 +107,8 @@ def _usage_problem(args: argparse.Namespace, modes: list[str]) -> str | None:
         return "give a judgments file or folder, or --health"
     if not modes or set(modes) - set(MODES):
         return f"--modes takes a comma list of {', '.join(MODES)}, not {args.modes!r}"
-    if args.k < 1 or args.queries < 1:
-        return "--k and --queries take a number of at least 1"
+    if args.k < 1 or args.queries < 1 or (args.rerank is not None and args.rerank < 1):
+        return "--k, --queries and --rerank take a number of at least 1"
     return None
 
 

@@ -3,7 +3,8 @@
 A judgment says which documents (by key) or chunks (by id) answer a query, with a grade
 (1 = relevant; higher = more relevant, as in BEIR's qrels). Judgments come from a BEIR folder,
 a CSV or a JSONL file (`load_judgments`), or from the collection itself (`health_check`).
-`evaluate` runs every query in each search mode and scores the rankings.
+`evaluate` runs every query in each search mode and scores the rankings; with `rerank=N`,
+each mode again with the reranker rescoring its N best hits (a row "hybrid+rerank"...).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class ModeScores:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Scores per mode ("vector", "keyword", "hybrid") for one collection; recall_at_k is at `k`."""
+    """Scores per mode ("vector", "keyword", "hybrid", and "hybrid+rerank"... where reranked) for
+    one collection; recall_at_k is at `k`."""
 
     collection: str
     k: int
@@ -128,27 +130,42 @@ class Evaluation:
 # --- Evaluating.
 
 def evaluate(kb: KnowledgeBase, judged: Sequence[Judged], modes: Sequence[str] = MODES, k: int = 100,
-             exact: bool | None = None) -> Evaluation:
+             exact: bool | None = None, rerank: int | None = None) -> Evaluation:
     """Search every judged query in each mode, k results, and score the rankings.
 
     Document-keyed judgments rank documents (each document's best chunk, `group_by="document"`);
-    chunk-id judgments rank chunks. `exact` as in `KnowledgeBase.search`.
+    chunk-id judgments rank chunks. `exact` as in `KnowledgeBase.search`. `rerank`: each mode
+    is also scored with the reranker rescoring its `rerank` best hits (at least k and 10), as
+    the mode's name followed by "+rerank".
     """
     if not judged:
         raise JudgmentsError("no judged queries to evaluate")
-    return Evaluation(kb.collection.name, k, {mode: _evaluate_mode(kb, judged, mode, k, exact) for mode in modes})
+    if rerank is not None and rerank < _depth(k):
+        raise ConfigurationError(f"--rerank {rerank} rescores fewer hits than the {_depth(k)} ranked per query: "
+                                 f"give --rerank {_depth(k)} or more, or a smaller --k")
+    scores: dict[str, ModeScores] = {}
+    for mode in modes:
+        scores[mode] = _evaluate_mode(kb, judged, mode, k, exact)
+        if rerank is not None:
+            scores[f"{mode}+rerank"] = _evaluate_mode(kb, judged, mode, k, exact, rerank)
+    return Evaluation(kb.collection.name, k, scores)
+
+
+def _depth(k: int) -> int:
+    """Hits ranked per query: nDCG@10 and recall@10 need ten even when k is smaller."""
+    return max(k, 10)
 
 
 def _evaluate_mode(kb: KnowledgeBase, judged: Sequence[Judged], mode: str, k: int,
-                   exact: bool | None) -> ModeScores:
-    depth = max(k, 10)  # nDCG@10 and recall@10 need ten results even when k is smaller
+                   exact: bool | None, rerank: int | None = None) -> ModeScores:
+    depth = _depth(k)
     search_mode = cast("Mode", mode)  # a name from the command line: KnowledgeBase.search refuses others
 
     def ranking(j: Judged) -> list[str]:
         if j.level == "document":
             return [h.document_key for h in kb.search(j.query, k=depth, mode=search_mode, exact=exact,
-                                                      group_by="document")]
-        return [str(h.chunk_id) for h in kb.search(j.query, k=depth, mode=search_mode, exact=exact)]
+                                                      group_by="document", rerank=rerank)]
+        return [str(h.chunk_id) for h in kb.search(j.query, k=depth, mode=search_mode, exact=exact, rerank=rerank)]
 
     # Untimed: the first search of a mode builds its SQL statement. Then each query is embedded
     # afresh, as a new question would be, not found in the query cache an earlier mode filled.
@@ -178,14 +195,14 @@ def _mean(values) -> float:
 # --- Health check: queries drawn from the collection itself.
 
 def health_check(kb: KnowledgeBase, queries: int = HEALTH_QUERIES, seed: int = 0,
-                 modes: Sequence[str] = MODES, k: int = 100) -> Evaluation:
+                 modes: Sequence[str] = MODES, k: int = 100, rerank: int | None = None) -> Evaluation:
     """Search for the collection's own headings and sentences, each answered by the chunks it
     came from. Needs no judgments: near-zero scores in a mode point at broken ingestion (text
     not indexed) or a wrong model (vectors that find nothing), not at hard questions."""
     judged = collection_queries(kb, queries, seed)
     if not judged:
         raise StoreError(f"collection {kb.collection.name!r} has no headings or sentences to draw queries from")
-    return evaluate(kb, judged, modes, k)
+    return evaluate(kb, judged, modes, k, rerank=rerank)
 
 
 def collection_queries(kb: KnowledgeBase, count: int, seed: int = 0) -> list[Judged]:

@@ -36,9 +36,9 @@ class RemoteKnowledgeBase:
         self._timeout = timeout
 
     def search(self, query: str, k: int = DEFAULT_K, filters: dict[str, Any] | None = None, *,
-               mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None) -> list[Hit]:
+               mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None, rerank: int | None = None) -> list[Hit]:
         """The k best chunks for `query`, as KnowledgeBase.search finds them on the server."""
-        body = _search_body(query, k, filters, mode, group_by)
+        body = _search_body(query, k, filters, mode, group_by, rerank)
         try:
             response = httpx.post(self._endpoint, json=body, headers=self._headers, timeout=self._timeout)
         except httpx.HTTPError as exc:
@@ -46,8 +46,9 @@ class RemoteKnowledgeBase:
         return self._hits(response)
 
     async def asearch(self, query: str, k: int = DEFAULT_K, filters: dict[str, Any] | None = None, *,
-                      mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None) -> list[Hit]:
-        body = _search_body(query, k, filters, mode, group_by)
+                      mode: Mode = DEFAULT_MODE, group_by: GroupBy | None = None,
+                      rerank: int | None = None) -> list[Hit]:
+        body = _search_body(query, k, filters, mode, group_by, rerank)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 response = await client.post(self._endpoint, json=body, headers=self._headers)
@@ -75,8 +76,9 @@ class RemoteKnowledgeBase:
 
 
 def _search_body(query: str, k: int, filters: dict[str, Any] | None, mode: Mode,
-                 group_by: GroupBy | None) -> dict[str, Any]:
-    return {"query": query, "k": k, "filters": filters, "mode": mode, "group_by": group_by}
+                 group_by: GroupBy | None, rerank: int | None) -> dict[str, Any]:
+    body = {"query": query, "k": k, "filters": filters, "mode": mode, "group_by": group_by}
+    return body if rerank is None else {**body, "rerank": rerank}  # a server without reranking takes the rest
 
 
 def _detail(response: httpx.Response) -> str:
@@ -105,6 +107,7 @@ def hit_from_json(data: dict[str, Any]) -> Hit:
         section_path=tuple(data["section_path"]), metadata=data["metadata"],
         vector_rank=data["vector_rank"], vector_score=data["vector_score"],
         keyword_rank=data["keyword_rank"], keyword_score=data["keyword_score"], snippet=data["snippet"],
+        rerank_score=data.get("rerank_score"),  # absent from a server older than reranking
     )
 
 

@@ -10,6 +10,7 @@ keyword; narrowed by filters; every hit citing its file, pages and section.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import re
 import threading
 import unicodedata
@@ -21,7 +22,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, Select
 from sqlalchemy.engine import Connection
 
-from embedding import Embedder, EmbeddingSpace, load_embedder_for_space
+from embedding import Embedder, EmbeddingSpace, Reranker, load_embedder_for_space, load_reranker
 from pgkb.errors import QueryError
 from pgkb.settings import Settings
 from store import Store, citation, pages_label
@@ -87,6 +88,7 @@ class Hit:
     keyword_rank: int | None = None     # rank among the candidates holding a query word, by BM25
     keyword_score: float | None = None  # BM25; None if no query word matched
     snippet: str | None = None          # the matching passages, terms in <b>...</b>
+    rerank_score: float | None = None   # the reranker's relevance (search(rerank=N)); None when not reranked
 
     @property
     def pages(self) -> str:
@@ -124,6 +126,8 @@ class KnowledgeBase:
         self.collection = self.store.collection(collection or self.settings.collection)
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
+        self._reranker: Reranker | None = None
+        self._reranker_lock = threading.Lock()
         self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
         self._statements = StatementCache()
         self._filter_share = FilterShare(self.collection)
@@ -142,11 +146,24 @@ class KnowledgeBase:
     def embedder(self, embedder: Embedder) -> None:
         self._embedder = embedder
 
+    @property
+    def reranker(self) -> Reranker:
+        """The settings' reranking model (PGKB_RERANK_MODEL or PGKB_RERANK_URL), loaded by the
+        first search that reranks."""
+        with self._reranker_lock:
+            if self._reranker is None:
+                self._reranker = load_reranker(**self.settings.reranker_options())
+            return self._reranker
+
+    @reranker.setter
+    def reranker(self, reranker: Reranker) -> None:
+        self._reranker = reranker
+
     def search(self, query: str, k: int = DEFAULT_K,
                filters: dict[str, Any] | ColumnElement | None = None, *,
                mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, weights: LegWeights | None = None,
                exact: bool | None = None, group_by: GroupBy | None = None,
-               principals: Sequence[str] | None = None) -> list[Hit]:
+               principals: Sequence[str] | None = None, rerank: int | None = None) -> list[Hit]:
         """The k best chunks for `query`.
 
         mode: "hybrid" fuses both legs; "vector" or "keyword" runs one.
@@ -159,8 +176,11 @@ class KnowledgeBase:
         principals: the caller's groups: only chunks of documents they may read are searched
             (store.access), inside both legs, so k readable hits come back when k match;
             None searches every document.
+        rerank: the reranker (`reranker`) rescores the best `rerank` hits (at least k), and the
+            k it scores highest come back, best first, each with its `rerank_score`.
         """
-        search = self._prepare(query, k, filters, mode, fusion, weights, group_by, principals)
+        _check_rerank(rerank, k)
+        search = self._prepare(query, rerank or k, filters, mode, fusion, weights, group_by, principals)
         with self._connection() as conn:
             rows, exact = self._run(conn, search, exact)
             if (search.has_vector_leg and search.conditions and not exact
@@ -168,7 +188,8 @@ class KnowledgeBase:
                 # The index ran dry inside the filter (the planner's estimate was off): scan exactly.
                 rows, _ = self._run(conn, search, True)
         words = search.keyword_query.highlighted_words if search.keyword_query else []
-        return [_hit(row, mode, words) for row in rows]
+        hits = [_hit(row, mode, words) for row in rows]
+        return reranked(self.reranker, query, hits, k) if rerank else hits
 
     def explain(self, query: str, k: int = DEFAULT_K,
                 filters: dict[str, Any] | ColumnElement | None = None, *,
@@ -199,8 +220,7 @@ class KnowledgeBase:
                  principals: Sequence[str] | None) -> _Prepared:
         """Check the arguments and make the statement and its parameters."""
         check_query(query)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise QueryError(f"k must be a whole number from 1 to {MAX_K:,}, not {k!r}")
+        _check_count("k", k)
         _check_choice("mode", mode, MODES)
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("group_by", group_by, (*GROUP_BYS, None))
@@ -259,6 +279,35 @@ class KnowledgeBase:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_count(name: str, count: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_K:
+        raise QueryError(f"{name} must be a whole number from 1 to {MAX_K:,}, not {count!r}")
+
+
+def _check_rerank(rerank: int | None, k: int) -> None:
+    if rerank is None:
+        return
+    _check_count("k", k)
+    _check_count("rerank", rerank)
+    if rerank < k:
+        raise QueryError(f"rerank={rerank} rescores fewer candidates than the k={k} hits asked for: "
+                         "give rerank >= k")
+
+
+def reranked(reranker: Reranker, query: str, hits: list[Hit], k: int) -> list[Hit]:
+    """The k of `hits` the reranker scores highest, best first; equal scores keep their order."""
+    scores = reranker.score(query, [rerank_text(hit) for hit in hits])
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])
+    return [dataclasses.replace(hits[i], rerank_score=float(scores[i])) for i in order[:k]]
+
+
+def rerank_text(hit: Hit) -> str:
+    """What the reranker reads of a hit: its section path, as the embedder read it, then its text."""
+    if not hit.section_path:
+        return hit.text
+    return " > ".join(hit.section_path) + "\n" + hit.text
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -357,9 +406,10 @@ def search(query: str, k: int = DEFAULT_K, filters: dict[str, Any] | ColumnEleme
            mode: Mode = DEFAULT_MODE, fusion: Fusion = DEFAULT_FUSION, collection: str | None = None,
            weights: LegWeights | None = None,
            exact: bool | None = None, group_by: GroupBy | None = None,
-           principals: Sequence[str] | None = None, settings: Settings | None = None) -> list[Hit]:
-    """Search with the configured settings; the connection and model stay loaded for the next
+           principals: Sequence[str] | None = None, rerank: int | None = None,
+           settings: Settings | None = None) -> list[Hit]:
+    """Search with the configured settings; the connection and models stay loaded for the next
     call (in `knowledge_bases`)."""
     kb = knowledge_bases.get(settings or Settings.from_env(), collection)
     return kb.search(query, k=k, filters=filters, mode=mode, fusion=fusion, weights=weights, exact=exact,
-                     group_by=group_by, principals=principals)
+                     group_by=group_by, principals=principals, rerank=rerank)

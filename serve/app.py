@@ -64,6 +64,9 @@ class SearchRequest(BaseModel):
     mode: Mode = Field(DEFAULT_MODE, description="hybrid (both legs fused), vector or keyword")
     filters: dict[str, Any] | None = Field(None, description="the filter language, e.g. {\"page\": {\"gte\": 3}}")
     group_by: GroupBy | None = Field(None, description="\"document\": the best chunk of each document")
+    rerank: int | None = Field(None, ge=1, le=MAX_HITS,
+                               description="rescore the N best hits (N >= k) with the server's reranking model; "
+                                           "the k it scores highest come back, each with its rerank_score")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -219,7 +222,7 @@ def _add_routes(app: FastAPI) -> None:
         started = time.perf_counter()
         kb = service.knowledge_bases.get(service.settings, collection)
         hits = kb.search(body.query, k=body.k, filters=body.filters, mode=body.mode, group_by=body.group_by,
-                         principals=key.principals)
+                         principals=key.principals, rerank=body.rerank)
         return {"hits": [hit_to_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.get("/v1/collections/{collection}/documents", tags=["documents"])

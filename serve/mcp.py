@@ -43,23 +43,26 @@ def build_mcp_server(service: Any) -> MCPServer:
 
     @server.tool(annotations=READ_ONLY)
     async def search(query: str, ctx: Context, collection: str | None = None, k: int = 5,
-                     mode: Mode = DEFAULT_MODE, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                     mode: Mode = DEFAULT_MODE, filters: dict[str, Any] | None = None,
+                     rerank: int | None = None) -> list[dict[str, Any]]:
         """Search the knowledge base for passages that answer `query` (a question or keywords, any
         language). Returns the best passages first, each with `citation` (file, pages, section)
         to quote, `text`, `chunk_id` (for get_context) and `score`. `k`: how many (1-50, default 5).
         `mode`: "hybrid" (default: meaning and words), "vector" (meaning) or "keyword" (exact words;
         "quoted phrases" must appear, -word must not). `filters` narrows by metadata, e.g.
         {"source": "policy.pdf"}, {"page": {"gte": 3}}, {"metadata.department": "finance"}.
-        `collection`: which knowledge base (see list_collections); by default the only or usual one."""
+        `collection`: which knowledge base (see list_collections); by default the only or usual one.
+        `rerank`: rescore the best `rerank` passages (at least k, e.g. 50) with the reranking model,
+        where the server has one: slower, often better ordered."""
         if not 1 <= k <= MAX_HITS:
             raise ToolError(f"k must be 1 to {MAX_HITS}, not {k}")
         key = _caller(ctx)
         name = _collection(service, key, collection)
         kb = service.knowledge_bases.get(service.settings, name)
         hits = await _in_thread(lambda: kb.search(
-            query, k=k, filters=filters, mode=mode, principals=key.principals if key else None))
-        return [{"citation": h.citation, "text": h.text, "chunk_id": h.chunk_id, "score": round(h.score, 4)}
-                for h in hits]
+            query, k=k, filters=filters, mode=mode, principals=key.principals if key else None, rerank=rerank))
+        return [{"citation": h.citation, "text": h.text, "chunk_id": h.chunk_id,
+                 "score": round(h.score if h.rerank_score is None else h.rerank_score, 4)} for h in hits]
 
     @server.tool(annotations=READ_ONLY)
     async def list_collections(ctx: Context) -> list[dict[str, Any]]:

@@ -262,8 +262,9 @@ def test_an_unreachable_server_fails_with_its_address():
     profile = resolve_profile(DEFAULT_MODEL, model_dir)
     from embedding.local import load_tokenizer
 
+    tokenizer = load_tokenizer(model_dir, profile.padding_side)
     with pytest.raises(ServerError, match=r"127\.0\.0\.1:9/v1/embeddings failed 2 times; last: ConnectError"):
-        ServerEmbedder(DEFAULT_MODEL, "http://127.0.0.1:9", load_tokenizer(model_dir, profile), profile, retries=1)
+        ServerEmbedder(DEFAULT_MODEL, "http://127.0.0.1:9", tokenizer, profile, retries=1)
 
 
 def test_ingest_through_the_server_then_search_with_the_local_model(server, docs, settings):
