@@ -96,3 +96,9 @@ def served(data_dir, tmp_path_factory, embedder):
         assert admin.post(f"/v1/collections/{COLLECTION}/search", json={"query": "warm up"}).status_code == 200
     yield server, keys, settings
     assert server.stop(), log.read_text()
+    # Each module that uses the server starts from the same collection (ingested from its own folder).
+    store = Store.open(settings)
+    try:
+        store.drop_collection(COLLECTION)
+    finally:
+        store.close()

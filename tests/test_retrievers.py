@@ -29,7 +29,7 @@ from retrieval.llamaindex import PgkbRetriever as LlamaIndexRetriever
 from store import Store
 from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT, run_cli
 from tests.documents import write_docx, write_pdf
-from tests.test_serve import Server
+from tests.serving import Server
 
 COLLECTION = "retrievers"
 QUERIES = ["per diem rate in Paris", "salary bonus", "how many days of holiday"]
