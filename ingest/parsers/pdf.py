@@ -26,7 +26,7 @@ sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
 import pymupdf  # noqa: E402
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title  # noqa: E402
 
-from . import ParsedDocument, ParseError, ParseOptions, pdf_tables  # noqa: E402
+from . import ParsedDocument, ParseError, ParseOptions, pdf_aligned_tables, pdf_tables  # noqa: E402
 from .elements import element_metadata, join_lines, table  # noqa: E402
 from .layout import Box, reading_order  # noqa: E402
 
@@ -211,11 +211,10 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
                  for raw in block.get("lines", ())]
     direction = _main_direction(raw_lines)
     to_text_space = _text_space(direction)
-    tables = [] if ocr else _tables(page, content, textpage, to_text_space)
+    upright = [(number, raw) for number, raw, line_direction in raw_lines if line_direction == direction]
+    tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright])
     lines = []
-    for number, raw, line_direction in raw_lines:
-        if line_direction != direction:
-            continue  # across the page's text: diagonal watermarks, stamps up the margin
+    for number, raw in upright:  # the others run across the page's text: diagonal watermarks, stamps
         line = _line(raw, number, to_text_space)
         if line is not None and not any(_inside(line.box, t.box) for t in tables):
             lines.append(line)
@@ -223,15 +222,51 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
     return _Page(page.number + 1, lines, tables, top, bottom)
 
 
-def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space) -> list[_Table]:
+def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
+            raw_lines: list[dict]) -> list[_Table]:
+    """The page's ruled tables, then its tables of aligned text among the lines left."""
     outlines = [(block["bbox"], block["isrect"]) for block in content["blocks"] if block["type"] == 3]
-    if not pdf_tables.outlines_may_hold_table(outlines):
-        return []  # not even the outlines of the page's drawings could make a grid
-    horizontal, vertical = pdf_tables.rules(page.get_cdrawings())
-    if not pdf_tables.may_hold_table(horizontal, vertical):
-        return []
-    words = page.get_text("words", textpage=textpage)
-    return [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(horizontal, vertical, words)]
+    drawn: tuple[list, list] | None = None
+
+    def drawn_rules() -> tuple[list, list]:  # read once, and only when needed: it is slow on busy pages
+        nonlocal drawn
+        if drawn is None:
+            drawn = pdf_tables.rules(page.get_cdrawings()) if outlines else ([], [])
+        return drawn
+
+    tables: list[_Table] = []
+    # Not even the outlines of the page's drawings could make a grid: no need to read them.
+    if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
+        words = page.get_text("words", textpage=textpage)
+        tables = [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(*drawn_rules(), words)]
+    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)
+                if not any(_inside(s.box, t.box) for t in tables)]
+    upright = to_text_space is tuple  # rules are in page space, which is text space only then
+
+    def horizontal_rules() -> list[tuple[float, float, float]]:
+        return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]] if upright else []
+
+    tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules)]
+    return tables
+
+
+def _segments(raw: dict, to_text_space) -> list[pdf_aligned_tables.Segment]:
+    """A line's text in pieces, cut where its spans lie a cell gap apart (a table's columns)."""
+    segments: list[pdf_aligned_tables.Segment] = []
+    last_space = False
+    for span in raw["spans"]:
+        text = " ".join(span["text"].split())
+        if not text:
+            continue
+        box = to_text_space(span["bbox"])
+        last = segments[-1] if segments else None
+        if last is not None and box[0] - last.box[2] < pdf_aligned_tables.CELL_GAP_EMS * span["size"]:
+            last.box = _union([last.box, box])
+            last.text = f"{last.text} {text}" if span["text"][:1].isspace() or last_space else last.text + text
+        else:
+            segments.append(pdf_aligned_tables.Segment(box, text, span["size"]))
+        last_space = span["text"][-1:].isspace()
+    return segments
 
 
 def _has_text(content: dict) -> bool:

@@ -1,0 +1,285 @@
+"""Tables without ruling lines on a PDF page, from the alignment of their text.
+
+The page's text comes as pieces ("segments": PyMuPDF lines, cut again at wide gaps between
+spans), each with its box. Segments on one baseline form a visual line; a line of two or
+more segments, far apart, may be a table row. A run of such lines whose segments stack into
+columns (the gaps between them persist from line to line) is a table:
+
+- columns: the x-extents of the segments of the lines with the most common number of
+  segments, overlapping extents merged; any other line's segment goes in the column it
+  overlaps (a segment over several columns is a spanning heading, read in its first);
+- rows: one per visual line, except that a line going on in lower case continues the row
+  above (a wrapped cell, kept whole), and the header lines above the first line of figures
+  that sit close together make one header row ("to air" over "kg/year"); when horizontal
+  rules separate most lines, the lines between two rules are one row;
+- the run ends at a line that is no row of it: one-segment lines in a row (paragraphs,
+  notes), or a line whose segment crosses the columns below the header (a note, a paragraph
+  indented like a cell).
+
+Guards against what only looks aligned: two columns of running text (long segments, many
+words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
+table needs at least three lines of two segments or more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Box = tuple[float, float, float, float]
+Rule = tuple[float, float, float]  # a horizontal rule: y, x0, x1
+
+# Segments of a line this far apart (in ems of their type) are cells of different columns.
+CELL_GAP_EMS = 1.0
+# Lines this far apart (in line heights) are not rows of one table.
+MAX_ROW_GAP = 2.5
+# Header lines closer than this (in line heights) are one header row.
+HEADER_LINE_GAP = 0.6
+MIN_ROWS = 3            # lines of two segments or more
+MAX_WORDS_PER_CELL = 6  # more, on average, is running text in columns
+_BULLET = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]|\(?\d{1,2}[.)]|\(?[a-z][.)])$")
+_FIGURE = re.compile(r"\d")
+
+
+@dataclass
+class Segment:
+    box: Box
+    text: str
+    size: float  # font size
+
+
+@dataclass
+class AlignedTable:
+    box: Box
+    rows: list[list[str]]
+
+
+@dataclass
+class _Line:
+    segments: list[Segment]
+
+    @property
+    def top(self) -> float:
+        return min(s.box[1] for s in self.segments)
+
+    @property
+    def bottom(self) -> float:
+        return max(s.box[3] for s in self.segments)
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def left(self) -> float:
+        return min(s.box[0] for s in self.segments)
+
+    @property
+    def right(self) -> float:
+        return max(s.box[2] for s in self.segments)
+
+
+@dataclass
+class _Row:
+    cells: list[list[str]]        # texts per column
+    spanning: bool                # holds a segment across columns
+    lines: list[_Line] = field(default_factory=list)
+
+    @property
+    def top(self) -> float:
+        return self.lines[0].top
+
+    @property
+    def bottom(self) -> float:
+        return self.lines[-1].bottom
+
+
+def find_tables(segments: list[Segment], horizontal_rules: Callable[[], list[Rule]]) -> list[AlignedTable]:
+    """Tables of aligned text among `segments`. `horizontal_rules()` gives the page's horizontal
+    rules, which may separate rows (asked for only when there is a table: reading them is slow)."""
+    lines = _visual_lines(segments)
+    tables = []
+    start = 0
+    while start < len(lines):
+        found = _table_from(lines, start, horizontal_rules)
+        if found is None:
+            start += 1
+        else:
+            table, end = found
+            tables.append(table)
+            start = end
+    return tables
+
+
+def _visual_lines(segments: list[Segment]) -> list[_Line]:
+    """Segments on one baseline, left to right; lines top to bottom. Adjacent segments closer
+    than a cell gap are one."""
+    lines: list[_Line] = []
+    for segment in sorted(segments, key=lambda s: ((s.box[1] + s.box[3]) / 2, s.box[0])):
+        middle = (segment.box[1] + segment.box[3]) / 2
+        line = lines[-1] if lines else None
+        if line is not None and line.top <= middle <= line.bottom:
+            line.segments.append(segment)
+        else:
+            lines.append(_Line([segment]))
+    for line in lines:
+        line.segments.sort(key=lambda s: s.box[0])
+        merged = [line.segments[0]]
+        for segment in line.segments[1:]:
+            last = merged[-1]
+            if segment.box[0] - last.box[2] < CELL_GAP_EMS * max(last.size, segment.size):
+                merged[-1] = Segment((last.box[0], min(last.box[1], segment.box[1]), max(last.box[2], segment.box[2]),
+                                      max(last.box[3], segment.box[3])), f"{last.text} {segment.text}",
+                                     max(last.size, segment.size))
+            else:
+                merged.append(segment)
+        line.segments = merged
+    return lines
+
+
+def _table_from(lines: list[_Line], start: int, horizontal_rules: Callable[[], list[Rule]]) -> tuple[AlignedTable, int] | None:
+    """The table whose first line is lines[start], and the index of the line after it."""
+    if len(lines[start].segments) < 2:
+        return None
+    run = [lines[start]]
+    singles = 0
+    for line in lines[start + 1:]:
+        if line.top - run[-1].bottom > MAX_ROW_GAP * run[-1].height:
+            break
+        singles = singles + 1 if len(line.segments) < 2 else 0
+        if singles >= 2:
+            break
+        run.append(line)
+    while run and len(run[-1].segments) < 2:
+        run.pop()
+    multi = [line for line in run if len(line.segments) >= 2]
+    if len(multi) < MIN_ROWS:
+        return None
+    columns = _columns(multi)
+    if len(columns) < 2:
+        return None
+    rows = _rows(run, columns)
+    if len(rows) < MIN_ROWS or not _looks_like_table(rows):
+        return None
+    rows = _joined_rows(rows, horizontal_rules())
+    used = sum(len(row.lines) for row in rows)
+    box = (min(line.left for row in rows for line in row.lines), rows[0].top,
+           max(line.right for row in rows for line in row.lines), rows[-1].bottom)
+    texts = [[" ".join(cell) for cell in row.cells] for row in rows]
+    # Columns no row fills (a segment splitting in one line only) are dropped.
+    keep = [c for c in range(len(columns)) if any(row[c] for row in texts)]
+    return AlignedTable(box, [[row[c] for c in keep] for row in texts]), start + used
+
+
+def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
+    """Column extents from the lines with the most common number of segments (or more)."""
+    counts = Counter(len(line.segments) for line in lines)
+    common = max(counts, key=lambda n: (counts[n], n))
+    extents = sorted((s.box[0], s.box[2]) for line in lines if len(line.segments) >= common for s in line.segments)
+    columns: list[tuple[float, float]] = []
+    for x0, x1 in extents:
+        if columns and x0 < columns[-1][1]:
+            columns[-1] = (columns[-1][0], max(columns[-1][1], x1))
+        else:
+            columns.append((x0, x1))
+    return columns
+
+
+def _column_span(segment: Segment, columns: list[tuple[float, float]]) -> list[int]:
+    """The columns a segment overlaps; the nearest one when it falls in a gap."""
+    x0, x1 = segment.box[0], segment.box[2]
+    over = [i for i, (c0, c1) in enumerate(columns) if x0 < c1 and c0 < x1]
+    if over:
+        return over
+    middle = (x0 + x1) / 2
+    return [min(range(len(columns)), key=lambda i: min(abs(middle - columns[i][0]), abs(middle - columns[i][1])))]
+
+
+def _rows(run: list[_Line], columns: list[tuple[float, float]]) -> list[_Row]:
+    """A row per line, until a line that cannot be one: below the header, a segment across
+    columns, or two segments in one column."""
+    rows: list[_Row] = []
+    figures_seen = False
+    for line in run:
+        cells: list[list[str]] = [[] for _ in columns]
+        spanning = False
+        for segment in line.segments:
+            span = _column_span(segment, columns)
+            spanning = spanning or len(span) > 1
+            cells[span[0]].append(segment.text)
+        crowded = any(len(cell) > 1 for cell in cells)
+        if figures_seen and ((spanning and len(line.segments) > 1) or crowded):
+            break  # a note or a paragraph below the table
+        if figures_seen and spanning and not _continues(rows, cells):
+            break
+        rows.append(_Row(cells, spanning, [line]))
+        figures_seen = figures_seen or any(_FIGURE.search(" ".join(cell)) for cell in cells[1:])
+    while rows and sum(1 for cell in rows[-1].cells if cell) < 2:
+        rows.pop()
+    return rows
+
+
+def _continues(rows: list[_Row], cells: list[list[str]]) -> bool:
+    """Whether a line goes on with the row above: it starts in lower case."""
+    text = next((cell[0] for cell in cells if cell), "")
+    return bool(rows) and text[:1].islower()
+
+
+def _looks_like_table(rows: list[_Row]) -> bool:
+    """Not two columns of running text, not a list."""
+    cells = [cell for row in rows for cell in row.cells if cell]
+    words = sum(len(" ".join(cell).split()) for cell in cells)
+    if words > MAX_WORDS_PER_CELL * len(cells):
+        return False
+    first = [" ".join(row.cells[0]) for row in rows if row.cells[0]]
+    filled_columns = sum(1 for c in range(len(rows[0].cells)) if any(row.cells[c] for row in rows))
+    return not (filled_columns == 2 and first and all(_BULLET.match(text) for text in first))
+
+
+def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
+    """Lines of one row together: by the rules between rows where they separate most of them,
+    otherwise wrapped cells (a line going on in lower case) and the close lines of the header."""
+    left, right = min(r.lines[0].left for r in rows), max(r.lines[0].right for r in rows)
+    width = right - left
+    between = sorted({round(y, 1) for y, x0, x1 in rules_y
+                      if rows[0].top < y < rows[-1].bottom and min(x1, right) - max(x0, left) > 0.5 * width})
+    if len(between) >= (len(rows) - 1) * 0.6:
+        return _grouped_by_rules(rows, between)
+    joined: list[_Row] = []
+    header = True
+    for row in rows:
+        header = header and not any(_FIGURE.search(" ".join(cell)) for cell in row.cells[1:])
+        last = joined[-1] if joined else None
+        if last is not None and (_continues(joined, row.cells) or header and _close_header(last, row)):
+            _merge(last, row)
+        else:
+            joined.append(row)
+    return joined
+
+
+def _close_header(above: _Row, row: _Row) -> bool:
+    return (not above.spanning and not row.spanning
+            and row.top - above.bottom < HEADER_LINE_GAP * row.lines[0].height)
+
+
+def _grouped_by_rules(rows: list[_Row], rules: list[float]) -> list[_Row]:
+    grouped: list[_Row] = []
+    band = -1
+    for row in rows:
+        middle = (row.top + row.bottom) / 2
+        row_band = sum(1 for y in rules if y < middle)
+        if grouped and row_band == band:
+            _merge(grouped[-1], row)
+        else:
+            grouped.append(row)
+        band = row_band
+    return grouped
+
+
+def _merge(row: _Row, below: _Row) -> None:
+    for cell, more in zip(row.cells, below.cells):
+        cell.extend(more)
+    row.spanning = row.spanning or below.spanning
+    row.lines.extend(below.lines)
