@@ -92,7 +92,7 @@ class _HtmlRows(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[list[str]] = []
+        self.rows: list[list[str | None]] = []
         self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs) -> None:
@@ -121,7 +121,7 @@ def pgkb_tables(pdf: Path) -> dict[int, list[list[list[str | None]]]]:
         if type(element).__name__ == "Table":
             reader = _HtmlRows()
             reader.feed(element.metadata.text_as_html or "")
-            tables.setdefault(element.metadata.page_number or 1, []).append(list(reader.rows))
+            tables.setdefault(element.metadata.page_number or 1, []).append(reader.rows)
     return tables
 
 

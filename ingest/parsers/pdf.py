@@ -63,6 +63,7 @@ _NUMBERING = re.compile(
     r"|^\s*第[\d一二三四五六七八九十百]+[章节条部分篇]\s*",
     re.IGNORECASE,
 )
+_SECTION_NUMBER = re.compile(r"^\d+(?:\.\d+)*\.?$")  # set apart from its heading: "1   Scope"
 LEFT_TO_RIGHT = (1.0, 0.0)  # a line's direction (cos, sin) on an upright page
 _SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
 _LEADER = re.compile(r"(?:\.\s*){4,}\s*\w*\d+\s*$|\u2026\s*\d+\s*$")  # 'Scope ........ 4'
@@ -356,12 +357,13 @@ def _union(boxes) -> Box:
 
 def _stitched(lines: list[_Line]) -> list[_Line]:
     """Pieces of one printed line back into one: extraction (and OCR above all) cuts lines
-    at wide gaps of justified text, each piece with its own guess of the font size."""
+    at wide gaps of justified text, each piece with its own guess of the font size; a section
+    number set apart from its heading joins it, however wide the gap."""
     stitched: list[_Line] = []
     for line in lines:
         last = stitched[-1] if stitched else None
-        if (last is not None and not _elsewhere(line, last) and line.box[0] >= last.box[2] - 1
-                and line.box[1] < last.box[3] - 0.5 * (line.box[3] - line.box[1])):
+        if (last is not None and (not _elsewhere(line, last) or _SECTION_NUMBER.match(last.text))
+                and line.box[0] >= last.box[2] - 1 and line.box[1] < last.box[3] - 0.5 * (line.box[3] - line.box[1])):
             longer = last if len(last.text) >= len(line.text) else line
             stitched[-1] = _Line(f"{last.text} {line.text}", _union([last.box, line.box]), longer.size,
                                  last.bold and line.bold, last.faint and line.faint, last.block)
@@ -409,11 +411,20 @@ def _drop_running_lines(pages: list[_Page]) -> None:
     needed = min(REPEATED_PAGES, len(pages))
     repeated = {text for text, n in counts.items() if n >= needed} if len(pages) >= 2 else set()
     for page in pages:
+        lines = {id(line): line for line in edges[id(page)]}
         numbers = {id(line) for line in edges[id(page)] if _PAGE_NUMBER.match(line.text)}
         running = numbers | {id(line) for line in edges[id(page)] if _normal(line.text) in repeated}
+        # A number beside text that stays is the text's (a section number: "1   Scope").
+        running = {i for i in running if all(id(mate) in running for mate in _row_mates(lines[i], page))}
         if all(id(line) in running for line in page.lines):
             running = numbers  # a repeated line that is all the page says is its content
         page.lines = [line for line in page.lines if id(line) not in running]
+
+
+def _row_mates(line: _Line, page: _Page) -> list[_Line]:
+    """The page's other lines beside `line`, on its row."""
+    return [other for other in page.lines
+            if other is not line and other.box[1] < line.box[3] and line.box[1] < other.box[3]]
 
 
 def _edge_lines(page: _Page) -> list[_Line]:
@@ -544,8 +555,13 @@ def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
     candidates: list[_Paragraph] = []
     for page in pages:
         kept: list[_Paragraph] = []
+        # A cover page (the first of several, all of it in large or bold type) has one heading,
+        # the title in its largest type; its other lines (organisation, date...) are text.
+        cover = (page is pages[0] and page.number == 1 and len(pages) > 1 and len(page.paragraphs) > 1
+                 and all(heading_style(p) for p in page.paragraphs))
+        title = max(page.paragraphs, key=lambda p: p.style[0]) if cover else None
         for p in page.paragraphs:
-            if not heading_style(p):
+            if not heading_style(p) or cover and p is not title:
                 kept.append(p)
             elif candidates and kept and kept[-1] is candidates[-1] and _continues_heading(kept[-1], p):
                 kept[-1] = candidates[-1] = _Paragraph(kept[-1].lines + p.lines)  # a heading on two lines

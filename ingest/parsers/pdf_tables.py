@@ -177,6 +177,12 @@ def _table(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -
             edges.pop()
         bounds.append([*edges, xs[-1]])
         rows.append([[] for _ in edges])
+    # Last rows framed across all the columns hold the table's notes (sources, footnotes): they
+    # are read as text under it, not as rows.
+    while len(bounds) > 2 and len(bounds[-1]) == 2 and any(len(row) > 2 for row in bounds):
+        bounds.pop()
+        rows.pop()
+        ys.pop()
     if sum(1 for row in bounds if len(row) > 2) < MIN_SPLIT_ROWS * len(bounds):
         return None  # a frame with rules between rows only: its columns are read from the text's alignment
     box = (xs[0], ys[0], xs[-1], ys[-1])
