@@ -38,12 +38,12 @@ MAX_ROW_GAP = 2.5
 # Header lines closer than this (in line heights) are one header row.
 HEADER_LINE_GAP = 0.6
 MIN_ROWS = 3            # lines of two segments or more
-MAX_WORDS_PER_CELL = 6  # more, on average, is running text in columns
+MAX_WORDS_PER_CELL = 6  # more, on average, is running text in columns...
+MAX_CHARS_PER_CELL = 40  # ...and so is more than this (text without spaces, Chinese)
 MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share of the rows
 # A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
 _ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]"
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
-_LETTER = re.compile(r"[^\W\d_]")
 _FIGURE = re.compile(r"\d")
 
 
@@ -233,19 +233,21 @@ def _continues(rows: list[_Row], cells: list[list[str]]) -> bool:
 
 
 def _looks_like_table(rows: list[_Row]) -> bool:
-    """Not two columns of running text, not a list (bullets or numbers beside text), and at
+    """Not columns of running text, not a list (bullets or numbers beside text), and at
     least two columns filled in most rows."""
     cells = [cell for row in rows for cell in row.cells if cell]
-    words = sum(len(" ".join(cell).split()) for cell in cells)
-    if words > MAX_WORDS_PER_CELL * len(cells):
+    texts = [" ".join(cell) for cell in cells]
+    if (sum(len(text.split()) for text in texts) > MAX_WORDS_PER_CELL * len(cells)
+            or sum(map(len, texts)) > MAX_CHARS_PER_CELL * len(cells)):
         return False
     columns = list(zip(*(row.cells for row in rows)))
     if sum(1 for column in columns if sum(1 for cell in column if cell) >= MIN_FILLED_SHARE * len(rows)) < 2:
         return False
     filled = [[" ".join(cell) for cell in column if cell] for column in columns]
     filled = [column for column in filled if column]
-    return not (len(filled) == 2 and all(_ENUMERATOR.match(text) for text in filled[0])
-                and sum(1 for text in filled[1] if _LETTER.search(text)) > len(filled[1]) / 2)
+    others = [text for column in filled[1:] for text in column]
+    return not (all(_ENUMERATOR.match(text) for text in filled[0])
+                and sum(1 for text in others if _FIGURE.search(text)) < len(others) / 2)
 
 
 def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
