@@ -244,8 +244,11 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
                 if not any(_inside(s.box, t.box) for t in tables)]
     upright = to_text_space is tuple  # rules are in page space, which is text space only then
 
-    def horizontal_rules() -> list[tuple[float, float, float]]:
-        return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]] if upright else []
+    def horizontal_rules(top: float, bottom: float) -> list[tuple[float, float, float]]:
+        # The drawings are read only when the outline of one lies across the table's rows.
+        if not upright or not any(top < y1 and y0 < bottom for (_, y0, _, y1), _ in outlines):
+            return []
+        return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]]
 
     tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules)]
     return tables
@@ -253,16 +256,20 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
 
 def _segments(raw: dict, to_text_space) -> list[pdf_aligned_tables.Segment]:
     """A line's text in pieces, cut where its spans lie a cell gap apart (a table's columns)."""
+    spans = raw["spans"]
+    if len(spans) == 1:  # most lines: one piece, as it is
+        text = " ".join(spans[0]["text"].split())
+        return [pdf_aligned_tables.Segment(to_text_space(spans[0]["bbox"]), text, spans[0]["size"])] if text else []
     segments: list[pdf_aligned_tables.Segment] = []
     last_space = False
-    for span in raw["spans"]:
+    for span in spans:
         text = " ".join(span["text"].split())
         if not text:
             continue
         box = to_text_space(span["bbox"])
         last = segments[-1] if segments else None
         if last is not None and box[0] - last.box[2] < pdf_aligned_tables.CELL_GAP_EMS * span["size"]:
-            last.box = _union([last.box, box])
+            last.box = (last.box[0], min(last.box[1], box[1]), max(last.box[2], box[2]), max(last.box[3], box[3]))
             last.text = f"{last.text} {text}" if span["text"][:1].isspace() or last_space else last.text + text
         else:
             segments.append(pdf_aligned_tables.Segment(box, text, span["size"]))

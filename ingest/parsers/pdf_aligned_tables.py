@@ -41,10 +41,20 @@ MIN_ROWS = 3            # lines of two segments or more
 MAX_WORDS_PER_CELL = 6  # more, on average, is running text in columns...
 MAX_CHARS_PER_CELL = 40  # ...and so is more than this (text without spaces, Chinese)
 MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share of the rows
+# Rows as read (wrapped cells and header lines joined) must look like a table's:
+MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels leave most empty)
+MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
+MIN_SHORT_ROWS = 0.5     # most rows of several cells hold figures or short texts beyond the first
+SHORT_CELL_WORDS = 4
+SHORT_CELL_WIDTH = 24    # characters, a wide (CJK) one counting two
+FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
+_SENTENCE_END = ".!?:;"
 # A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
 _ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]"
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
 _FIGURE = re.compile(r"\d")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_WIDE = re.compile(r"[\u2e80-\U0010ffff]")  # CJK and wider: a character as wide as two
 
 
 @dataclass
@@ -60,29 +70,23 @@ class AlignedTable:
     rows: list[list[str]]
 
 
-@dataclass
 class _Line:
-    segments: list[Segment]
+    """Segments on one baseline, with their extent (kept up to date as segments are added:
+    it is read over and over)."""
 
-    @property
-    def top(self) -> float:
-        return min(s.box[1] for s in self.segments)
+    def __init__(self, segment: Segment) -> None:
+        self.segments = [segment]
+        self.left, self.top, self.right, self.bottom = segment.box
 
-    @property
-    def bottom(self) -> float:
-        return max(s.box[3] for s in self.segments)
+    def add(self, segment: Segment) -> None:
+        self.segments.append(segment)
+        x0, y0, x1, y1 = segment.box
+        self.left, self.top, self.right, self.bottom = (min(self.left, x0), min(self.top, y0),
+                                                        max(self.right, x1), max(self.bottom, y1))
 
     @property
     def height(self) -> float:
         return self.bottom - self.top
-
-    @property
-    def left(self) -> float:
-        return min(s.box[0] for s in self.segments)
-
-    @property
-    def right(self) -> float:
-        return max(s.box[2] for s in self.segments)
 
 
 @dataclass
@@ -100,20 +104,28 @@ class _Row:
         return self.lines[-1].bottom
 
 
-def find_tables(segments: list[Segment], horizontal_rules: Callable[[], list[Rule]]) -> list[AlignedTable]:
-    """Tables of aligned text among `segments`. `horizontal_rules()` gives the page's horizontal
-    rules, which may separate rows (asked for only when there is a table: reading them is slow)."""
+def find_tables(segments: list[Segment], horizontal_rules: Callable[[float, float], list[Rule]]) -> list[AlignedTable]:
+    """Tables of aligned text among `segments`. `horizontal_rules(top, bottom)` gives the page's
+    horizontal rules, which may separate rows between those heights (asked for only when there
+    is a table: reading them is slow)."""
     lines = _visual_lines(segments)
-    tables = []
+    tables: list[AlignedTable] = []
+    if sum(1 for line in lines if len(line.segments) >= 2) < MIN_ROWS:
+        return tables  # most pages of text
     start = 0
     while start < len(lines):
-        found = _table_from(lines, start, horizontal_rules)
+        run = _run(lines, start)
+        if sum(1 for line in run if len(line.segments) >= 2) < MIN_ROWS:
+            # The runs from its other lines end where it does, with fewer rows: none is a table.
+            start += max(len(run), 1)
+            continue
+        found = _table_from(run, horizontal_rules)
         if found is None:
             start += 1
         else:
-            table, end = found
+            table, used = found
             tables.append(table)
-            start = end
+            start += used
     return tables
 
 
@@ -125,9 +137,9 @@ def _visual_lines(segments: list[Segment]) -> list[_Line]:
         middle = (segment.box[1] + segment.box[3]) / 2
         line = lines[-1] if lines else None
         if line is not None and line.top <= middle <= line.bottom:
-            line.segments.append(segment)
+            line.add(segment)
         else:
-            lines.append(_Line([segment]))
+            lines.append(_Line(segment))
     for line in lines:
         line.segments.sort(key=lambda s: s.box[0])
         merged = [line.segments[0]]
@@ -143,11 +155,11 @@ def _visual_lines(segments: list[Segment]) -> list[_Line]:
     return lines
 
 
-def _table_from(lines: list[_Line], start: int,
-                horizontal_rules: Callable[[], list[Rule]]) -> tuple[AlignedTable, int] | None:
-    """The table whose first line is lines[start], and the index of the line after it."""
+def _run(lines: list[_Line], start: int) -> list[_Line]:
+    """The lines from lines[start] that may be rows of one table: close below one another, with
+    no two one-segment lines in a row, the first and last of two segments or more."""
     if len(lines[start].segments) < 2:
-        return None
+        return []
     run = [lines[start]]
     singles = 0
     for line in lines[start + 1:]:
@@ -157,25 +169,32 @@ def _table_from(lines: list[_Line], start: int,
         if singles >= 2:
             break
         run.append(line)
-    while run and len(run[-1].segments) < 2:
+    while len(run[-1].segments) < 2:
         run.pop()
+    return run
+
+
+def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], list[Rule]],
+                ) -> tuple[AlignedTable, int] | None:
+    """The table whose first line is run[0], and the number of lines it takes."""
     multi = [line for line in run if len(line.segments) >= 2]
-    if len(multi) < MIN_ROWS:
-        return None
     columns = _columns(multi)
     if len(columns) < 2:
         return None
     rows = _rows(run, columns)
     if len(rows) < MIN_ROWS or not _looks_like_table(rows):
         return None
-    rows = _joined_rows(rows, horizontal_rules())
-    used = sum(len(row.lines) for row in rows)
-    box = (min(line.left for row in rows for line in row.lines), rows[0].top,
-           max(line.right for row in rows for line in row.lines), rows[-1].bottom)
+    rows = _joined_rows(rows, horizontal_rules(rows[0].top, rows[-1].bottom))
     texts = [[" ".join(cell) for cell in row.cells] for row in rows]
     # Columns no row fills (a segment splitting in one line only) are dropped.
     keep = [c for c in range(len(columns)) if any(row[c] for row in texts)]
-    return AlignedTable(box, [[row[c] for c in keep] for row in texts]), start + used
+    texts = [[row[c] for c in keep] for row in texts]
+    if not _reads_as_table(texts):
+        return None
+    used = sum(len(row.lines) for row in rows)
+    box = (min(line.left for row in rows for line in row.lines), rows[0].top,
+           max(line.right for row in rows for line in row.lines), rows[-1].bottom)
+    return AlignedTable(box, texts), used
 
 
 def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
@@ -248,6 +267,33 @@ def _looks_like_table(rows: list[_Row]) -> bool:
     others = [text for column in filled[1:] for text in column]
     return not (all(_ENUMERATOR.match(text) for text in filled[0])
                 and sum(1 for text in others if _FIGURE.search(text)) < len(others) / 2)
+
+
+def _reads_as_table(rows: list[list[str]]) -> bool:
+    """Whether rows, their lines joined, read as a table's: enough of them, most cells filled,
+    not prose set side by side (a side heading beside its paragraphs, two columns of text,
+    whose lines go on from row to row), and, beyond the first column, figures or short texts
+    in most rows."""
+    if len(rows) < MIN_ROWS or sum(1 for row in rows for cell in row if cell) < MIN_FILL * sum(map(len, rows)):
+        return False
+    continued = sum(1 for above, row in zip(rows, rows[1:])
+                    if any(text[:1].islower() and cell[-1:] not in _SENTENCE_END
+                           for cell, text in zip(above, row) if cell and text))
+    if continued > MAX_CONTINUED * (len(rows) - 1):
+        return False
+    several = [row for row in rows if sum(1 for cell in row if cell) >= 2]
+    short = sum(1 for row in several if all(_short(text) or _figures(text) for text in row[1:] if text))
+    return short >= MIN_SHORT_ROWS * len(several)
+
+
+def _short(text: str) -> bool:
+    return (len(text) + len(_WIDE.findall(text)) <= SHORT_CELL_WIDTH
+            and len(text.split()) <= SHORT_CELL_WORDS)
+
+
+def _figures(text: str) -> bool:
+    letters_and_digits = len(_NOT_ALNUM.sub("", text))
+    return len(_FIGURE.findall(text)) >= FIGURES_SHARE * letters_and_digits > 0
 
 
 def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
