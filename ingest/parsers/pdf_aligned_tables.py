@@ -44,7 +44,7 @@ MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share 
 # Rows as read (wrapped cells and header lines joined) must look like a table's:
 MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels leave most empty)
 MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
-MIN_SHORT_ROWS = 0.5     # most rows of several cells hold figures or short texts beyond the first
+MIN_SHORT_ROWS = 0.5     # more than this share of the rows of several cells hold figures or short texts beyond the first
 SHORT_CELL_WORDS = 4
 SHORT_CELL_WIDTH = 24    # characters, a wide (CJK) one counting two
 FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
@@ -273,7 +273,7 @@ def _reads_as_table(rows: list[list[str]]) -> bool:
     """Whether rows, their lines joined, read as a table's: enough of them, most cells filled,
     not prose set side by side (a side heading beside its paragraphs, two columns of text,
     whose lines go on from row to row), and, beyond the first column, figures or short texts
-    in most rows."""
+    in most rows under the first."""
     if len(rows) < MIN_ROWS or sum(1 for row in rows for cell in row if cell) < MIN_FILL * sum(map(len, rows)):
         return False
     continued = sum(1 for above, row in zip(rows, rows[1:])
@@ -281,9 +281,9 @@ def _reads_as_table(rows: list[list[str]]) -> bool:
                            for cell, text in zip(above, row) if cell and text))
     if continued > MAX_CONTINUED * (len(rows) - 1):
         return False
-    several = [row for row in rows if sum(1 for cell in row if cell) >= 2]
+    several = [row for row in rows[1:] if sum(1 for cell in row if cell) >= 2]  # below the header
     short = sum(1 for row in several if all(_short(text) or _figures(text) for text in row[1:] if text))
-    return short >= MIN_SHORT_ROWS * len(several)
+    return short > MIN_SHORT_ROWS * len(several)
 
 
 def _short(text: str) -> bool:
