@@ -144,3 +144,34 @@ def test_the_metric_relates_spanning_cells_and_skips_empty_ones():
              table_bench.Cell(1, 2, 1, 2, "c")]
     assert table_bench.relations(cells) == {("total", "a", "down"): 1, ("a", "c", "right"): 1}
     assert table_bench.normalised("Sales, 2023 (%)") == "sales2023"
+
+
+def test_side_headings_beside_their_paragraphs_are_no_table(tmp_path):
+    sections = [(100, ["2.3.1", "(01-17-2023)", "Program Scope", "and Objectives"],
+                 ["(1) Overview: the business master file system provides read-only",
+                  "access to accounts on the master file in Martinsburg. All entities,",
+                  "master file tax modules and the most recent seven years of",
+                  "retention data are on line."]),
+                (180, ["2.3.2", "(01-20-2003)", "Command Code", "Overview"],
+                 ["(1) The command code gives access to the retention tax modules of",
+                  "accounts that merged to a new number after the tax module had",
+                  "been dropped to retention, and to the modules removed before",
+                  "the merge took place."])]
+    lines = [(x, y + 14 * i, text, 10) for y, headings, paragraph in sections
+             for x, column in ((72, headings), (200, paragraph)) for i, text in enumerate(column)]
+    path = _write_page(tmp_path / "side-headings.pdf", [lines])
+    elements = _elements(path)
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
+    text = " ".join(e.text for e in elements)
+    assert "modules and the most recent seven years of retention data" in text
+
+
+def test_blurbs_side_by_side_whose_lines_run_on_are_no_table(tmp_path):
+    blurbs = [["2.5 kilograms of carbon", "intensity from our eastern", "operations in the year"],
+              ["the first woman engineer", "on the offshore platform", "was hired by our team"],
+              ["seven new partners", "joined the programme", "during the spring"]]
+    lines = [(72 + 170 * column, 100 + 14 * i, text, 10)
+             for column, blurb in enumerate(blurbs) for i, text in enumerate(blurb)]
+    path = _write_page(tmp_path / "blurbs.pdf", [lines + _body(200)])
+    elements = _elements(path)
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
