@@ -240,8 +240,9 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
     if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
         words = page.get_text("words", textpage=textpage)
         tables = [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(*drawn_rules(), words)]
-    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)
-                if not any(_inside(s.box, t.box) for t in tables)]
+    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)]
+    if tables:
+        segments = [s for s in segments if not any(_inside(s.box, t.box) for t in tables)]
     upright = to_text_space is tuple  # rules are in page space, which is text space only then
 
     def horizontal_rules(top: float, bottom: float) -> list[tuple[float, float, float]]:
@@ -261,18 +262,19 @@ def _segments(raw: dict, to_text_space) -> list[pdf_aligned_tables.Segment]:
         text = " ".join(spans[0]["text"].split())
         return [pdf_aligned_tables.Segment(to_text_space(spans[0]["bbox"]), text, spans[0]["size"])] if text else []
     segments: list[pdf_aligned_tables.Segment] = []
+    last: pdf_aligned_tables.Segment | None = None
     last_space = False
     for span in spans:
         text = " ".join(span["text"].split())
         if not text:
             continue
         box = to_text_space(span["bbox"])
-        last = segments[-1] if segments else None
         if last is not None and box[0] - last.box[2] < pdf_aligned_tables.CELL_GAP_EMS * span["size"]:
             last.box = (last.box[0], min(last.box[1], box[1]), max(last.box[2], box[2]), max(last.box[3], box[3]))
             last.text = f"{last.text} {text}" if span["text"][:1].isspace() or last_space else last.text + text
         else:
-            segments.append(pdf_aligned_tables.Segment(box, text, span["size"]))
+            last = pdf_aligned_tables.Segment(box, text, span["size"])
+            segments.append(last)
         last_space = span["text"][-1:].isspace()
     return segments
 

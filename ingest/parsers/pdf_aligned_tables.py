@@ -18,7 +18,11 @@ columns (the gaps between them persist from line to line) is a table:
 
 Guards against what only looks aligned: two columns of running text (long segments, many
 words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
-table needs at least three lines of two segments or more.
+table needs at least three lines of two segments or more. Its rows, once joined, must read
+as a table's too: three or more, most cells filled (not formulas or the labels of a
+diagram), few going on in lower case from the row above (prose side by side: a side heading
+beside its paragraphs, blurbs in columns), and figures or short texts beyond the first column
+in most rows below the header.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share 
 # Rows as read (wrapped cells and header lines joined) must look like a table's:
 MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels leave most empty)
 MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
-MIN_SHORT_ROWS = 0.5     # more than this share of the rows of several cells hold figures or short texts beyond the first
+MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold figures or short texts beyond the first
 SHORT_CELL_WORDS = 4
 SHORT_CELL_WIDTH = 24    # characters, a wide (CJK) one counting two
 FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
