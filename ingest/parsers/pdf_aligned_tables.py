@@ -50,7 +50,8 @@ MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels lea
 MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
 MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold figures or short texts beyond the first
 SHORT_CELL_WORDS = 4
-SHORT_CELL_WIDTH = 24    # characters, a wide (CJK) one counting two
+SHORT_CELL_WIDTH = 24    # characters, a wide one counting two...
+WIDE_FROM = "\u2e80"     # ...as CJK's and those after them do
 FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
 _SENTENCE_END = ".!?:;"
 # A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
@@ -58,7 +59,6 @@ _ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
 _FIGURE = re.compile(r"\d")
 _NOT_ALNUM = re.compile(r"[\W_]+")
-_WIDE = re.compile(r"[\u2e80-\U0010ffff]")  # CJK and wider: a character as wide as two
 
 
 @dataclass
@@ -291,8 +291,10 @@ def _reads_as_table(rows: list[list[str]]) -> bool:
 
 
 def _short(text: str) -> bool:
-    return (len(text) + len(_WIDE.findall(text)) <= SHORT_CELL_WIDTH
-            and len(text.split()) <= SHORT_CELL_WORDS)
+    if len(text) > SHORT_CELL_WIDTH:
+        return False
+    width = len(text) if text.isascii() else sum(2 if c >= WIDE_FROM else 1 for c in text)
+    return width <= SHORT_CELL_WIDTH and len(text.split()) <= SHORT_CELL_WORDS
 
 
 def _figures(text: str) -> bool:
