@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "--quick: generated documents)")
     parser.add_argument("--eval", type=Path, default=SHARED / "eval",
                         help="folder with retrieval/dbpedia and retrieval/cmrc2018 (BEIR) and "
-                             "pii/presidio-synth-v2.json (default ../shared/eval; generated stand-ins where missing)")
+                             "pii/presidio-synth-v2.json and tables/icdar2013-eu (default ../shared/eval; "
+                             "generated stand-ins where missing)")
     parser.add_argument("--gpu", action="store_true", help="add the GPU embedding benchmark")
     parser.add_argument("--repeats", type=int, help="rounds of every benchmark that repeats (default: each its own)")
     parser.add_argument("--results", type=Path, help=f"results folder (default {DEFAULT_RESULTS.relative_to(ROOT)}; "
@@ -158,10 +159,15 @@ def _inputs(args: argparse.Namespace, work: Path) -> Inputs:
     synth_shared = not args.quick and synth.is_file()
     synth_origin = str(synth) if synth_shared else "generated (bench/fixtures.py)"
     synth = synth if synth_shared else fixtures().pii_synth
-    return Inputs(documents, beir, chinese_beir, synth, {"documents": f"{documents}: {origin}",
-                                                         "retrieval set": beir_origin,
-                                                         "Chinese retrieval set": chinese_origin,
-                                                         "PII sample": synth_origin})
+    tables = args.eval / "tables" / "icdar2013-eu"
+    tables_shared = not args.quick and any(tables.glob("*-str.xml"))
+    tables_origin = str(tables) if tables_shared else "generated (bench/fixtures.py)"
+    tables = tables if tables_shared else fixtures().tables
+    return Inputs(documents, beir, chinese_beir, synth, tables, {"documents": f"{documents}: {origin}",
+                                                                 "retrieval set": beir_origin,
+                                                                 "Chinese retrieval set": chinese_origin,
+                                                                 "PII sample": synth_origin,
+                                                                 "table set": tables_origin})
 
 
 def _ensure_peers(plan: Plan, keys: set[str], peers: dict) -> dict[str, Exception]:

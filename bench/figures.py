@@ -127,6 +127,19 @@ def parsing(d: Lookup) -> list[Figure]:
                    note=note)]
 
 
+def tables(d: Lookup) -> list[Figure]:
+    note = (f"{d('documents')} PDFs, {d('pages')} pages with ground-truth tables ({d('data')}); "
+            "relations micro-averaged" if d("documents") else "")
+    figures = [Figure("tables", 23, "Table structure in PDF, adjacency-relation F1", "score",
+                      "PyMuPDF page.find_tables()", target=Target("min", 0.85), pgkb=d("sides", "pgkb", "f1"),
+                      peer=d("sides", "pymupdf find_tables", "f1"), note=note)]
+    for measure in ("precision", "recall"):
+        figures.append(Figure("tables", 23, f"Table structure in PDF, adjacency-relation {measure}", "score",
+                              "PyMuPDF page.find_tables()", pgkb=d("sides", "pgkb", measure),
+                              peer=d("sides", "pymupdf find_tables", measure)))
+    return figures
+
+
 def pii_eval(d: Lookup) -> list[Figure]:
     figures = []
     for entity in PII_ENGLISH_TYPES:
@@ -347,7 +360,7 @@ def serve_load(d: Lookup) -> list[Figure]:
 
 
 EXTRACTORS: dict[str, Callable[[Lookup], list[Figure]]] = {
-    "parsing": parsing, "pii_eval": pii_eval, "embed_cpu": embed_cpu, "embed_gpu": embed_gpu,
+    "parsing": parsing, "tables": tables, "pii_eval": pii_eval, "embed_cpu": embed_cpu, "embed_gpu": embed_gpu,
     "ingest_e2e": ingest_e2e, "retrieval_quality": retrieval_quality, "search_latency": search_latency,
     "serve_load": serve_load,
 }

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.pii.checksums import luhn_valid
-from tests.documents import Section, write_docx, write_pdf
+from tests.documents import Section, write_docx, write_pdf, write_table_pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIONS = ["Valmora", "Kestrel Bay", "Northmarch", "Saltmere", "Corvan Highlands", "Eastwold"]
@@ -130,12 +130,14 @@ class Entity:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Where a run's inputs are: a documents folder, a BEIR set folder, a PII sample file."""
+    """Where a run's inputs are: a documents folder, a BEIR set folder, a PII sample file, a
+    folder of table PDFs with their ground truth."""
 
     documents: Path
     beir: Path
     chinese_beir: Path
     pii_synth: Path
+    tables: Path
 
 
 def write_inputs(folder: Path, documents: int = 6, entities: int = 400, queries: int = 40, pii_samples: int = 150,
@@ -145,13 +147,39 @@ def write_inputs(folder: Path, documents: int = 6, entities: int = 400, queries:
     shutil.rmtree(folder, ignore_errors=True)
     rng = random.Random(seed)
     made = make_entities(entities, rng, ENGLISH)
-    inputs = Inputs(folder / "documents", folder / "beir", folder / "beir-chinese", folder / "pii-synth.json")
+    inputs = Inputs(folder / "documents", folder / "beir", folder / "beir-chinese", folder / "pii-synth.json",
+                    folder / "tables")
     write_documents(inputs.documents, made, documents, rng)
     write_beir(inputs.beir, made, ENGLISH, queries, rng)
     write_pii_sample(inputs.pii_synth, pii_samples, rng)
+    write_table_set(inputs.tables)
     write_beir(inputs.chinese_beir, make_entities(chinese_entities, rng, CHINESE), CHINESE, chinese_queries, rng,
                train=chinese_train_queries)
     return inputs
+
+
+TABLE_ROWS = (("Region", "Sales 2023", "Sales 2024", "Growth"), ("North", "120", "131", "9%"),
+              ("South", "95", "97", "2%"), ("East", "80", "92", "15%"), ("West", "60", "58", "-3%"))
+_STRUCTURE = """<?xml version="1.0" encoding="UTF-8"?>
+<document filename="{name}.pdf">
+  <table id="1"><region id="1" page="1">
+    {cells}
+  </region></table>
+</document>
+"""
+
+
+def write_table_set(folder: Path) -> Path:
+    """A table set in the ICDAR 2013 layout (NAME.pdf, NAME-str.xml): a page with TABLE_ROWS
+    under booktabs rules and one with them unruled, each cell in the ground truth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = "\n    ".join(f'<cell id="{r * 10 + c}" start-row="{r}" start-col="{c}"><content>{text}</content></cell>'
+                          for r, row in enumerate(TABLE_ROWS) for c, text in enumerate(row))
+    for rules in ("booktabs", "none"):
+        name = f"sales-{rules}"
+        write_table_pdf(folder / f"{name}.pdf", TABLE_ROWS, rules=rules)
+        (folder / f"{name}-str.xml").write_text(_STRUCTURE.format(name=name, cells=cells))
+    return folder
 
 
 def make_entities(count: int, rng: random.Random, wording: Wording) -> list[Entity]:

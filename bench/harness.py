@@ -79,6 +79,7 @@ class Inputs:
     beir: Path         # a BEIR-format set: corpus.jsonl, queries.jsonl, qrels/test.tsv
     chinese_beir: Path  # a Chinese one, with a train split too (queries-train.jsonl, qrels/train.tsv)
     pii_synth: Path    # presidio-synth's JSON layout
+    tables: Path       # NAME.pdf with NAME-str.xml, the ICDAR 2013 table structure ground truth
     description: dict  # where each came from, for the page
 
 
@@ -166,8 +167,13 @@ def _serve_load(plan: Plan) -> list:
             "--data-dir", plan.work / "search-latency", "--out", plan.out("serve_load")]
 
 
+def _tables(plan: Plan) -> list:
+    return ["--data", plan.inputs.tables, "--json", plan.out("tables")]
+
+
 BENCHMARKS = {b.name: b for b in [
     Benchmark("parsing", 3, "PDF parsing with chunking", "unstructured", _parsing),
+    Benchmark("tables", 23, "Table structure in PDF (adjacency-relation F1)", None, _tables),
     Benchmark("pii_eval", 4, "Personal data masking", None, _pii_eval),
     Benchmark("embed_cpu", 5, "Embedding on CPU", None, _embed_cpu),
     Benchmark("embed_gpu", 5, "Embedding on GPU", None, _embed_gpu, gpu=True),

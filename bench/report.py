@@ -46,6 +46,7 @@ README_START, README_END = "<!-- bench:performance -->", "<!-- /bench:performanc
 # The README's table: one headline figure per benchmark, by name.
 HEADLINES = [
     "PDF parsing with chunking, pages/s",
+    "Table structure in PDF, adjacency-relation F1",
     "CPU embedding (all-MiniLM-L6-v2), tokens/s",
     "GPU embedding, Qwen3-Embedding-4B shape, tokens/s",
     "End-to-end ingest wall time, pgkb defaults (PII masking on)",
@@ -60,6 +61,7 @@ HEADLINES = [
 ]
 # The peers that run inside pgkb's own environment, beside it.
 IN_PROCESS_PEERS = {
+    "tables": "PyMuPDF's own `page.find_tables()` (default settings) on the same pages, in the same process",
     "pii_eval": "the same masker called once per element, as Presidio's BatchAnalyzerEngine is usually fed "
                 "(recall and share of ingest time have absolute targets)",
     "embed_cpu": "sentence-transformers `encode` on the same model files, in the same process (the `bench` extra)",

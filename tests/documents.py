@@ -202,3 +202,44 @@ def write_ragged_table_docx(path: Path) -> Path:
     document.add_paragraph("After the table.")
     document.save(str(path))
     return path
+
+
+def write_table_pdf(path: Path, rows: Sequence[Sequence[str]], *, rules: str = "none", note: str | None = None,
+                    before: str = "The figures below are for the last three years.",
+                    after: str = "The text goes on after the table.") -> Path:
+    """A one-page PDF holding a paragraph, a table (the first row its header) and a paragraph,
+    each cell's text at its column's left edge. `rules`: "none" (no ruling lines), "booktabs"
+    (horizontal rules above and below the header and below the table) or "grid" (every cell
+    framed). `note`: a line under the table; in a grid, a last row framed across all columns."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    left, width, row_height, size = 72, 450, 18, 10
+    column_width = width / len(rows[0])
+    page.insert_text((left, 100), before, fontsize=size)
+    top = 130
+    for r, row in enumerate(rows):
+        for c, text in enumerate(row):
+            page.insert_text((left + 4 + c * column_width, top + r * row_height + 13), text, fontsize=size)
+    bottom = top + len(rows) * row_height
+    framed_note = note is not None and rules == "grid"
+    if rules == "booktabs":
+        for y, thickness in ((top, 1.0), (top + row_height, 0.5), (bottom, 1.0)):
+            page.draw_line((left, y), (left + width, y), width=thickness)
+    elif rules == "grid":
+        end = bottom + row_height if framed_note else bottom
+        for y in [top + r * row_height for r in range(len(rows) + 1)] + ([end] if framed_note else []):
+            page.draw_line((left, y), (left + width, y), width=0.5)
+        for c in range(len(rows[0]) + 1):
+            page.draw_line((left + c * column_width, top), (left + c * column_width, bottom), width=0.5)
+        if framed_note:
+            page.draw_line((left, bottom), (left, end), width=0.5)
+            page.draw_line((left + width, bottom), (left + width, end), width=0.5)
+    if note is not None:
+        page.insert_text((left + 4, bottom + 13), note, fontsize=8)
+        bottom += row_height
+    page.insert_text((left, bottom + 30), after, fontsize=size)
+    doc.save(str(path))
+    doc.close()
+    return path

@@ -26,7 +26,7 @@ sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
 import pymupdf  # noqa: E402
 from unstructured.documents.elements import Element, ListItem, NarrativeText, Title  # noqa: E402
 
-from . import ParsedDocument, ParseError, ParseOptions, pdf_tables  # noqa: E402
+from . import ParsedDocument, ParseError, ParseOptions, pdf_aligned_tables, pdf_tables  # noqa: E402
 from .elements import element_metadata, join_lines, table  # noqa: E402
 from .layout import Box, reading_order  # noqa: E402
 
@@ -63,6 +63,7 @@ _NUMBERING = re.compile(
     r"|^\s*第[\d一二三四五六七八九十百]+[章节条部分篇]\s*",
     re.IGNORECASE,
 )
+_SECTION_NUMBER = re.compile(r"^\d+(?:\.\d+)*\.?$")  # set apart from its heading: "1   Scope"
 LEFT_TO_RIGHT = (1.0, 0.0)  # a line's direction (cos, sin) on an upright page
 _SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
 _LEADER = re.compile(r"(?:\.\s*){4,}\s*\w*\d+\s*$|\u2026\s*\d+\s*$")  # 'Scope ........ 4'
@@ -211,11 +212,10 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
                  for raw in block.get("lines", ())]
     direction = _main_direction(raw_lines)
     to_text_space = _text_space(direction)
-    tables = [] if ocr else _tables(page, content, textpage, to_text_space)
+    upright = [(number, raw) for number, raw, line_direction in raw_lines if line_direction == direction]
+    tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright])
     lines = []
-    for number, raw, line_direction in raw_lines:
-        if line_direction != direction:
-            continue  # across the page's text: diagonal watermarks, stamps up the margin
+    for number, raw in upright:  # the others run across the page's text: diagonal watermarks, stamps
         line = _line(raw, number, to_text_space)
         if line is not None and not any(_inside(line.box, t.box) for t in tables):
             lines.append(line)
@@ -223,15 +223,60 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
     return _Page(page.number + 1, lines, tables, top, bottom)
 
 
-def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space) -> list[_Table]:
+def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
+            raw_lines: list[dict]) -> list[_Table]:
+    """The page's ruled tables, then its tables of aligned text among the lines left."""
     outlines = [(block["bbox"], block["isrect"]) for block in content["blocks"] if block["type"] == 3]
-    if not pdf_tables.outlines_may_hold_table(outlines):
-        return []  # not even the outlines of the page's drawings could make a grid
-    horizontal, vertical = pdf_tables.rules(page.get_cdrawings())
-    if not pdf_tables.may_hold_table(horizontal, vertical):
-        return []
-    words = page.get_text("words", textpage=textpage)
-    return [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(horizontal, vertical, words)]
+    drawn: tuple[list, list] | None = None
+
+    def drawn_rules() -> tuple[list, list]:  # read once, and only when needed: it is slow on busy pages
+        nonlocal drawn
+        if drawn is None:
+            drawn = pdf_tables.rules(page.get_cdrawings()) if outlines else ([], [])
+        return drawn
+
+    tables: list[_Table] = []
+    # Not even the outlines of the page's drawings could make a grid: no need to read them.
+    if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
+        words = page.get_text("words", textpage=textpage)
+        tables = [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(*drawn_rules(), words)]
+    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)]
+    if tables:
+        segments = [s for s in segments if not any(_inside(s.box, t.box) for t in tables)]
+    upright = to_text_space is tuple  # rules are in page space, which is text space only then
+
+    def horizontal_rules(top: float, bottom: float) -> list[tuple[float, float, float]]:
+        # The drawings are read only when the outline of one lies across the table's rows.
+        if not upright or not any(top < y1 and y0 < bottom for (_, y0, _, y1), _ in outlines):
+            return []
+        return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]]
+
+    tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules)]
+    return tables
+
+
+def _segments(raw: dict, to_text_space) -> list[pdf_aligned_tables.Segment]:
+    """A line's text in pieces, cut where its spans lie a cell gap apart (a table's columns)."""
+    spans = raw["spans"]
+    if len(spans) == 1:  # most lines: one piece, as it is
+        text = " ".join(spans[0]["text"].split())
+        return [pdf_aligned_tables.Segment(to_text_space(spans[0]["bbox"]), text, spans[0]["size"])] if text else []
+    segments: list[pdf_aligned_tables.Segment] = []
+    last: pdf_aligned_tables.Segment | None = None
+    last_space = False
+    for span in spans:
+        text = " ".join(span["text"].split())
+        if not text:
+            continue
+        box = to_text_space(span["bbox"])
+        if last is not None and box[0] - last.box[2] < pdf_aligned_tables.CELL_GAP_EMS * span["size"]:
+            last.box = (last.box[0], min(last.box[1], box[1]), max(last.box[2], box[2]), max(last.box[3], box[3]))
+            last.text = f"{last.text} {text}" if span["text"][:1].isspace() or last_space else last.text + text
+        else:
+            last = pdf_aligned_tables.Segment(box, text, span["size"])
+            segments.append(last)
+        last_space = span["text"][-1:].isspace()
+    return segments
 
 
 def _has_text(content: dict) -> bool:
@@ -321,12 +366,13 @@ def _union(boxes) -> Box:
 
 def _stitched(lines: list[_Line]) -> list[_Line]:
     """Pieces of one printed line back into one: extraction (and OCR above all) cuts lines
-    at wide gaps of justified text, each piece with its own guess of the font size."""
+    at wide gaps of justified text, each piece with its own guess of the font size; a section
+    number set apart from its heading joins it, however wide the gap."""
     stitched: list[_Line] = []
     for line in lines:
         last = stitched[-1] if stitched else None
-        if (last is not None and not _elsewhere(line, last) and line.box[0] >= last.box[2] - 1
-                and line.box[1] < last.box[3] - 0.5 * (line.box[3] - line.box[1])):
+        if (last is not None and (not _elsewhere(line, last) or _SECTION_NUMBER.match(last.text))
+                and line.box[0] >= last.box[2] - 1 and line.box[1] < last.box[3] - 0.5 * (line.box[3] - line.box[1])):
             longer = last if len(last.text) >= len(line.text) else line
             stitched[-1] = _Line(f"{last.text} {line.text}", _union([last.box, line.box]), longer.size,
                                  last.bold and line.bold, last.faint and line.faint, last.block)
@@ -374,11 +420,20 @@ def _drop_running_lines(pages: list[_Page]) -> None:
     needed = min(REPEATED_PAGES, len(pages))
     repeated = {text for text, n in counts.items() if n >= needed} if len(pages) >= 2 else set()
     for page in pages:
+        lines = {id(line): line for line in edges[id(page)]}
         numbers = {id(line) for line in edges[id(page)] if _PAGE_NUMBER.match(line.text)}
         running = numbers | {id(line) for line in edges[id(page)] if _normal(line.text) in repeated}
+        # A number beside text that stays is the text's (a section number: "1   Scope").
+        running = {i for i in running if all(id(mate) in running for mate in _row_mates(lines[i], page))}
         if all(id(line) in running for line in page.lines):
             running = numbers  # a repeated line that is all the page says is its content
         page.lines = [line for line in page.lines if id(line) not in running]
+
+
+def _row_mates(line: _Line, page: _Page) -> list[_Line]:
+    """The page's other lines beside `line`, on its row."""
+    return [other for other in page.lines
+            if other is not line and other.box[1] < line.box[3] and line.box[1] < other.box[3]]
 
 
 def _edge_lines(page: _Page) -> list[_Line]:
@@ -509,8 +564,13 @@ def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
     candidates: list[_Paragraph] = []
     for page in pages:
         kept: list[_Paragraph] = []
+        # A cover page (the first of several, all of it in large or bold type) has one heading,
+        # the title in its largest type; its other lines (organisation, date...) are text.
+        cover = (page is pages[0] and page.number == 1 and len(pages) > 1 and len(page.paragraphs) > 1
+                 and all(heading_style(p) for p in page.paragraphs))
+        title = max(page.paragraphs, key=lambda p: p.style[0]) if cover else None
         for p in page.paragraphs:
-            if not heading_style(p):
+            if not heading_style(p) or cover and p is not title:
                 kept.append(p)
             elif candidates and kept and kept[-1] is candidates[-1] and _continues_heading(kept[-1], p):
                 kept[-1] = candidates[-1] = _Paragraph(kept[-1].lines + p.lines)  # a heading on two lines

@@ -23,6 +23,7 @@ MIN_RULE = 5.0      # shorter strokes are ticks, underlines of a letter, bullets
 MIN_CELL = 6.0      # rules closer than this (a double border) bound no cell between them
 MAX_RULES = 2000    # a page drawing more rules than this is a drawing, not a table
 MIN_FILL = 0.25     # a table has text in at least this share of its cells
+MIN_SPLIT_ROWS = 0.5  # ...and vertical rules split at least this share of its rows
 
 
 @dataclass
@@ -176,6 +177,14 @@ def _table(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -
             edges.pop()
         bounds.append([*edges, xs[-1]])
         rows.append([[] for _ in edges])
+    # Last rows framed across all the columns hold the table's notes (sources, footnotes): they
+    # are read as text under it, not as rows.
+    while len(bounds) > 2 and len(bounds[-1]) == 2 and any(len(row) > 2 for row in bounds):
+        bounds.pop()
+        rows.pop()
+        ys.pop()
+    if sum(1 for row in bounds if len(row) > 2) < MIN_SPLIT_ROWS * len(bounds):
+        return None  # a frame with rules between rows only: its columns are read from the text's alignment
     box = (xs[0], ys[0], xs[-1], ys[-1])
     for word in words:
         x, y = (word[0] + word[2]) / 2, (word[1] + word[3]) / 2

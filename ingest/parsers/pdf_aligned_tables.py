@@ -1,0 +1,349 @@
+"""Tables without ruling lines on a PDF page, from the alignment of their text.
+
+The page's text comes as pieces ("segments": PyMuPDF lines, cut again at wide gaps between
+spans), each with its box. Segments on one baseline form a visual line; a line of two or
+more segments, far apart, may be a table row. A run of such lines whose segments stack into
+columns (the gaps between them persist from line to line) is a table:
+
+- columns: the x-extents of the segments of the lines with the most common number of
+  segments, overlapping extents merged; any other line's segment goes in the column it
+  overlaps (a segment over several columns is a spanning heading, read in its first);
+- rows: one per visual line, except that a line going on in lower case continues the row
+  above (a wrapped cell, kept whole), and the header lines above the first line of figures
+  that sit close together make one header row ("to air" over "kg/year"); when horizontal
+  rules separate most lines, the lines between two rules are one row;
+- the run ends at a line that is no row of it: one-segment lines in a row (paragraphs,
+  notes), or a line whose segment crosses the columns below the header (a note, a paragraph
+  indented like a cell).
+
+Guards against what only looks aligned: two columns of running text (long segments, many
+words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
+table needs at least three lines of two segments or more. Its rows, once joined, must read
+as a table's too: three or more, most cells filled (not formulas or the labels of a
+diagram), few going on in lower case from the row above (prose side by side: a side heading
+beside its paragraphs, blurbs in columns), and figures or short texts beyond the first column
+in most rows below the header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Box = tuple[float, float, float, float]
+Rule = tuple[float, float, float]  # a horizontal rule: y, x0, x1
+
+# Segments of a line this far apart (in ems of their type) are cells of different columns.
+CELL_GAP_EMS = 1.0
+# Lines this far apart (in line heights) are not rows of one table.
+MAX_ROW_GAP = 2.5
+# Header lines closer than this (in line heights) are one header row.
+HEADER_LINE_GAP = 0.6
+MIN_ROWS = 3            # lines of two segments or more
+MAX_WORDS_PER_CELL = 6  # more, on average, is running text in columns...
+MAX_CHARS_PER_CELL = 40  # ...and so is more than this (text without spaces, Chinese)
+MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share of the rows
+# Rows as read (wrapped cells and header lines joined) must look like a table's:
+MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels leave most empty)
+MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
+MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold figures or short texts beyond the first
+SHORT_CELL_WORDS = 4
+SHORT_CELL_WIDTH = 24    # characters, a wide one counting two...
+WIDE_FROM = "\u2e80"     # ...as CJK's and those after them do
+FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
+_SENTENCE_END = ".!?:;"
+# A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
+_ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]"
+                         r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
+_FIGURE = re.compile(r"\d")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
+@dataclass
+class Segment:
+    box: Box
+    text: str
+    size: float  # font size
+
+
+@dataclass
+class AlignedTable:
+    box: Box
+    rows: list[list[str]]
+
+
+class _Line:
+    """Segments on one baseline, with their extent (kept up to date as segments are added:
+    it is read over and over)."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segments = [segment]
+        self.left, self.top, self.right, self.bottom = segment.box
+
+    def add(self, segment: Segment) -> None:
+        self.segments.append(segment)
+        x0, y0, x1, y1 = segment.box
+        self.left, self.top, self.right, self.bottom = (min(self.left, x0), min(self.top, y0),
+                                                        max(self.right, x1), max(self.bottom, y1))
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+
+@dataclass
+class _Row:
+    cells: list[list[str]]        # texts per column
+    spanning: bool                # holds a segment across columns
+    lines: list[_Line] = field(default_factory=list)
+
+    @property
+    def top(self) -> float:
+        return self.lines[0].top
+
+    @property
+    def bottom(self) -> float:
+        return self.lines[-1].bottom
+
+
+def find_tables(segments: list[Segment], horizontal_rules: Callable[[float, float], list[Rule]]) -> list[AlignedTable]:
+    """Tables of aligned text among `segments`. `horizontal_rules(top, bottom)` gives the page's
+    horizontal rules, which may separate rows between those heights (asked for only when there
+    is a table: reading them is slow)."""
+    lines = _visual_lines(segments)
+    tables: list[AlignedTable] = []
+    if sum(1 for line in lines if len(line.segments) >= 2) < MIN_ROWS:
+        return tables  # most pages of text
+    start = 0
+    while start < len(lines):
+        run = _run(lines, start)
+        if sum(1 for line in run if len(line.segments) >= 2) < MIN_ROWS:
+            # The runs from its other lines end where it does, with fewer rows: none is a table.
+            start += max(len(run), 1)
+            continue
+        found = _table_from(run, horizontal_rules)
+        if found is None:
+            start += 1
+        else:
+            table, used = found
+            tables.append(table)
+            start += used
+    return tables
+
+
+def _visual_lines(segments: list[Segment]) -> list[_Line]:
+    """Segments on one baseline, left to right; lines top to bottom. Adjacent segments closer
+    than a cell gap are one."""
+    lines: list[_Line] = []
+    for segment in sorted(segments, key=lambda s: ((s.box[1] + s.box[3]) / 2, s.box[0])):
+        middle = (segment.box[1] + segment.box[3]) / 2
+        line = lines[-1] if lines else None
+        if line is not None and line.top <= middle <= line.bottom:
+            line.add(segment)
+        else:
+            lines.append(_Line(segment))
+    for line in lines:
+        line.segments.sort(key=lambda s: s.box[0])
+        merged = [line.segments[0]]
+        for segment in line.segments[1:]:
+            last = merged[-1]
+            if segment.box[0] - last.box[2] < CELL_GAP_EMS * max(last.size, segment.size):
+                merged[-1] = Segment((last.box[0], min(last.box[1], segment.box[1]), max(last.box[2], segment.box[2]),
+                                      max(last.box[3], segment.box[3])), f"{last.text} {segment.text}",
+                                     max(last.size, segment.size))
+            else:
+                merged.append(segment)
+        line.segments = merged
+    return lines
+
+
+def _run(lines: list[_Line], start: int) -> list[_Line]:
+    """The lines from lines[start] that may be rows of one table: close below one another, with
+    no two one-segment lines in a row, the first and last of two segments or more."""
+    if len(lines[start].segments) < 2:
+        return []
+    run = [lines[start]]
+    singles = 0
+    for line in lines[start + 1:]:
+        if line.top - run[-1].bottom > MAX_ROW_GAP * run[-1].height:
+            break
+        singles = singles + 1 if len(line.segments) < 2 else 0
+        if singles >= 2:
+            break
+        run.append(line)
+    while len(run[-1].segments) < 2:
+        run.pop()
+    return run
+
+
+def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], list[Rule]],
+                ) -> tuple[AlignedTable, int] | None:
+    """The table whose first line is run[0], and the number of lines it takes."""
+    multi = [line for line in run if len(line.segments) >= 2]
+    columns = _columns(multi)
+    if len(columns) < 2:
+        return None
+    rows = _rows(run, columns)
+    if len(rows) < MIN_ROWS or not _looks_like_table(rows):
+        return None
+    rows = _joined_rows(rows, horizontal_rules(rows[0].top, rows[-1].bottom))
+    texts = [[" ".join(cell) for cell in row.cells] for row in rows]
+    # Columns no row fills (a segment splitting in one line only) are dropped.
+    keep = [c for c in range(len(columns)) if any(row[c] for row in texts)]
+    texts = [[row[c] for c in keep] for row in texts]
+    if not _reads_as_table(texts):
+        return None
+    used = sum(len(row.lines) for row in rows)
+    box = (min(line.left for row in rows for line in row.lines), rows[0].top,
+           max(line.right for row in rows for line in row.lines), rows[-1].bottom)
+    return AlignedTable(box, texts), used
+
+
+def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
+    """Column extents from the lines with the most common number of segments (or more)."""
+    counts = Counter(len(line.segments) for line in lines)
+    common = max(counts, key=lambda n: (counts[n], n))
+    extents = sorted((s.box[0], s.box[2]) for line in lines if len(line.segments) >= common for s in line.segments)
+    columns: list[tuple[float, float]] = []
+    for x0, x1 in extents:
+        if columns and x0 < columns[-1][1]:
+            columns[-1] = (columns[-1][0], max(columns[-1][1], x1))
+        else:
+            columns.append((x0, x1))
+    return columns
+
+
+def _column_span(segment: Segment, columns: list[tuple[float, float]]) -> list[int]:
+    """The columns a segment overlaps; the nearest one when it falls in a gap."""
+    x0, x1 = segment.box[0], segment.box[2]
+    over = [i for i, (c0, c1) in enumerate(columns) if x0 < c1 and c0 < x1]
+    if over:
+        return over
+    middle = (x0 + x1) / 2
+    return [min(range(len(columns)), key=lambda i: min(abs(middle - columns[i][0]), abs(middle - columns[i][1])))]
+
+
+def _rows(run: list[_Line], columns: list[tuple[float, float]]) -> list[_Row]:
+    """A row per line, until a line that cannot be one: below the header, a segment across
+    columns, or two segments in one column."""
+    rows: list[_Row] = []
+    figures_seen = False
+    for line in run:
+        cells: list[list[str]] = [[] for _ in columns]
+        spanning = False
+        for segment in line.segments:
+            span = _column_span(segment, columns)
+            spanning = spanning or len(span) > 1
+            cells[span[0]].append(segment.text)
+        crowded = any(len(cell) > 1 for cell in cells)
+        if figures_seen and ((spanning and len(line.segments) > 1) or crowded):
+            break  # a note or a paragraph below the table
+        if figures_seen and spanning and not _continues(rows, cells):
+            break
+        rows.append(_Row(cells, spanning, [line]))
+        figures_seen = figures_seen or any(_FIGURE.search(" ".join(cell)) for cell in cells[1:])
+    while rows and sum(1 for cell in rows[-1].cells if cell) < 2:
+        rows.pop()
+    return rows
+
+
+def _continues(rows: list[_Row], cells: list[list[str]]) -> bool:
+    """Whether a line goes on with the row above: it starts in lower case."""
+    text = next((cell[0] for cell in cells if cell), "")
+    return bool(rows) and text[:1].islower()
+
+
+def _looks_like_table(rows: list[_Row]) -> bool:
+    """Not columns of running text, not a list (bullets or numbers beside text), and at
+    least two columns filled in most rows."""
+    cells = [cell for row in rows for cell in row.cells if cell]
+    texts = [" ".join(cell) for cell in cells]
+    if (sum(len(text.split()) for text in texts) > MAX_WORDS_PER_CELL * len(cells)
+            or sum(map(len, texts)) > MAX_CHARS_PER_CELL * len(cells)):
+        return False
+    columns = list(zip(*(row.cells for row in rows)))
+    if sum(1 for column in columns if sum(1 for cell in column if cell) >= MIN_FILLED_SHARE * len(rows)) < 2:
+        return False
+    filled = [[" ".join(cell) for cell in column if cell] for column in columns]
+    filled = [column for column in filled if column]
+    others = [text for column in filled[1:] for text in column]
+    return not (all(_ENUMERATOR.match(text) for text in filled[0])
+                and sum(1 for text in others if _FIGURE.search(text)) < len(others) / 2)
+
+
+def _reads_as_table(rows: list[list[str]]) -> bool:
+    """Whether rows, their lines joined, read as a table's: enough of them, most cells filled,
+    not prose set side by side (a side heading beside its paragraphs, two columns of text,
+    whose lines go on from row to row), and, beyond the first column, figures or short texts
+    in most rows under the first."""
+    if len(rows) < MIN_ROWS or sum(1 for row in rows for cell in row if cell) < MIN_FILL * sum(map(len, rows)):
+        return False
+    continued = sum(1 for above, row in zip(rows, rows[1:])
+                    if any(text[:1].islower() and cell[-1:] not in _SENTENCE_END
+                           for cell, text in zip(above, row) if cell and text))
+    if continued > MAX_CONTINUED * (len(rows) - 1):
+        return False
+    several = [row for row in rows[1:] if sum(1 for cell in row if cell) >= 2]  # below the header
+    short = sum(1 for row in several if all(_short(text) or _figures(text) for text in row[1:] if text))
+    return short > MIN_SHORT_ROWS * len(several)
+
+
+def _short(text: str) -> bool:
+    if len(text) > SHORT_CELL_WIDTH:
+        return False
+    width = len(text) if text.isascii() else sum(2 if c >= WIDE_FROM else 1 for c in text)
+    return width <= SHORT_CELL_WIDTH and len(text.split()) <= SHORT_CELL_WORDS
+
+
+def _figures(text: str) -> bool:
+    letters_and_digits = len(_NOT_ALNUM.sub("", text))
+    return len(_FIGURE.findall(text)) >= FIGURES_SHARE * letters_and_digits > 0
+
+
+def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
+    """Lines of one row together: by the rules between rows where they separate most of them,
+    otherwise wrapped cells (a line going on in lower case) and the close lines of the header."""
+    left, right = min(r.lines[0].left for r in rows), max(r.lines[0].right for r in rows)
+    width = right - left
+    between = sorted({round(y, 1) for y, x0, x1 in rules_y
+                      if rows[0].top < y < rows[-1].bottom and min(x1, right) - max(x0, left) > 0.5 * width})
+    if len(between) >= (len(rows) - 1) * 0.6:
+        return _grouped_by_rules(rows, between)
+    joined: list[_Row] = []
+    header = True
+    for row in rows:
+        header = header and not any(_FIGURE.search(" ".join(cell)) for cell in row.cells[1:])
+        last = joined[-1] if joined else None
+        if last is not None and (_continues(joined, row.cells) or header and _close_header(last, row)):
+            _merge(last, row)
+        else:
+            joined.append(row)
+    return joined
+
+
+def _close_header(above: _Row, row: _Row) -> bool:
+    return (not above.spanning and not row.spanning
+            and row.top - above.bottom < HEADER_LINE_GAP * row.lines[0].height)
+
+
+def _grouped_by_rules(rows: list[_Row], rules: list[float]) -> list[_Row]:
+    grouped: list[_Row] = []
+    band = -1
+    for row in rows:
+        middle = (row.top + row.bottom) / 2
+        row_band = sum(1 for y in rules if y < middle)
+        if grouped and row_band == band:
+            _merge(grouped[-1], row)
+        else:
+            grouped.append(row)
+        band = row_band
+    return grouped
+
+
+def _merge(row: _Row, below: _Row) -> None:
+    for cell, more in zip(row.cells, below.cells):
+        cell.extend(more)
+    row.spanning = row.spanning or below.spanning
+    row.lines.extend(below.lines)

@@ -1,0 +1,177 @@
+"""PDF tables without ruling lines and booktabs tables, notes under tables, and the PDF spot
+check's other findings (issue 23), on PDFs the tests write; the table benchmark's metric on a
+generated PDF with a hand-written ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+from bench import tables as table_bench
+from bench.fixtures import write_table_set
+from ingest.chunking import chunk_elements
+from ingest.parsers import ParseOptions
+from ingest.parsers.pdf import parse_pdf
+from tests.documents import write_table_pdf
+
+ROWS = [("Region", "Sales 2023", "Sales 2024", "Growth"), ("North", "120", "131", "9%"), ("South", "95", "97", "2%"),
+        ("East", "80", "92", "15%"), ("West", "60", "58", "-3%")]
+NOTE = "Note: figures for 2024 are provisional."
+BODY = ("The committee met four times during the year to review the accounts, the budget and the plans of "
+        "each region, and it reported its findings to the board in the spring and in the autumn.")
+
+
+def _elements(path: Path) -> list:
+    return parse_pdf(path, ParseOptions(ocr_languages="none")).elements
+
+
+def _kinds_and_texts(path: Path) -> list[tuple[str, str]]:
+    return [(type(e).__name__, e.text) for e in _elements(path)]
+
+
+@pytest.mark.parametrize("rules", ["none", "booktabs", "grid"])
+def test_a_table_is_one_table_element_with_its_header_and_the_note_under_it_stays_out(tmp_path, rules):
+    path = write_table_pdf(tmp_path / f"{rules}.pdf", ROWS, rules=rules, note=NOTE)
+    elements = _elements(path)
+    tables = [e for e in elements if type(e).__name__ == "Table"]
+    assert len(tables) == 1, [(type(e).__name__, e.text) for e in elements]
+    assert tables[0].text == "\n".join(" | ".join(row) for row in ROWS)
+    assert "<thead><tr><th>Region</th><th>Sales 2023</th>" in tables[0].metadata.text_as_html
+    texts = [e.text for e in elements if type(e).__name__ != "Table"]
+    assert NOTE in texts and "The text goes on after the table." in texts
+
+
+def test_an_unruled_table_is_split_between_rows_with_its_header_repeated(tmp_path, embedder):
+    rows = [("Item", "Quantity", "Unit price", "Total")] + [
+        (f"Article {i}", f"{i * 3}", f"{i}.50 EUR", f"{i * 7}.00 EUR") for i in range(1, 36)]
+    path = write_table_pdf(tmp_path / "long.pdf", rows)
+    elements = _elements(path)
+    chunks = chunk_elements(elements, "long.pdf", embedder.count_tokens, 128)
+    table_chunks = [c for c in chunks if "Table" in c.element_types]
+    assert len(table_chunks) > 2
+    for chunk in table_chunks:
+        assert "Item | Quantity | Unit price | Total" in chunk.text
+    assert any("Article 35 | 105 | 35.50 EUR | 245.00 EUR" in c.text for c in table_chunks)
+
+
+def test_a_wrapped_cell_stays_whole(tmp_path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    lines = [(130, "Country", "Cases", "Share"), (148, "Austria", "3,375", "86.2"),
+             (166, "Czech", "17,655", "98.6"), (178, "republic", "", ""), (196, "Denmark", "1,662", "3.1"),
+             (214, "Estonia", "430", "94.2")]
+    for y, *cells in lines:
+        for x, text in zip((72, 250, 400), cells):
+            if text:
+                page.insert_text((x, y), text, fontsize=10)
+    doc.save(tmp_path / "wrapped.pdf")
+    tables = [e for e in _elements(tmp_path / "wrapped.pdf") if type(e).__name__ == "Table"]
+    assert len(tables) == 1
+    assert "Czech republic | 17,655 | 98.6" in tables[0].text.split("\n")
+
+
+def _write_page(path: Path, pages: list[list[tuple[float, float, str, float]]]) -> Path:
+    """Pages of (x, y, text, font size) lines, in Helvetica (bold from 13 points up)."""
+    doc = pymupdf.open()
+    for lines in pages:
+        page = doc.new_page(width=595, height=842)
+        for x, y, text, size in lines:
+            page.insert_text((x, y), text, fontsize=size, fontname="hebo" if size >= 13 else "helv")
+    doc.save(path)
+    return path
+
+
+def _body(y: float) -> list[tuple[float, float, str, float]]:
+    words, lines, line = BODY.split(), [], ""
+    for word in words:
+        if len(line) + len(word) > 80:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return [(72, y + 14 * i, text, 10) for i, text in enumerate([*lines, line])]
+
+
+def test_two_columns_of_running_text_and_a_list_are_no_tables(tmp_path):
+    column_text = [BODY[i:i + 38] for i in range(0, 38 * 8, 38)]
+    two_columns = [(72, 100 + 14 * i, text, 10) for i, text in enumerate(column_text)]
+    two_columns += [(320, 100 + 14 * i, text, 10) for i, text in enumerate(column_text)]
+    items = ["the accounts of each region", "the budget for next year", "the plans for new offices",
+             "the audit of the pension fund"]
+    listed = [(72, 300 + 16 * i, "\u2022", 10) for i in range(len(items))]
+    listed += [(100, 300 + 16 * i, text, 10) for i, text in enumerate(items)]
+    path = _write_page(tmp_path / "columns.pdf", [two_columns + listed])
+    assert not [e for e in _elements(path) if type(e).__name__ == "Table"]
+
+
+def test_a_section_number_on_its_own_line_is_no_page_number(tmp_path):
+    pages = [[(72, 60, "1", 14), (110, 60, "Scope of the policy", 14), *_body(90)],
+             [(72, 60, "2", 14), (110, 60, "Claiming expenses", 14), *_body(90)]]
+    path = _write_page(tmp_path / "numbers.pdf", pages)
+    titles = [text for kind, text in _kinds_and_texts(path) if kind == "Title"]
+    assert titles == ["1 Scope of the policy", "2 Claiming expenses"]
+
+
+def test_cover_page_lines_are_not_headings(tmp_path):
+    cover = [(72, 200, "Annual Report 2024", 26), (72, 240, "Northwind Trading Ltd", 16),
+             (72, 270, "Prepared by the Finance Department", 14), (72, 300, "March 2025", 14)]
+    pages = [cover, [(72, 60, "Introduction", 14), *_body(90)], [(72, 60, "Results", 14), *_body(90)]]
+    path = _write_page(tmp_path / "cover.pdf", pages)
+    found = _kinds_and_texts(path)
+    titles = [text for kind, text in found if kind == "Title"]
+    assert titles == ["Annual Report 2024", "Introduction", "Results"]
+    texts = [text for _, text in found]
+    assert any("Northwind Trading Ltd" in text for text in texts) and any("March 2025" in text for text in texts)
+
+
+def test_the_table_benchmark_scores_adjacency_relations_against_a_ground_truth(tmp_path):
+    write_table_set(tmp_path)  # a booktabs and an unruled table, each cell in the ground truth
+    truth = table_bench.ground_truth(tmp_path / "sales-booktabs-str.xml")
+    # 5 rows of 4 cells: 5 x 3 relations to the right, 4 x 4 downwards.
+    assert sum(table_bench.relations(truth[1][0]).values()) == 31
+
+    results = table_bench.run(tmp_path)
+    assert results["documents"] == 2 and results["pages"] == 2
+    ours = results["sides"][table_bench.PGKB]
+    assert (ours["precision"], ours["recall"], ours["f1"]) == (1.0, 1.0, 1.0)
+    assert 0 <= results["sides"][table_bench.PEER]["f1"] <= 1
+
+
+def test_the_metric_relates_spanning_cells_and_skips_empty_ones():
+    spanning = table_bench.Cell(0, 0, 0, 1, "total")
+    cells = [spanning, table_bench.Cell(1, 0, 1, 0, "a"), table_bench.Cell(1, 1, 1, 1, ""),
+             table_bench.Cell(1, 2, 1, 2, "c")]
+    assert table_bench.relations(cells) == {("total", "a", "down"): 1, ("a", "c", "right"): 1}
+    assert table_bench.normalised("Sales, 2023 (%)") == "sales2023"
+
+
+def test_side_headings_beside_their_paragraphs_are_no_table(tmp_path):
+    sections = [(100, ["2.3.1", "(01-17-2023)", "Program Scope", "and Objectives"],
+                 ["(1) Overview: the business master file system provides read-only",
+                  "access to accounts on the master file in Martinsburg. All entities,",
+                  "master file tax modules and the most recent seven years of",
+                  "retention data are on line."]),
+                (180, ["2.3.2", "(01-20-2003)", "Command Code", "Overview"],
+                 ["(1) The command code gives access to the retention tax modules of",
+                  "accounts that merged to a new number after the tax module had",
+                  "been dropped to retention, and to the modules removed before",
+                  "the merge took place."])]
+    lines = [(x, y + 14 * i, text, 10) for y, headings, paragraph in sections
+             for x, column in ((72, headings), (200, paragraph)) for i, text in enumerate(column)]
+    path = _write_page(tmp_path / "side-headings.pdf", [lines])
+    elements = _elements(path)
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
+    text = " ".join(e.text for e in elements)
+    assert "modules and the most recent seven years of retention data" in text
+
+
+def test_blurbs_side_by_side_whose_lines_run_on_are_no_table(tmp_path):
+    blurbs = [["2.5 kilograms of carbon", "intensity from our eastern", "operations in the year"],
+              ["the first woman engineer", "on the offshore platform", "was hired by our team"],
+              ["seven new partners", "joined the programme", "during the spring"]]
+    lines = [(72 + 170 * column, 100 + 14 * i, text, 10)
+             for column, blurb in enumerate(blurbs) for i, text in enumerate(blurb)]
+    path = _write_page(tmp_path / "blurbs.pdf", [lines + _body(200)])
+    elements = _elements(path)
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
