@@ -264,6 +264,9 @@ class TimedMasker:
     def mask_texts(self, texts):  # file names, tags and error texts: not the documents' masking
         return self.masker.mask_texts(texts)
 
+    def unfound(self):  # the entities no installed model finds, for the run's summary
+        return self.masker.unfound()
+
     def mask_document(self, document) -> dict[str, int]:
         self.chars += sum(len(e.text) for e in document.elements)
         started = time.perf_counter()

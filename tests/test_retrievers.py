@@ -68,7 +68,7 @@ def _assert_same_but_scores(remote: list[tuple[str, dict]], local: list[tuple[st
     """The same texts and metadata; scores as close as two processes' runs of a bf16 model make them."""
     assert [(text, {**metadata, "score": None}) for text, metadata in remote] == [
         (text, {**metadata, "score": None}) for text, metadata in local]
-    assert [m["score"] for _, m in remote] == pytest.approx([m["score"] for _, m in local], rel=0.01, abs=0.05)
+    assert [m["score"] for _, m in remote] == pytest.approx([m["score"] for _, m in local], rel=0.05, abs=0.1)
 
 
 def test_langchain_chain_in_process_and_over_http_returns_what_search_finds(served):
