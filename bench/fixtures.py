@@ -170,12 +170,13 @@ _STRUCTURE = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def write_table_set(folder: Path) -> Path:
-    """A table set in the ICDAR 2013 layout (NAME.pdf, NAME-str.xml): a page with TABLE_ROWS
-    under booktabs rules and one with them unruled, each cell in the ground truth."""
+    """A table set in the ICDAR 2013 layout (NAME.pdf, NAME-str.xml): pages with TABLE_ROWS
+    framed cell by cell (which the peer reads too), under booktabs rules and unruled, each cell
+    in the ground truth."""
     folder.mkdir(parents=True, exist_ok=True)
     cells = "\n    ".join(f'<cell id="{r * 10 + c}" start-row="{r}" start-col="{c}"><content>{text}</content></cell>'
                           for r, row in enumerate(TABLE_ROWS) for c, text in enumerate(row))
-    for rules in ("booktabs", "none"):
+    for rules in ("grid", "booktabs", "none"):
         name = f"sales-{rules}"
         write_table_pdf(folder / f"{name}.pdf", TABLE_ROWS, rules=rules)
         (folder / f"{name}-str.xml").write_text(_STRUCTURE.format(name=name, cells=cells))
