@@ -125,10 +125,8 @@ class KeyRequired:
         self.service, self.app = service, app
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
-        headers = dict(scope["headers"])
-        scheme, _, presented = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        key = (await run_in_threadpool(self.service.store.authenticate, presented.strip())
-               if scheme.lower() == "bearer" else None)
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        key = await run_in_threadpool(self.service.key_from, authorization)
         if key is None:
             await JSONResponse({"detail": UNAUTHORIZED}, status_code=401,
                                headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
@@ -152,6 +150,26 @@ class Service:
             return None
         return self.knowledge_bases.get(self.settings, collection).embedder
 
+    def key_from(self, authorization: str) -> ApiKey | None:
+        """The live key an `Authorization: Bearer ...` header carries; None for any other header."""
+        scheme, _, presented = authorization.partition(" ")
+        return self.store.authenticate(presented.strip()) if scheme.lower() == "bearer" else None
+
+    def collections_for(self, key: ApiKey | None) -> list[dict[str, Any]]:
+        """The collections `key` holds that exist (every one for None, the local user), each with
+        its embedding space and the documents and chunks the key may read."""
+        listed = []
+        for summary in self.store.list_collections():
+            if key is not None and summary.name not in key.collections:
+                continue
+            principals = key.principals if key is not None else None
+            documents, chunks = ((summary.documents, summary.chunks) if principals is None
+                                 else self.store.readable_counts(summary.name, principals))
+            listed.append({"name": summary.name, "model": summary.model, "dims": summary.dims,
+                           "space": self.store.collection(summary.name).space,
+                           "documents": documents, "chunks": chunks})
+        return listed
+
     def close(self) -> None:
         self.jobs.close()
         self.knowledge_bases.close()
@@ -164,8 +182,7 @@ def _service(request: Request) -> Service:
 
 def _caller(request: Request, service: Annotated[Service, Depends(_service)]) -> ApiKey:
     """The key the request carries; 401 (saying nothing more) when it has none that is live."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    key = service.store.authenticate(presented.strip()) if scheme.lower() == "bearer" else None
+    key = service.key_from(request.headers.get("authorization", ""))
     if key is None:
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return key
@@ -203,17 +220,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/v1/collections", tags=["collections"])
     def collections(service: Shared, key: Caller) -> list[dict[str, Any]]:
         """The key's collections that exist: embedding space, and the documents and chunks the key may read."""
-        listed = []
-        for summary in service.store.list_collections():
-            if summary.name not in key.collections:
-                continue
-            principals = key.principals
-            documents, chunks = ((summary.documents, summary.chunks) if principals is None
-                                 else service.store.readable_counts(summary.name, principals))
-            space = service.store.collection(summary.name).space
-            listed.append({"name": summary.name, "model": summary.model, "dims": summary.dims, "space": space,
-                           "documents": documents, "chunks": chunks})
-        return listed
+        return service.collections_for(key)
 
     @app.post("/v1/collections/{collection}/search", tags=["search"])
     def search(collection: str, body: SearchRequest, service: Shared, key: Caller) -> dict[str, Any]:

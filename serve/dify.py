@@ -100,7 +100,7 @@ def _key(service: Any, authorization: str):
     scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise DifyError(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
-    key = service.store.authenticate(presented.strip())
+    key = service.key_from(authorization)
     if key is None:
         raise DifyError(403, 1002, "Authorization failed")
     return key

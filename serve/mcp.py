@@ -69,19 +69,8 @@ def build_mcp_server(service: Any) -> MCPServer:
         """The knowledge bases you may search: name, embedding model, and how many documents and
         passages (chunks) you may read in each."""
         key = _caller(ctx)
-
-        def listed() -> list[dict[str, Any]]:
-            found = []
-            for summary in service.store.list_collections():
-                if key is not None and summary.name not in key.collections:
-                    continue
-                documents, chunks = ((summary.documents, summary.chunks) if key is None or key.principals is None
-                                     else service.store.readable_counts(summary.name, key.principals))
-                found.append({"name": summary.name, "model": summary.model, "documents": documents,
-                              "chunks": chunks})
-            return found
-
-        return await _in_thread(listed)
+        listed = await _in_thread(lambda: service.collections_for(key))
+        return [{k: c[k] for k in ("name", "model", "documents", "chunks")} for c in listed]
 
     @server.tool(annotations=READ_ONLY)
     async def get_context(chunk_id: int, ctx: Context, collection: str | None = None, before: int = 1,
