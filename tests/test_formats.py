@@ -375,3 +375,15 @@ def _processes_running(command: str) -> list[int]:
             found.append(int(pid))
     return found
 
+
+
+def test_an_emails_sender_and_recipients_are_masked_whole_even_without_a_name_model(tmp_path):
+    from ingest.options import masker_options
+    from ingest.pii import load_masker
+    from pgkb.settings import Settings
+
+    document = parsed(write_eml(tmp_path / "mail.eml", {}))
+    assert "Alice Example" in document.metadata["from"]
+    load_masker(masker_options(Settings(collection="mail-masking"))).mask_document(document)
+    for header in ("from", "to", "cc"):
+        assert "example.com" not in document.metadata[header] and "Alice" not in document.metadata[header]

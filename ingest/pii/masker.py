@@ -45,7 +45,7 @@ OPERATORS: tuple[Operator, ...] = get_args(Operator)
 # Chinese recognizer's type (CN_MOBILE, CN_LANDLINE) is the better label.
 GENERIC_TYPES = {"PHONE_NUMBER"}
 # File metadata fields that hold a person's name by definition: masked whole as PERSON.
-PERSON_FIELDS = ("author", "last_modified_by")
+PERSON_FIELDS = ("author", "last_modified_by", "from", "to", "cc")
 
 # Texts are joined into segments of about this many characters for one analyzer call.
 SEGMENT_CHARS = 50_000
