@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="metadata for every document of this run, for search filters (repeatable); "
                            "see also pgkb.toml and FILE.meta.json in the README")
     Settings.add_arguments(parser, ("chunk_tokens", "embed_headings", "batch_tokens", "workers", "device", "dims",
-                                    "query_instruction", "embed_url"))
+                                    "query_instruction", "embed_url", "engine", "ray_address"))
     pii = parser.add_argument_group("personal data masking (on by default)")
     Settings.add_arguments(pii, ("pii", "pii_entities", "pii_urls", "pii_threshold", "pii_operators", "pii_keys"))
     Settings.add_arguments(parser, ("follow_links", "unlabelled"))

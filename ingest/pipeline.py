@@ -1,6 +1,6 @@
 """The stages of ingest.stages, overlapping, in bounded memory.
 
-A few threads identify, parse (each file in a worker process), mask and chunk files; the
+A few threads identify, parse (each file in a worker process or a Ray task), mask and chunk files; the
 calling thread embeds the chunks of several documents at a time, since the model is fastest
 on full batches; one writer thread stores each finished document in its own transaction.
 Every stage holds a bounded number of documents, so memory stays flat whatever the corpus
@@ -17,9 +17,8 @@ from threading import Event
 from typing import TypeVar
 
 from .heap import release_freed_memory
-from .parsers.pool import ParserPool
 from .report import FileOutcome
-from .stages import Embedded, FileStages, Parsed
+from .stages import Cutter, Embedded, FileStages, Parsed
 
 # Files whose outcomes are handed to the writer together at most: a run of unchanged files,
 # which add no tokens, still reports its progress as it goes.
@@ -28,7 +27,7 @@ MAX_GROUP_FILES = 256
 WRITES_BEHIND = 2
 
 
-def run_files(stages: FileStages, paths: list[Path], parser: ParserPool, workers: int, stop: Event,
+def run_files(stages: FileStages, paths: list[Path], cutter: Cutter, workers: int, stop: Event,
               batch_tokens: int, record: Callable[[FileOutcome], None]) -> None:
     """Every file of `paths` through the stages, each outcome handed to `record` (in the writer
     thread) as it is known. Once `stop` is set no new file starts; those in progress end."""
@@ -36,14 +35,14 @@ def run_files(stages: FileStages, paths: list[Path], parser: ParserPool, workers
             ThreadPoolExecutor(1, thread_name_prefix="pgkb-write") as writing:
         batches = _Batches(stages, writing, batch_tokens, record)
         try:
-            prepared = _as_completed(parsing, lambda path: stages.prepare(path, parser), paths, 2 * workers, stop,
+            prepared = _as_completed(parsing, lambda path: stages.prepare(path, cutter), paths, 2 * workers, stop,
                                      batches.hand_on_while_waiting)
             for items in prepared:  # a file, and the files it holds (an e-mail's attachments)
                 for item in items:
                     batches.add(item)
             batches.finish()
         except BaseException:
-            parser.close()  # so the parsing threads end now, not after their files
+            cutter.close()  # so the parsing threads end now, not after their files
             raise
 
 

@@ -12,6 +12,7 @@ with the same bytes, tags and options are skipped without being parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -24,20 +25,20 @@ from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder, resolve_model_dir
 from pgkb.errors import ConfigurationError
-from pgkb.settings import Settings
+from pgkb.settings import Engine, Settings
 from store import Collection, Store
 from store.fulltext import unstorable
 
 from .heap import map_large_blocks_apart
 from .options import mask_policy, masker_options, parse_limits, parse_options
-from .parsers import ParseOptions
 from .parsers.pool import ParserPool
 from .pii import Masker, OutputMasker, load_masker
 from .pipeline import run_files
+from .ray_engine import ActorPoolEmbedder, RayCluster, RayCutter, check_shared_storage
 from .report import FileOutcome, IngestReport, StageClock, failure
 from .roots import place
 from .sources import discover, key_of, leads_out, media_type_of, printable
-from .stages import FileStages, Fingerprints, Models
+from .stages import Cutter, FileStages, Fingerprints, LocalCutter, Models
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def ingest(
     embedder: Embedder | None = None, masker: Masker | None = None,
     on_file: Callable[[FileOutcome, IngestReport], None] | None = None,
     stop: threading.Event | None = None, report: IngestReport | None = None, only: Iterable[Path] | None = None,
+    engine: Engine | None = None,
 ) -> IngestReport:
     """Bring `settings.collection` up to date with a file or a folder; returns what happened.
 
@@ -71,9 +73,12 @@ def ingest(
     the run as "interrupted". A `report` given is filled in as the run goes, so that the
     caller still holds it when the run raises (the database went away, a second Ctrl-C): its
     status is then "aborted" and its `error` says why. `only` limits the run to these files of
-    the folder (keys stay relative to its root: the served API's uploads).
+    the folder (keys stay relative to its root: the served API's uploads). `engine` overrides
+    `settings.engine`: "ray" runs the stages on a Ray cluster (ingest.ray_engine).
     """
     settings = settings or Settings.from_env()
+    if engine is not None:
+        settings = dataclasses.replace(settings, engine=engine)
     root = _checked_root(Path(path).expanduser(), prune)
     started = time.perf_counter()
     map_large_blocks_apart()  # before the model's first batch
@@ -85,11 +90,13 @@ def ingest(
     mask_keys = settings.pii_keys == "mask"
     if not settings.pii:
         log.info("personal data masking is off (PGKB_PII=0 or --no-pii)")
-    if embedder is None:
+    if embedder is None and settings.engine == "local":
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
+    cluster = RayCluster(settings) if settings.engine == "ray" else None
     store = Store.open(settings)
     try:
-        models = _ModelLoader(settings, store, embedder, masker)
+        models = _ModelLoader(settings, store, embedder, masker,
+                              lambda: ActorPoolEmbedder.start(cluster) if cluster else _load_model(settings))
         collection = _open_collection(settings, store, models, embedder)
         report = report or IngestReport(collection.name)
         mask_lock = threading.Lock()  # the masker's, shared by the documents' texts and the outputs
@@ -107,10 +114,16 @@ def ingest(
             log.warning("collection %r was ingested from %s, which is gone: %s takes its place",
                         collection.name, placement.moved_from, placement.stored_root)
             collection = store.move_root(collection, placement.moved_from, placement.stored_root)
-        stages = FileStages(settings, store, collection, models.load, outputs, mask_lock,
+        stages = FileStages(settings, store, collection, models.load, outputs,
                             Fingerprints.of(settings, policy, parsing.passwords), placement, folder, tags or {},
                             force, StageClock(report.stage_seconds))
-        workers = _parse_workers(settings.workers, len(paths))
+        if cluster:
+            readable = _readable(paths, folder, settings.follow_links)
+            if readable:
+                check_shared_storage(cluster, readable[0])
+            workers = max(1, min(settings.workers or cluster.cpus(), len(paths)))
+        else:
+            workers = _parse_workers(settings.workers, len(paths))
         outputs.name(placement.root, paths)
         if prune:
             _check_prune_share(stages, paths, settings.prune_max_share if not prune_any_share else 1.0)
@@ -121,10 +134,12 @@ def ingest(
         run_id = report.run_id = store.start_run(collection, {
             "path": placement.stored_folder, "model": collection.space["model"], "prune": prune,
             "force": force, "tags": outputs.values(tags or {}), "pii": policy.describe() if policy else "off",
-            "workers": workers, **({"keys": "kept"} if policy and not mask_keys else {}),
+            "workers": workers, "engine": settings.engine, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
         try:
-            _sync(parsing, settings, store, stages, paths, workers, stop or threading.Event(), report, on_file)
+            cutter = RayCutter(cluster, settings) if cluster else LocalCutter(
+                ParserPool(parsing, parse_limits(settings), workers), mask_lock, settings.embed_headings)
+            _sync(settings, store, stages, cutter, paths, workers, stop or threading.Event(), report, on_file)
             if prune and report.status != "interrupted":
                 report.pruned = _prune(store, stages, {outcome.key for outcome in report.files})
             if any(f.chunks for f in report.files) or report.pruned:
@@ -142,6 +157,8 @@ def ingest(
         return report
     finally:
         store.close()
+        if cluster:
+            cluster.close()
 
 
 def _checked_root(root: Path, prune: bool) -> Path:
@@ -152,11 +169,19 @@ def _checked_root(root: Path, prune: bool) -> Path:
     return root
 
 
-class _ModelLoader:
-    """The masker and the embedding model, loaded once, by the first thread that needs them."""
+def _load_model(settings: Settings) -> Embedder:
+    return load_embedder(settings.model, dims=settings.dims or None, query_instruction=settings.query_instruction,
+                         **settings.embedder_options())
 
-    def __init__(self, settings: Settings, store: Store, embedder: Embedder | None, masker: Masker | None):
+
+class _ModelLoader:
+    """The masker and the embedding model, loaded once, by the first thread that needs them:
+    `embedder` if given, else what `load_model` loads (here, or in Ray actors)."""
+
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder | None, masker: Masker | None,
+                 load_model: Callable[[], Embedder]):
         self.settings, self.store, self.embedder, self._masker = settings, store, embedder, masker
+        self.load_model = load_model
         self._loaded: Models | None = None
         self._lock = threading.Lock()
         self._masker_lock = threading.Lock()
@@ -177,9 +202,7 @@ class _ModelLoader:
             if self._loaded is None:
                 settings = self.settings
                 masker = self.masker()
-                embedder = self.embedder or load_embedder(settings.model, dims=settings.dims or None,
-                                                          query_instruction=settings.query_instruction,
-                                                          **settings.embedder_options())
+                embedder = self.embedder or self.load_model()
                 collection = self.store.collection(settings.collection, embedder.space.to_dict(), settings.unlabelled)
                 max_tokens = min(settings.chunk_tokens, embedder.max_text_tokens)
                 self._loaded = Models(embedder, masker, collection, max_tokens)
@@ -234,7 +257,7 @@ def _documents_under_folder(stages: FileStages) -> set[str]:
     return {key for key, state in stages.known.items() if stages.placement.holds(state.path)}
 
 
-def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileStages, paths: list[Path], workers: int,
+def _sync(settings: Settings, store: Store, stages: FileStages, cutter: Cutter, paths: list[Path], workers: int,
           stop: threading.Event, report: IngestReport,
           on_file: Callable[[FileOutcome, IngestReport], None] | None) -> None:
     """Every file through the stages, in the store's bulk load; the report's files and status."""
@@ -248,10 +271,12 @@ def _sync(parsing: ParseOptions, settings: Settings, store: Store, stages: FileS
         if on_file:
             on_file(outcome, report)
 
-    pool = ParserPool(parsing, parse_limits(settings), workers)
-    with pool as parser, store.bulk_load(stages.collection) as load:
-        run_files(stages, paths, parser, workers, stop, settings.batch_tokens, record)
-        report.files.sort(key=lambda outcome: outcome.key)
+    try:
+        with store.bulk_load(stages.collection) as load:
+            run_files(stages, paths, cutter, workers, stop, settings.batch_tokens, record)
+            report.files.sort(key=lambda outcome: outcome.key)
+    finally:
+        cutter.close()
     if load.deferred:
         report.stage_seconds["index"] += load.index_seconds
     report.status = "interrupted" if stop.is_set() else report.finished_status()

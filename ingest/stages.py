@@ -1,12 +1,13 @@
 """The stages a file goes through, each with what it takes and what it gives:
 
     identify (path -> Identified) -> skip unchanged (-> DocumentRecord) -> parse, mask, chunk
-    (-> Parsed) -> embed (several documents at once -> Embedded) -> write (-> FileOutcome)
+    (a Cutter: -> Parsed) -> embed (several documents at once -> Embedded) -> write (-> FileOutcome)
 
 A stage that ends a file's way early gives its FileOutcome instead (skipped, failed,
 unchanged). A failure is logged at INFO only: the run's report (and the command's summary)
 lists every one, and a warning too would say it twice. ingest.pipeline runs the stages
-overlapping; ingest.run sets them up.
+overlapping; ingest.run sets them up. Parsing, masking and chunking are a pure function of
+the file (cut_file), so a Cutter runs them here (LocalCutter) or on a cluster (ingest.ray_engine).
 
 A file can hold others (an e-mail's attachments, ingest.parsers.Attachment): each is a
 document of its own, keyed under the file's key (`mail.eml/report.pdf`), that goes through
@@ -22,11 +23,13 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
@@ -38,12 +41,12 @@ from store.fulltext import unstorable
 
 from .chunking import chunk_elements
 from .metadata import MetadataError, UserMetadata
-from .parsers import Attachment, ParseError
+from .parsers import Attachment, ParsedDocument, ParseError
 from .parsers.mail import MAX_ATTACHMENTS, MAX_DEPTH
 from .parsers.pool import ParserPool
 from .passwords import password_set_digest
 from .pii import KeyCollision, Masker, MaskingError, MaskPolicy, OutputMasker
-from .report import UNCHANGED_SINCE, FileOutcome, StageClock
+from .report import UNCHANGED_SINCE, FileOutcome, Stage, StageClock
 from .roots import Placement
 from .sources import SourceFile, key_of, leads_out, media_type_of, printable, readable_name
 
@@ -98,6 +101,68 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A file parsed, masked and chunked, and the seconds each of those took."""
+
+    document: ParsedDocument  # its text masked
+    chunks: list[Chunk]
+    pii_counts: dict[str, int]
+    seconds: dict[Stage, float]
+
+
+def cut_file(parser: ParserPool, path: Path, media_type: str, key: str, masker: Masker | None,
+             mask_lock: AbstractContextManager, count_tokens: Callable[[Sequence[str]], list[int]], max_tokens: int,
+             embed_headings: bool) -> Cut:
+    """The file parsed (in a worker of `parser`, under its time and memory limits), masked and
+    chunked; ParseError when it cannot be read as a document."""
+    seconds: dict[Stage, float] = {}
+    with _timed(seconds, "parse"):
+        parsed = parser.parse(path, media_type)
+    with _timed(seconds, "mask"), mask_lock:
+        # Before anything else reads the text: chunks, titles and metadata only see it masked.
+        pii_counts = masker.mask_document(parsed) if masker else {}
+    with _timed(seconds, "chunk"):
+        chunks = chunk_elements(parsed.elements, key, count_tokens, max_tokens, {"source": key, **parsed.metadata},
+                                embed_headings=embed_headings)
+    return Cut(parsed, chunks, pii_counts, seconds)
+
+
+@contextmanager
+def _timed(seconds: dict[Stage, float], stage: Stage) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - started
+
+
+class Cutter(Protocol):
+    """Where files are parsed, masked and chunked: LocalCutter, or ingest.ray_engine.RayCutter."""
+
+    def cut(self, file: SourceFile, key: str, models: Models) -> Cut:
+        """`cut_file` of the file, or its ParseError."""
+        ...
+
+    def close(self) -> None:
+        """Stop cutting: a file in progress ends in ParseInterrupted."""
+        ...
+
+
+class LocalCutter:
+    """Files cut in this process, each parsed in a worker process of `parser`."""
+
+    def __init__(self, parser: ParserPool, mask_lock: threading.Lock, embed_headings: bool):
+        # Presidio's engines are not documented as safe to share between threads: `mask_lock`
+        # is the masker's, shared with the run's outputs (ingest.pii.outputs).
+        self.parser, self.mask_lock, self.embed_headings = parser, mask_lock, embed_headings
+
+    def cut(self, file: SourceFile, key: str, models: Models) -> Cut:
+        return cut_file(self.parser, file.path, file.media_type, key, models.masker, self.mask_lock,
+                        models.embedder.count_tokens, models.max_tokens, self.embed_headings)
+
+    def close(self) -> None:
+        self.parser.close()
+
+
+@dataclass(frozen=True)
 class Fingerprints:
     """What a stored document was made with, to tell whether it must be made again."""
 
@@ -126,31 +191,28 @@ class FileStages:
     """The stages of one run, sharing its store, collection and options."""
 
     def __init__(self, settings: Settings, store: Store, collection: Collection, models: Callable[[], Models],
-                 outputs: OutputMasker, mask_lock: threading.Lock, fingerprints: Fingerprints,
+                 outputs: OutputMasker, fingerprints: Fingerprints,
                  placement: Placement, folder: Path, tags: dict[str, Any], force: bool, clock: StageClock):
         self.store, self.collection, self.models, self.outputs = store, collection, models, outputs
         self.placement = placement
         self.root = placement.root  # keys are relative to it
         self.folder = folder        # the folder (or file) the run reads, inside the root
         self.follow_links = settings.follow_links
-        self.embed_headings = settings.embed_headings
         self.user_metadata = UserMetadata(self.root, tags, settings.follow_links)
         self.fingerprints = fingerprints
         self.force = force
         self.clock = clock
         self.known: dict[str, DocumentState] = store.document_states(collection)
-        # Presidio's engines are not documented as safe to share between threads.
-        self._mask_lock = mask_lock
 
-    def prepare(self, path: Path, parser: ParserPool) -> list[Parsed | FileOutcome]:
+    def prepare(self, path: Path, cutter: Cutter) -> list[Parsed | FileOutcome]:
         """A file up to its chunks, unless its way ends before, then the files it holds (read
         in a parsing thread)."""
         identified = self.identify(path)
         if isinstance(identified, FileOutcome):
             return [identified]
-        return self._prepare(identified, parser, 0, _Budget(MAX_ATTACHMENTS))
+        return self._prepare(identified, cutter, 0, _Budget(MAX_ATTACHMENTS))
 
-    def _prepare(self, identified: Identified, parser: ParserPool, depth: int,
+    def _prepare(self, identified: Identified, cutter: Cutter, depth: int,
                  budget: _Budget) -> list[Parsed | FileOutcome]:
         record = self.skip_unchanged(identified)
         if isinstance(record, FileOutcome):
@@ -161,10 +223,10 @@ class FileStages:
         if depth and not budget.take():
             return [self._failed(identified, record, ParseError(
                 "attachment bomb", f"its message brings more than {MAX_ATTACHMENTS} attachments in all"))]
-        document, attachments = self.parse(identified, record, parser)
-        return [document, *self._attachments(identified, attachments, parser, depth + 1, budget)]
+        document, attachments = self.parse(identified, record, cutter)
+        return [document, *self._attachments(identified, attachments, cutter, depth + 1, budget)]
 
-    def _attachments(self, holder: Identified, attachments: list[Attachment], parser: ParserPool, depth: int,
+    def _attachments(self, holder: Identified, attachments: list[Attachment], cutter: Cutter, depth: int,
                      budget: _Budget) -> list[Parsed | FileOutcome]:
         """The files `holder` holds, each as a document keyed under its key."""
         found: list[Parsed | FileOutcome] = []
@@ -187,7 +249,7 @@ class FileStages:
                 copy = Path(folder) / f"{number}{Path(attachment.name).suffix.lower()}"
                 copy.write_bytes(attachment.data)
                 file = replace(SourceFile.read(copy, media_type), mtime=holder.file.mtime)
-                found += self._prepare(Identified(key, file, holder.tags, f"{holder.path}/{name}"), parser,
+                found += self._prepare(Identified(key, file, holder.tags, f"{holder.path}/{name}"), cutter,
                                        depth, budget)
                 copy.unlink()
         return found
@@ -258,33 +320,29 @@ class FileStages:
                               fingerprint=self.fingerprints.ingested)
 
     def parse(self, identified: Identified, record: DocumentRecord,
-              parser: ParserPool) -> tuple[Parsed | FileOutcome, list[Attachment]]:
+              cutter: Cutter) -> tuple[Parsed | FileOutcome, list[Attachment]]:
         """The file parsed (in a worker, under time and memory limits), masked and chunked;
         and the files it holds, unparsed."""
         key, file = identified.key, identified.file
         models = self.models()  # a model that cannot load stops the run, not just this file
         try:
-            with self.clock.timed("parse"):
-                parsed = parser.parse(file.path, file.media_type)
-            for warning in parsed.warnings:
-                log.warning("%s: %s", printable(key), self.outputs.text(warning))
-            with self.clock.timed("mask"), self._mask_lock:
-                # Before anything else reads the text: chunks, titles and metadata only see it masked.
-                pii_counts = models.masker.mask_document(parsed) if models.masker else {}
-            with self.clock.timed("chunk"):
-                chunks = chunk_elements(parsed.elements, key, models.embedder.count_tokens, models.max_tokens,
-                                        {"source": key, **parsed.metadata}, embed_headings=self.embed_headings)
+            cut = cutter.cut(file, key, models)
         except ParseError as exc:
             return self._failed(identified, record, exc), []
         except OperationalError:
             raise  # the database went away: no later file can succeed either
         except Exception as exc:  # a library's bug on one odd file must not stop the run
             return self._failure(key, file.sha256, exc), []
-        record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=pii_counts)
+        for stage, seconds in cut.seconds.items():
+            self.clock.add(stage, seconds)
+        parsed = cut.document
+        for warning in parsed.warnings:
+            log.warning("%s: %s", printable(key), self.outputs.text(warning))
+        record = replace(record, title=parsed.title, metadata=parsed.metadata, pii_counts=cut.pii_counts)
         pages = max((e.metadata.page_number or 0 for e in parsed.elements), default=0)
         known = self.known.get(key)
         outcome: Literal["ingested", "updated"] = "updated" if known and known.status == "ingested" else "ingested"
-        return Parsed(outcome, record, chunks, pages), parsed.attachments
+        return Parsed(outcome, record, cut.chunks, pages), parsed.attachments
 
     def _failed(self, identified: Identified, record: DocumentRecord, exc: ParseError) -> FileOutcome:
         """A file that cannot be read, recorded with the reason (for the next run to skip it while

@@ -37,6 +37,7 @@ Precision = Literal["auto", "float32", "bfloat16"]
 KeyNames = Literal["mask", "keep"]
 Unlabelled = Literal["public", "nobody"]  # who reads a document without an access tag
 UrlMasking = Literal["keep", "mask"]
+Engine = Literal["local", "ray"]
 
 
 def _setting(env: str | None, default: Any = None, *, flag: str | None = None, help: str = "",
@@ -57,7 +58,7 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "parse_seconds": (1, None), "parse_memory_mb": (1, None), "pii_threshold": (0, 1),
     "bm25_k1": (0, None), "bm25_b": (0, 1), "max_document_chars": (1, None), "prune_max_share": (0, 1),
     "port": (0, 65535), "max_upload_bytes": (1, None), "max_upload_files": (1, None),
-    "max_request_bytes": (1024, None),
+    "max_request_bytes": (1024, None), "ray_embedders": (0, None),
 }
 
 
@@ -83,6 +84,11 @@ class Settings:
         "PGKB_DATA_DIR", Path("/var/lib/pgkb") if os.name == "posix" and os.geteuid() == 0
         else Path(platformdirs.user_data_dir("pgkb")),
         flag="--data-dir", help="the embedded server's data folder")
+    # Searches only (search, pgkb serve, pgkb eval): writes always go to database_url.
+    database_url_replicas: str | None = _setting(
+        "DATABASE_URL_REPLICAS", secret=True,  # passwords: never a flag, which the process list shows
+        help="read-only replicas of DATABASE_URL, comma-separated, that searches are spread over; a replica "
+             "that is unreachable or behind a collection's last ingest run is passed over for the primary")
     collection: str = _setting("PGKB_COLLECTION", "default", flag="--collection", help="collection name")
     model: str = _setting("PGKB_MODEL", "sentence-transformers/all-MiniLM-L6-v2", flag="--model",
                           help="embedding model: an id in the Hugging Face cache, or a local directory")
@@ -138,6 +144,18 @@ class Settings:
     workers: int = _setting("PGKB_WORKERS", 0, flag="--workers",
                             help="files parsed at once, each in its own process, at most one per CPU core; "
                                  "0: one per CPU core, at most 4")
+    # Ray (ingest.ray_engine): parsing, masking and chunking as tasks, embedding in actors; the
+    # driver still reads every file once (its hash) and writes every document.
+    engine: Engine = _setting("PGKB_ENGINE", "local", flag="--engine",
+                              help="run the stages in this process and its workers (local), or on a Ray cluster "
+                                   "(ray: pip install 'pgkb[ray]'; the folder must be on storage every node mounts)")
+    ray_address: str | None = _setting(
+        "PGKB_RAY_ADDRESS", flag="--ray-address", metavar="ADDR",
+        help="the Ray cluster --engine ray uses (ray://HOST:10001, HOST:6379 or auto); unset: a cluster of this "
+             "machine alone, on 127.0.0.1")
+    ray_embedders: int = _setting("PGKB_RAY_EMBEDDERS", 0,
+                                  help="embedding actors --engine ray starts, each loading the model once; "
+                                       "0: one per GPU of the cluster, or one on CPUs where it has none")
     # Past these limits a file fails alone.
     parse_seconds: int = _setting("PGKB_PARSE_SECONDS", 300, help="time limit to parse one file")
     parse_memory_mb: int = _setting("PGKB_PARSE_MEMORY_MB", 4096,
