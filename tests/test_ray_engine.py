@@ -5,6 +5,7 @@ a re-run, a changed file, a failing file, and a Ray worker process killed in the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-TOPICS = ["parking", "lockers", "canteen", "badges", "printing", "visitors"]
+TOPICS = ["parking", "lockers", "canteen", "badges"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def no_ray_cloud_probe(blocked_log):
 
 @pytest.fixture
 def corpus(tmp_path):
-    """Twelve documents of their own text, and a PDF that is not one."""
+    """Eight documents of their own text, and a PDF that is not one."""
     folder = tmp_path / "corpus"
     folder.mkdir()
     for i, topic in enumerate(TOPICS):
@@ -89,7 +90,7 @@ def test_ray_gives_what_the_local_engine_gives_then_skips_updates_and_fails_alik
     local, on_ray = run(corpus, data_dir, "ray_local", "local"), run(corpus, data_dir, "ray_ray", "ray")
 
     assert outcomes(on_ray) == outcomes(local)
-    assert on_ray.counts()["failed"] == 1 and on_ray.counts()["ingested"] == 12
+    assert on_ray.counts()["failed"] == 1 and on_ray.counts()["ingested"] == 8
     assert_same(snapshot(db, "ray_ray"), snapshot(db, "ray_local"))
 
     again = run(corpus, data_dir, "ray_ray", "ray")
@@ -120,7 +121,7 @@ def test_a_worker_killed_mid_run_then_a_rerun_finishes_the_job(cluster, corpus, 
 
     first = run(corpus, data_dir, "ray_kill_ray", "ray", on_file=kill_a_parsing_worker)
     assert killed, "no parsing task was running to be killed"
-    assert first.status in ("complete", "complete_with_failures")  # Ray ran the killed worker's task again
+    assert [f.key for f in first.failed] == ["broken.pdf"]  # Ray ran the killed worker's task again
     rerun = run(corpus, data_dir, "ray_kill_ray", "ray")
     assert {f.outcome for f in rerun.files} <= {"unchanged", "failed", "ingested"}
     assert_same(snapshot(db, "ray_kill_ray"), snapshot(db, "ray_kill_local"))
@@ -129,7 +130,12 @@ def test_a_worker_killed_mid_run_then_a_rerun_finishes_the_job(cluster, corpus, 
 def test_the_cluster_listens_on_loopback_only(cluster):
     listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
                  and c.pid in _ray_pids()}
-    assert listening and listening <= {"127.0.0.1"}, listening
+    assert listening and all(_loopback(ip) for ip in listening), listening
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def _ray_pids() -> set[int]:
@@ -142,7 +148,7 @@ def test_the_command_runs_on_a_cluster_at_an_address(cluster, corpus, data_dir):
         env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": "ray_cli", "RAY_AUTH_MODE": "token"},
         capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 1, done.stderr  # broken.pdf failed anew
-    assert "12 ingested" in done.stdout and "broken.pdf" in done.stdout, done.stdout
+    assert "8 ingested" in done.stdout and "broken.pdf" in done.stdout, done.stdout
 
 
 def test_without_ray_the_engine_says_what_to_install(corpus, data_dir):
