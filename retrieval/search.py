@@ -254,8 +254,10 @@ class KnowledgeBase:
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         """A search only reads, so it runs outside a transaction, usually in one round trip:
-        the scan settings are the connection's, changed only when a search needs others."""
-        with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        the scan settings are the connection's, changed only when a search needs others. It runs
+        on a replica where one is up to date with the collection (store.replicas)."""
+        engine = self.store.replicas.engine_for(self.collection.id)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
     def _run(self, conn: Connection, search: _Prepared, exact: bool | None) -> tuple[list, bool]:

@@ -71,6 +71,7 @@ from .records import (
     DocumentStatus,
     RunStatus,
 )
+from .replicas import CONNECT_TIMEOUT_SECONDS, Replicas
 from .tables import chunks, collections, documents, hnsw_index_name, ingest_runs
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,20 @@ _OPENING = threading.Lock()
 def resolve_url(settings: Settings) -> str:
     """DATABASE_URL if set (any PostgreSQL with pgvector), else the embedded server."""
     if settings.database_url:
-        url = settings.database_url
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                url = "postgresql+psycopg://" + url[len(prefix):]
-        return _quote_credentials(url)
+        return _sqlalchemy_url(settings.database_url)
     return embedded_database_url(settings.data_dir)
+
+
+def replica_urls(settings: Settings) -> list[str]:
+    """DATABASE_URL_REPLICAS, each as SQLAlchemy takes it."""
+    return [_sqlalchemy_url(url.strip()) for url in (settings.database_url_replicas or "").split(",") if url.strip()]
+
+
+def _sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+    return _quote_credentials(url)
 
 
 def _quote_credentials(url: str) -> str:
@@ -117,8 +126,9 @@ def _quote_credentials(url: str) -> str:
 class Store:
     """pgkb's tables in one PostgreSQL database. Open with `Store.open(settings)`."""
 
-    def __init__(self, engine: Engine, pgvector_version: tuple[int, ...]):
-        self.engine = engine
+    def __init__(self, engine: Engine, pgvector_version: tuple[int, ...], replicas: list[Engine] | None = None):
+        self.engine = engine  # the primary: every write, and searches when no replica may answer
+        self.replicas = Replicas(engine, replicas or [])
         # What the server can do: halfvec indexes from 0.7, iterative index scans from 0.8.
         self.pgvector_version = pgvector_version
 
@@ -153,9 +163,11 @@ class Store:
         with engine.connect() as conn:
             version = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar_one()
         # The vector type exists now, so every new connection can learn it.
-        event.listen(engine, "connect", lambda dbapi_connection, _: register_vector(dbapi_connection))
+        _register_vector(engine)
         engine.dispose()
-        return cls(engine, tuple(int(part) for part in version.split(".")))
+        replicas = [_register_vector(create_engine(url, pool_pre_ping=True, connect_args={
+            "prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_SECONDS})) for url in replica_urls(settings)]
+        return cls(engine, tuple(int(part) for part in version.split(".")), replicas)
 
     @property
     def has_iterative_scans(self) -> bool:
@@ -163,6 +175,7 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.replicas.close()
 
     # -- collections ---------------------------------------------------------------------
 
@@ -527,6 +540,11 @@ def _still_running(ran_by: dict[str, Any] | None) -> bool:
         return psutil.Process(ran_by["pid"]).create_time() == ran_by["started"]
     except (psutil.Error, KeyError, TypeError):
         return False
+
+
+def _register_vector(engine: Engine) -> Engine:
+    event.listen(engine, "connect", lambda dbapi_connection, _: register_vector(dbapi_connection))
+    return engine
 
 
 def migrate(engine: Engine) -> None:
