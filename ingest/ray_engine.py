@@ -89,6 +89,21 @@ class RayCluster:
     def gpus(self) -> int:
         return int(self.ray.cluster_resources().get("GPU", 0))
 
+    def start_embedders(self) -> None:
+        """The embedding actors, one per GPU of the cluster (or PGKB_RAY_EMBEDDERS), else one on
+        CPUs, started now: they load the model while the driver opens the store and lists the
+        files (on this machine, some 8 s of either). A run that finds every file unchanged
+        never waits for them."""
+        settings, gpus = self.settings, self.gpus()
+        count = settings.ray_embedders or gpus or 1
+        # On CPUs the actor reserves none, so the parsing tasks keep every core, as the local
+        # engine's parsers and model share them; its threads are the node's cores.
+        resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 0}
+        threads = 0 if gpus else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        actor_class = self.ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)(_EmbeddingActor)
+        self.actors = [actor_class.remote(settings, threads) for _ in range(count)]
+        log.info("%d embedding actor(s) on %s", count, "GPUs" if gpus else "CPUs")
+
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
@@ -241,24 +256,11 @@ class ActorPoolEmbedder(Embedder):
     """An Embedder whose documents are embedded by a pool of actors, a batch of about
     `batch_tokens` tokens each; this process holds the tokenizer only."""
 
-    def __init__(self, cluster: RayCluster, actors: list[Any], batch_tokens: int):
-        self.ray, self.actors, self.batch_tokens = cluster.ray, actors, batch_tokens
-        tokenizer, profile, space = self._get(actors[0].describe.remote())
+    def __init__(self, cluster: RayCluster):
+        """The cluster's embedding actors (RayCluster.start_embedders), once their model is loaded."""
+        self.ray, self.actors, self.batch_tokens = cluster.ray, cluster.actors, cluster.settings.batch_tokens
+        tokenizer, profile, space = self._get(self.actors[0].describe.remote())
         super().__init__(tokenizer, profile, space)
-
-    @classmethod
-    def start(cls, cluster: RayCluster) -> ActorPoolEmbedder:
-        """One actor per GPU of the cluster (or PGKB_RAY_EMBEDDERS), else one on CPUs."""
-        settings, gpus = cluster.settings, cluster.gpus()
-        count = settings.ray_embedders or gpus or 1
-        # On CPUs the actor reserves none, so the parsing tasks keep every core, as the local
-        # engine's parsers and model share them; its threads are the node's cores.
-        resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 0}
-        threads = 0 if gpus else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-        actor_class = cluster.ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)(_EmbeddingActor)
-        cluster.actors += [actor_class.remote(settings, threads) for _ in range(count)]
-        log.info("%d embedding actor(s) on %s", count, "GPUs" if gpus else "CPUs")
-        return cls(cluster, cluster.actors, settings.batch_tokens)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         from ray.util import ActorPool

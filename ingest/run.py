@@ -93,10 +93,12 @@ def ingest(
     if embedder is None and settings.engine == "local":
         resolve_model_dir(settings.model, settings.allow_download)  # not on this machine: say so now
     cluster = RayCluster(settings) if settings.engine == "ray" else None
+    if cluster and embedder is None:
+        cluster.start_embedders()
     store = Store.open(settings)
     try:
         models = _ModelLoader(settings, store, embedder, masker,
-                              lambda: ActorPoolEmbedder.start(cluster) if cluster else _load_model(settings))
+                              lambda: ActorPoolEmbedder(cluster) if cluster else _load_model(settings))
         collection = _open_collection(settings, store, models, embedder)
         report = report or IngestReport(collection.name)
         mask_lock = threading.Lock()  # the masker's, shared by the documents' texts and the outputs
