@@ -69,7 +69,7 @@ class RayCluster:
     def __init__(self, settings: Settings):
         if settings.ray_address is None:
             # Read when ray is imported: its own cluster binds the loopback address, not the
-            # machine's outward one, and reports nothing anywhere.
+            # machine's outward one, and sends no usage statistics.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray = self.ray = _ray()
@@ -97,11 +97,10 @@ class RayCluster:
         settings, gpus = self.settings, self.gpus()
         count = settings.ray_embedders or gpus or 1
         # On CPUs the actor reserves none, so the parsing tasks keep every core, as the local
-        # engine's parsers and model share them; its threads are the node's cores.
+        # engine's parsers and model share them.
         resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 0}
-        threads = 0 if gpus else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         actor_class = self.ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)(_EmbeddingActor)
-        self.actors = [actor_class.remote(settings, threads) for _ in range(count)]
+        self.actors = [actor_class.remote(settings, on_cpus=not gpus) for _ in range(count)]
         log.info("%d embedding actor(s) on %s", count, "GPUs" if gpus else "CPUs")
 
     def close(self) -> None:
@@ -236,12 +235,12 @@ class RayCutter:
 class _EmbeddingActor:
     """A Ray actor holding the model, loaded once."""
 
-    def __init__(self, settings: Settings, threads: int):
-        if threads:
+    def __init__(self, settings: Settings, on_cpus: bool):
+        if on_cpus and hasattr(os, "sched_getaffinity"):
             import torch
 
-            # Ray gives an actor without CPUs one thread; on CPUs the model wants the cores.
-            torch.set_num_threads(threads)
+            # Ray gives an actor without CPUs one thread; on CPUs the model wants the node's cores.
+            torch.set_num_threads(len(os.sched_getaffinity(0)))
         self.embedder = load_embedder(settings.model, dims=settings.dims or None,
                                       query_instruction=settings.query_instruction, **settings.embedder_options())
 

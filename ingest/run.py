@@ -74,7 +74,8 @@ def ingest(
     caller still holds it when the run raises (the database went away, a second Ctrl-C): its
     status is then "aborted" and its `error` says why. `only` limits the run to these files of
     the folder (keys stay relative to its root: the served API's uploads). `engine` overrides
-    `settings.engine`: "ray" runs the stages on a Ray cluster (ingest.ray_engine).
+    `settings.engine`: "ray" runs the stages on a Ray cluster (ingest.ray_engine), whose tasks
+    mask with a masker of their own, built from the settings (`masker` then masks the outputs).
     """
     settings = settings or Settings.from_env()
     if engine is not None:
@@ -95,7 +96,12 @@ def ingest(
     cluster = RayCluster(settings) if settings.engine == "ray" else None
     if cluster and embedder is None:
         cluster.start_embedders()
-    store = Store.open(settings)
+    try:
+        store = Store.open(settings)
+    except BaseException:
+        if cluster:  # else it lives on in this process
+            cluster.close()
+        raise
     try:
         models = _ModelLoader(settings, store, embedder, masker,
                               lambda: ActorPoolEmbedder(cluster) if cluster else _load_model(settings))
