@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -171,23 +172,31 @@ class _WorkerTools:
         return cls.current
 
 
-def _cut_task(options: _CutOptions, path: str, media_type: str, key: str) -> Cut | tuple[str, str]:
-    """A Ray task: `cut_file` on a node; a ParseError comes back as its reason and detail."""
+def _cut_task(options: _CutOptions, path: str, media_type: str, key: str,
+              data: bytes | None = None) -> Cut | tuple[str, str]:
+    """A Ray task: `cut_file` on a node, of the file at `path`, or of `data` where the file is
+    the driver's own (an attachment it took out of a message); a ParseError comes back as its
+    reason and detail."""
     tools = _WorkerTools.of(options)
-    try:
-        return cut_file(tools.parser, Path(path), media_type, key, tools.masker, nullcontext(),
-                        tools.counter.count_tokens, options.max_tokens, options.embed_headings)
-    except ParseError as exc:  # its pickled form would lose the reason
-        return exc.reason, exc.detail
+    with tempfile.TemporaryDirectory(prefix="pgkb-ray-") as folder:
+        if data is not None:
+            path = os.path.join(folder, f"file{Path(path).suffix}")
+            Path(path).write_bytes(data)
+        try:
+            return cut_file(tools.parser, Path(path), media_type, key, tools.masker, nullcontext(),
+                            tools.counter.count_tokens, options.max_tokens, options.embed_headings)
+        except ParseError as exc:  # its pickled form would lose the reason
+            return exc.reason, exc.detail
 
 
 class RayCutter:
     """Files cut by Ray tasks. `cut` is called from the driver's parsing threads and waits for
     its task, so the files in flight are the threads'."""
 
-    def __init__(self, cluster: RayCluster, settings: Settings):
+    def __init__(self, cluster: RayCluster, settings: Settings, folder: Path):
         self.ray = cluster.ray
         self.settings = settings
+        self.folder = folder  # on the shared storage; a file elsewhere travels as its bytes
         self.task = self.ray.remote(num_cpus=1, max_retries=RETRIES)(_cut_task)
         self._options: Any = None  # the object store's _CutOptions, put with the first file
         self._lock = threading.Lock()
@@ -199,7 +208,8 @@ class RayCutter:
         with self._lock:
             if self._closed:
                 raise ParseInterrupted(str(file.path))
-            ref = self.task.remote(self._options_ref(models), str(file.path), file.media_type, key)
+            data = None if file.path.is_relative_to(self.folder) else file.path.read_bytes()
+            ref = self.task.remote(self._options_ref(models), str(file.path), file.media_type, key, data)
             self._running.add(ref)
         try:
             result = ray.get(ref)

@@ -145,7 +145,7 @@ def ingest(
             "workers": workers, "engine": settings.engine, **({"keys": "kept"} if policy and not mask_keys else {}),
         })
         try:
-            cutter = RayCutter(cluster, settings) if cluster else LocalCutter(
+            cutter = RayCutter(cluster, settings, folder) if cluster else LocalCutter(
                 ParserPool(parsing, parse_limits(settings), workers), mask_lock, settings.embed_headings)
             _sync(settings, store, stages, cutter, paths, workers, stop or threading.Event(), report, on_file)
             if prune and report.status != "interrupted":

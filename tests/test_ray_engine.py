@@ -22,6 +22,7 @@ from store import resolve_url
 from tests.conftest import HANDBOOK_SECTIONS, POLICY_SECTIONS, ROOT
 from tests.documents import write_docx, write_pdf
 from tests.test_crash_safety import assert_same, snapshot
+from tests.test_formats import write_eml
 
 # Before ray is imported: its cluster binds 127.0.0.1, not the machine's outward address, and reports nothing.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -57,7 +58,7 @@ def no_ray_cloud_probe(blocked_log):
 
 @pytest.fixture
 def corpus(tmp_path):
-    """Eight documents of their own text, and a PDF that is not one."""
+    """Eight documents of their own text, a message with one of them attached, and a PDF that is not one."""
     folder = tmp_path / "corpus"
     folder.mkdir()
     for i, topic in enumerate(TOPICS):
@@ -66,6 +67,8 @@ def corpus(tmp_path):
         write_pdf(folder / f"{i:02d}-{topic}.pdf", f"{topic.title()} {i}", POLICY_SECTIONS + sections)
         write_docx(folder / f"{i:02d}-{topic}.docx", f"Handbook {i}", HANDBOOK_SECTIONS + sections)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 200)
+    # An attachment is a file of the driver's own (taken out of the message): it travels as bytes.
+    write_eml(folder / "mail.eml", {"attached.pdf": (folder / "00-parking.pdf").read_bytes()})
     return folder
 
 
@@ -90,7 +93,7 @@ def test_ray_gives_what_the_local_engine_gives_then_skips_updates_and_fails_alik
     local, on_ray = run(corpus, data_dir, "ray_local", "local"), run(corpus, data_dir, "ray_ray", "ray")
 
     assert outcomes(on_ray) == outcomes(local)
-    assert on_ray.counts()["failed"] == 1 and on_ray.counts()["ingested"] == 8
+    assert on_ray.counts()["failed"] == 1 and on_ray.counts()["ingested"] == 10
     assert_same(snapshot(db, "ray_ray"), snapshot(db, "ray_local"))
 
     again = run(corpus, data_dir, "ray_ray", "ray")
@@ -148,7 +151,7 @@ def test_the_command_runs_on_a_cluster_at_an_address(cluster, corpus, data_dir):
         env={**os.environ, "PGKB_DATA_DIR": str(data_dir), "PGKB_COLLECTION": "ray_cli", "RAY_AUTH_MODE": "token"},
         capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 1, done.stderr  # broken.pdf failed anew
-    assert "8 ingested" in done.stdout and "broken.pdf" in done.stdout, done.stdout
+    assert "10 ingested" in done.stdout and "broken.pdf" in done.stdout, done.stdout
 
 
 def test_without_ray_the_engine_says_what_to_install(corpus, data_dir):
