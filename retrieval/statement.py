@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -429,9 +430,12 @@ class StatementCache:
 # many candidates' worth is searched exactly instead (on servers without iterative scans).
 # The smallest is the collection's own (Collection.min_ef_search).
 MAX_EF_SEARCH = 1000
-# The collection's estimated size, which filtered searches weigh their filter's against, is
-# asked again after this many seconds (an ingest may have grown it meanwhile).
+# A filter's estimated share of its collection (and the collection's size, which it is weighed
+# against) is asked again after this many seconds: an ingest may have changed both meanwhile.
 SIZE_ESTIMATE_SECONDS = 60
+# Estimates remembered per collection: a service sees the same filters and the same keys'
+# groups again and again, and each estimate is a round trip and a planning of its own.
+MAX_ESTIMATES = 1024
 
 
 def scan_settings(store: Store, collection: Collection, conditions: list[ColumnElement], candidates: int,
@@ -469,24 +473,35 @@ def set_for_session(conn: Connection, settings: dict[str, str]) -> None:
 
 class FilterShare:
     """The planner's estimates of how many of a collection's chunks a filter lets through
-    (EXPLAIN, not run), against the collection's size, asked again every SIZE_ESTIMATE_SECONDS."""
+    (EXPLAIN, not run), against the collection's size; each remembered for
+    SIZE_ESTIMATE_SECONDS, by the filter's SQL and values. Safe to share between threads."""
 
     def __init__(self, collection: Collection):
         self.collection = collection
-        self._size: tuple[float, float] | None = None  # (chunks, time.monotonic() when asked)
+        self._estimates: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # rows, when
+        self._lock = threading.Lock()
 
     def __call__(self, conn: Connection, conditions: list[ColumnElement]) -> float:
-        size = self._size  # one read: another thread may replace it meanwhile
-        if size is None or time.monotonic() - size[1] > SIZE_ESTIMATE_SECONDS:
-            size = self._size = (self._estimated_rows(conn, []), time.monotonic())
-        return self._estimated_rows(conn, conditions) / max(size[0], 1.0)
+        return self._estimated_rows(conn, conditions) / max(self._estimated_rows(conn, []), 1.0)
 
     def _estimated_rows(self, conn: Connection, conditions: list[ColumnElement]) -> float:
         statement = (select(literal(1)).select_from(_chunks_and_documents())
                      .where(*_scope(self.collection, conditions)))
+        compiled = statement.compile(dialect=conn.dialect)
+        key = (str(compiled), repr(sorted(compiled.params.items())))
+        with self._lock:
+            known = self._estimates.get(key)
+        if known is not None and time.monotonic() - known[1] <= SIZE_ESTIMATE_SECONDS:
+            return known[0]
         plan: Any = conn.execute(Explain(statement)).scalar()
         plan = json.loads(plan) if isinstance(plan, str) else plan
-        return float(plan[0]["Plan"]["Plan Rows"])
+        rows = float(plan[0]["Plan"]["Plan Rows"])
+        with self._lock:
+            self._estimates[key] = (rows, time.monotonic())
+            self._estimates.move_to_end(key)
+            while len(self._estimates) > MAX_ESTIMATES:
+                self._estimates.popitem(last=False)
+        return rows
 
 
 class Explain(Executable, ClauseElement):

@@ -176,7 +176,8 @@ class Service:
         self.store.close()
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async: FastAPI runs a plain function dependency in a worker thread, a hop per request for nothing
     return request.app.state.service
 
 

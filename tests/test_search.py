@@ -197,6 +197,24 @@ def test_a_filter_matching_one_percent_of_20000_chunks_still_returns_k_hits(big,
             assert len(hits) == 10 and {h.document_key for h in hits} <= wanted
 
 
+def test_a_filters_share_of_the_collection_is_estimated_once_per_filter(big):
+    """Each estimate is an EXPLAIN round trip before the search: a service asks the same
+    filters (and the same keys' groups) again and again, so each filter's is remembered."""
+    from sqlalchemy import event
+
+    with KnowledgeBase(big) as kb:
+        explained: list[str] = []
+        event.listen(kb.store.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: explained.append(statement)
+                     if statement.startswith("EXPLAIN") else None)
+        one, other = {"source": {"in": ["doc017.txt"]}}, {"source": {"in": ["doc017.txt", "doc123.txt"]}}
+        first = kb.search("ledger record", k=10, filters=one)
+        assert len(explained) == 2  # the filter's rows and the collection's
+        assert kb.search("ledger record", k=10, filters=one) == first and len(explained) == 2
+        assert {h.document_key for h in kb.search("ledger", k=10, filters=other)} <= {"doc017.txt", "doc123.txt"}
+        assert len(explained) == 3  # another filter, its own estimate
+
+
 def test_hybrid_ranks_a_keyword_only_and_a_vector_only_chunk(big, embedder):
     query = "turbine maintenance schedule"
     query_vector = embedder.embed_queries([query])[0]
