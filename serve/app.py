@@ -239,8 +239,10 @@ def _add_routes(app: FastAPI) -> None:
                   offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         """The documents the key may read, by key: ingested with chunks and pages, or failed and why."""
         _collection(service, key, collection, "read")
-        listed = service.store.list_documents(collection, failed_only=failed, principals=key.principals)
-        return {"documents": [d.to_dict() for d in listed[offset:offset + limit]], "total": len(listed)}
+        listed = service.store.list_documents(collection, failed_only=failed, principals=key.principals,
+                                              limit=limit, offset=offset)
+        total = service.store.count_documents(collection, failed_only=failed, principals=key.principals)
+        return {"documents": [d.to_dict() for d in listed], "total": total}
 
     @app.get("/v1/collections/{collection}/documents/{document:path}", tags=["documents"])
     def document(collection: str, document: str, service: Shared, key: Caller) -> dict[str, Any]:

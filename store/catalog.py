@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, any_, func, select
+from sqlalchemy import ColumnElement, Text, and_, any_, func, select, true
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.engine import Connection
 
@@ -126,27 +126,38 @@ def collection_summaries(conn: Connection, only: Collection | None = None) -> li
 
 def document_summaries(conn: Connection, collection: Collection, failed_only: bool = False,
                        principals: Sequence[str] | None = None, keys: Sequence[str] | None = None,
-                       ) -> list[DocumentSummary]:
+                       limit: int | None = None, offset: int = 0) -> list[DocumentSummary]:
     """The collection's documents by key (those `principals` may read, when given; only `keys`,
-    when given), each with its chunk count and last cited page."""
-    per_document = (select(chunks.c.document_id, func.count().label("chunks"),
-                           func.max(chunks.c.page_end).label("pages"))
-                    .where(chunks.c.collection_id == collection.id)
-                    .group_by(chunks.c.document_id).subquery())
-    selected = (select(documents.c.key, documents.c.status, documents.c.error,
-                       func.coalesce(per_document.c.chunks, 0).label("chunks"), per_document.c.pages,
-                       documents.c.updated_at)
-                .outerjoin(per_document, per_document.c.document_id == documents.c.id)
-                .where(documents.c.collection_id == collection.id)
-                .order_by(documents.c.key))
+    when given; a page of `limit` from `offset`, when given), each with its chunk count and
+    last cited page, counted for the documents listed only."""
+    page = (select(documents.c.id, documents.c.key, documents.c.status, documents.c.error, documents.c.updated_at)
+            .where(*_document_conditions(collection, failed_only, principals, keys))
+            .order_by(documents.c.key).limit(limit).offset(offset).subquery())
+    per_document = (select(func.count().label("chunks"), func.max(chunks.c.page_end).label("pages"))
+                    .where(chunks.c.document_id == page.c.id).lateral())
+    rows = conn.execute(select(page.c.key, page.c.status, page.c.error, per_document.c.chunks,
+                               per_document.c.pages, page.c.updated_at)
+                        .join(per_document, true()).order_by(page.c.key))
+    return [DocumentSummary(row.key, row.status, row.error, row.chunks, row.pages, row.updated_at) for row in rows]
+
+
+def document_count(conn: Connection, collection: Collection, failed_only: bool = False,
+                   principals: Sequence[str] | None = None) -> int:
+    """How many documents document_summaries lists for the same arguments, over all pages."""
+    return conn.execute(select(func.count()).select_from(documents)
+                        .where(*_document_conditions(collection, failed_only, principals, None))).scalar_one()
+
+
+def _document_conditions(collection: Collection, failed_only: bool, principals: Sequence[str] | None,
+                         keys: Sequence[str] | None) -> list[ColumnElement]:
+    conditions = [documents.c.collection_id == collection.id]
     if failed_only:
-        selected = selected.where(documents.c.status == "failed")
+        conditions.append(documents.c.status == "failed")
     if principals is not None:
-        selected = selected.where(readable_by(principals, collection.id))
+        conditions.append(readable_by(principals, collection.id))
     if keys is not None:
-        selected = selected.where(documents.c.key == any_(array(keys, type_=Text)))
-    return [DocumentSummary(row.key, row.status, row.error, row.chunks, row.pages, row.updated_at)
-            for row in conn.execute(selected)]
+        conditions.append(documents.c.key == any_(array(keys, type_=Text)))
+    return conditions
 
 
 def chunk_neighbourhood(conn: Connection, collection: Collection, chunk_id: int, before: int, after: int,

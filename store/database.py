@@ -54,6 +54,7 @@ from .catalog import (
     Removal,
     chunk_neighbourhood,
     collection_summaries,
+    document_count,
     document_summaries,
     readable_counts,
 )
@@ -397,11 +398,20 @@ class Store:
             return collection_summaries(conn, _existing_collection(conn, name))[0]
 
     def list_documents(self, name: str, *, failed_only: bool = False, principals: Sequence[str] | None = None,
-                       keys: Sequence[str] | None = None) -> list[DocumentSummary]:
+                       keys: Sequence[str] | None = None, limit: int | None = None,
+                       offset: int = 0) -> list[DocumentSummary]:
         """The documents of collection `name` by key (only the failed ones with `failed_only`;
-        only those `principals` may read, when given; only `keys`, when given)."""
+        only those `principals` may read, when given; only `keys`, when given; `limit` of them
+        from `offset`, when given)."""
         with self.engine.connect() as conn:
-            return document_summaries(conn, _existing_collection(conn, name), failed_only, principals, keys)
+            return document_summaries(conn, _existing_collection(conn, name), failed_only, principals, keys,
+                                      limit, offset)
+
+    def count_documents(self, name: str, *, failed_only: bool = False,
+                        principals: Sequence[str] | None = None) -> int:
+        """How many documents list_documents lists for the same arguments, over all pages."""
+        with self.engine.connect() as conn:
+            return document_count(conn, _existing_collection(conn, name), failed_only, principals)
 
     def chunk_neighbourhood(self, name: str, chunk_id: int, before: int = 1, after: int = 1,
                             principals: Sequence[str] | None = None) -> list[ChunkView]:

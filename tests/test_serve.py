@@ -85,6 +85,8 @@ def test_listings_and_counts_keep_to_what_the_key_may_read(served):
         documents = legal.get(f"/v1/collections/{COLLECTION}/documents").json()
         assert [d["key"] for d in documents["documents"]] == ["handbook.docx", "legal/travel-policy.pdf"]
         assert documents["total"] == 2
+        second = legal.get(f"/v1/collections/{COLLECTION}/documents", params={"limit": 1, "offset": 1}).json()
+        assert second == {"documents": documents["documents"][1:], "total": 2}  # a page, counted whole
         assert legal.get(f"/v1/collections/{COLLECTION}/documents/legal/travel-policy.pdf").json()["chunks"] > 0
         hidden = legal.get(f"/v1/collections/{COLLECTION}/documents/hr/salaries.docx")
         missing = legal.get(f"/v1/collections/{COLLECTION}/documents/hr/nothing.docx")
