@@ -24,6 +24,7 @@ serves the other with its own values (Filters.shape, Filters.values).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -86,8 +87,14 @@ class Filters:
         """These filters, and only documents one of `principals` may read (store.access): one
         more condition inside both legs of the statement, before ranking and before k."""
         condition = readable_chunks(principals, collection_id)
-        shape = None if self.shape is None else f"{self.shape} /* readable */ {_sql(condition)}"
+        shape = None if self.shape is None else f"{self.shape} /* readable */ {_readable_sql(collection_id)}"
         return Filters([*self.conditions, condition], {**self.values, "principals": list(principals)}, shape)
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """The filters' SQL and values, for remembering what they let through; None where their
+        SQL cannot tell (a ready SQLAlchemy expression holds values of its own)."""
+        return None if self.shape is None else (self.shape, repr(sorted(self.values.items())))
 
 
 def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
@@ -103,6 +110,13 @@ def compile_filters(filters: dict[str, Any] | ColumnElement | None) -> Filters:
     everything_named = all(p.key in values for c in conditions for p in iterate(c) if isinstance(p, BindParameter))
     shape = _sql(and_(*conditions)) if everything_named else None
     return Filters(conditions, dict(values), shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _readable_sql(collection_id: int) -> str:
+    """The access condition's SQL, the same for any principals (they are one parameter):
+    compiled once per collection, not on every restricted search."""
+    return _sql(readable_chunks(["any"], collection_id))
 
 
 def _sql(condition: ColumnElement) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -107,6 +107,7 @@ class _Prepared:
     statement: Select
     parameters: dict[str, Any]
     conditions: list[ColumnElement]
+    filter_key: Hashable | None  # the filters' (Filters.key), for remembering their share of the collection
     candidates: int
     has_vector_leg: bool
     keyword_query: KeywordQuery | None
@@ -248,8 +249,8 @@ class KnowledgeBase:
         statement = self._statements.get(key, lambda: search_statement(
             self.collection, query_vector=query_vector, keyword_query=keyword_query,
             conditions=compiled.conditions, weights=weights, **shape))
-        return _Prepared(statement, parameters, compiled.conditions, candidates, query_vector is not None,
-                         keyword_query)
+        return _Prepared(statement, parameters, compiled.conditions, compiled.key, candidates,
+                         query_vector is not None, keyword_query)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -271,7 +272,7 @@ class KnowledgeBase:
         if not search.has_vector_leg:
             return {}, False
         return scan_settings(self.store, self.collection, search.conditions, search.candidates, exact,
-                             lambda: self._filter_share(conn, search.conditions))
+                             lambda: self._filter_share(conn, search.conditions, search.filter_key))
 
     def close(self) -> None:
         self.store.close()

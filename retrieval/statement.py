@@ -474,33 +474,33 @@ def set_for_session(conn: Connection, settings: dict[str, str]) -> None:
 class FilterShare:
     """The planner's estimates of how many of a collection's chunks a filter lets through
     (EXPLAIN, not run), against the collection's size; each remembered for
-    SIZE_ESTIMATE_SECONDS, by the filter's SQL and values. Safe to share between threads."""
+    SIZE_ESTIMATE_SECONDS by the filter's key (its SQL and values; see Filters.key), where it
+    has one. Safe to share between threads."""
 
     def __init__(self, collection: Collection):
         self.collection = collection
-        self._estimates: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # rows, when
+        self._estimates: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()  # rows, when asked
         self._lock = threading.Lock()
 
-    def __call__(self, conn: Connection, conditions: list[ColumnElement]) -> float:
-        return self._estimated_rows(conn, conditions) / max(self._estimated_rows(conn, []), 1.0)
+    def __call__(self, conn: Connection, conditions: list[ColumnElement], key: Hashable | None) -> float:
+        return self._estimated_rows(conn, conditions, key) / max(self._estimated_rows(conn, [], ()), 1.0)
 
-    def _estimated_rows(self, conn: Connection, conditions: list[ColumnElement]) -> float:
-        statement = (select(literal(1)).select_from(_chunks_and_documents())
-                     .where(*_scope(self.collection, conditions)))
-        compiled = statement.compile(dialect=conn.dialect)
-        key = (str(compiled), repr(sorted(compiled.params.items())))
+    def _estimated_rows(self, conn: Connection, conditions: list[ColumnElement], key: Hashable | None) -> float:
         with self._lock:
-            known = self._estimates.get(key)
+            known = self._estimates.get(key) if key is not None else None
         if known is not None and time.monotonic() - known[1] <= SIZE_ESTIMATE_SECONDS:
             return known[0]
+        statement = (select(literal(1)).select_from(_chunks_and_documents())
+                     .where(*_scope(self.collection, conditions)))
         plan: Any = conn.execute(Explain(statement)).scalar()
         plan = json.loads(plan) if isinstance(plan, str) else plan
         rows = float(plan[0]["Plan"]["Plan Rows"])
-        with self._lock:
-            self._estimates[key] = (rows, time.monotonic())
-            self._estimates.move_to_end(key)
-            while len(self._estimates) > MAX_ESTIMATES:
-                self._estimates.popitem(last=False)
+        if key is not None:
+            with self._lock:
+                self._estimates[key] = (rows, time.monotonic())
+                self._estimates.move_to_end(key)
+                while len(self._estimates) > MAX_ESTIMATES:
+                    self._estimates.popitem(last=False)
         return rows
 
 
