@@ -224,14 +224,16 @@ def _add_routes(app: FastAPI) -> None:
         return service.collections_for(key)
 
     @app.post("/v1/collections/{collection}/search", tags=["search"])
-    def search(collection: str, body: SearchRequest, service: Shared, key: Caller) -> dict[str, Any]:
+    def search(collection: str, body: SearchRequest, service: Shared, key: Caller) -> JSONResponse:
         """The k best chunks the key may read, each citing its document, pages and section."""
         _collection(service, key, collection, "read")
         started = time.perf_counter()
         kb = service.knowledge_bases.get(service.settings, collection)
         hits = kb.search(body.query, k=body.k, filters=body.filters, mode=body.mode, group_by=body.group_by,
                          principals=key.principals, rerank=body.rerank)
-        return {"hits": [hit_to_json(hit) for hit in hits], "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        # Plain JSON types already: a response of its own skips FastAPI's encoding walk over them.
+        return JSONResponse({"hits": [hit_to_json(hit) for hit in hits],
+                             "took_ms": round((time.perf_counter() - started) * 1000, 2)})
 
     @app.get("/v1/collections/{collection}/documents", tags=["documents"])
     def documents(collection: str, service: Shared, key: Caller, failed: bool = False,
