@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import select
 
-from pgkb.errors import ConfigurationError
+from pgkb.errors import ConfigurationError, QueryError
 from pgkb.settings import Settings
 from store import JudgedChunk
 from store.tables import chunks, documents
@@ -89,8 +89,9 @@ class Pair:
 def export_training_data(settings: Settings, collection: str, path: str | os.PathLike[str], *, negatives: int = 3,
                          label_free: int = 0, seed: int = 0) -> int:
     """Write the collection's training rows to the JSON Lines file `path` (replaced whole, once
-    written): one per feedback positive, then `label_free` label-free ones drawn with `seed`;
-    each with exactly `negatives` negatives. Returns how many rows were written."""
+    written): one per feedback positive, then up to `label_free` label-free ones drawn with
+    `seed` (at most one a chunk); each with exactly `negatives` negatives. Returns how many
+    rows were written."""
     _check_number("negatives", negatives, MAX_NEGATIVES)
     _check_number("label_free", label_free, MAX_LABEL_FREE)
     counts: Counter = Counter()
@@ -211,7 +212,11 @@ def mine_negatives(kb: KnowledgeBase, pair: Pair, count: int) -> list[str]:
     chosen = [text for text in pair.negatives if not near_copies(text, pair.positive.text)][:count]
     if len(chosen) == count:
         return chosen
-    for hit in kb.search(pair.anchor, k=min(count + len(pair.answers) + MINED_SPARE, MAX_K)):
+    try:
+        hits = kb.search(pair.anchor, k=min(count + len(pair.answers) + MINED_SPARE, MAX_K))
+    except QueryError:  # a stored query search refuses (too many -exclusions): its row is left out
+        return chosen
+    for hit in hits:
         if (hit.chunk_id in pair.answers or (hit.document_key, hit.section_path) == pair.positive.section
                 or hit.text in chosen or near_copies(hit.text, pair.positive.text)
                 or _normal(pair.anchor) in _normal(hit.text)):

