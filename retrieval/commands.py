@@ -8,6 +8,8 @@
     pgkb drop C              delete a collection and all it holds, once its name is typed
     pgkb access C public|nobody   who reads the collection's documents without an access tag
     pgkb keys create|list|revoke  API keys for `pgkb serve`
+    pgkb feedback add|list   verdicts on search hits (the query masked)
+    pgkb training-data export   (query, positive, hard negatives) rows for fine-tuning
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from rich.text import Text
 from pgkb.cli import add_verbose, add_version, print_error
 from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, RERANK_FLAGS, STORE_FLAGS, Settings, configure_logging
-from store import SCOPES, UNLABELLED, CollectionSummary, DocumentSummary, Store, UnknownDocuments
+from store import SCOPES, UNLABELLED, VERDICTS, CollectionSummary, DocumentSummary, Feedback, Store, UnknownDocuments
 
 from .evaluation import HEALTH_QUERIES, Evaluation, evaluate, health_check, load_judgments
 from .search import MODES, KnowledgeBase
+from .training import export_training_data
 
 
 def main(argv: list[str] | None = None, more: Iterable[Callable[[Any], None]] = ()) -> int:
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None, more: Iterable[Callable[[Any], None]] = 
     parser = argparse.ArgumentParser(prog="pgkb", description="Work with a pgkb knowledge base.")
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_collections, _add_documents, _add_rm, _add_drop, _add_access, _add_keys, *more):
+    for add in (_add_eval, _add_collections, _add_documents, _add_rm, _add_drop, _add_access, _add_keys,
+                _add_feedback, _add_training_data, *more):
         add(commands)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -312,6 +316,103 @@ def _keys_revoke(args: argparse.Namespace) -> int:
         revoked = store.revoke_key(args.key_id)
     print(f"revoked key {revoked.id}" + (f" ({revoked.name})" if revoked.name else ""))
     return 0
+
+
+# -- feedback and training data -------------------------------------------------------------
+
+# How a feedback's query is masked: as ingest masks documents (retrieval.feedback).
+_MASKING_FLAGS = ("pii", "pii_entities", "pii_urls", "pii_threshold", "pii_operators")
+
+
+def _add_feedback(commands) -> None:
+    parser = commands.add_parser("feedback", help="record and list verdicts on search hits",
+                                 description="Verdicts on search hits, for training data (`pgkb training-data "
+                                             "export`). The query is stored with personal data masked, as ingest "
+                                             "masks documents; the chunk's text is not copied.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="record a verdict on a hit of a query")
+    add.add_argument("--query", required=True, help="the query searched")
+    add.add_argument("--chunk", type=int, required=True, metavar="ID", help="the hit's chunk id (search --json)")
+    add.add_argument("--verdict", choices=VERDICTS, required=True,
+                     help="good: the hit answers the query; bad: it does not; right: the chunk that answers it")
+    add.add_argument("--rank", type=int, metavar="R", help="the hit's place in the search's hits, from 1")
+    add.add_argument("--given-by", metavar="LABEL", help="who gives it: a name or handle, never a secret")
+    Settings.add_arguments(add, ("collection", *STORE_FLAGS))
+    masking = add.add_argument_group("personal data masking of the query (as ingest's; on by default)")
+    Settings.add_arguments(masking, _MASKING_FLAGS)
+    add_verbose(add)
+    add.set_defaults(run=_feedback_add)
+    listing = actions.add_parser("list", help="list a collection's feedback, oldest first")
+    Settings.add_arguments(listing, ("collection",))
+    _add_store_flags(listing, listing=True)
+    listing.set_defaults(run=_feedback_list)
+
+
+def _feedback_add(args: argparse.Namespace) -> int:
+    with KnowledgeBase(Settings.from_arguments(args)) as kb:
+        recorded = kb.feedback(args.query, args.chunk, args.verdict, rank=args.rank, given_by=args.given_by)
+    rank = f" at rank {recorded.rank}" if recorded.rank else ""
+    print(f"feedback {recorded.id}: chunk {recorded.chunk_id} ({recorded.document_key}){rank} is {recorded.verdict} "
+          f"for the query, stored as {recorded.query!r}")
+    return 0
+
+
+def _feedback_list(args: argparse.Namespace) -> int:
+    settings = Settings.from_arguments(args)
+    with closing(Store.open(settings)) as store:
+        listed, _ = store.list_feedback(settings.collection)
+    if args.json:
+        print(json.dumps([row.to_dict() for row in listed], ensure_ascii=False, indent=2))
+    elif not listed:
+        print(f"collection {settings.collection!r} has no feedback yet: `pgkb feedback add` records some")
+    else:
+        header = ["id", "verdict", "rank", "chunk", "document", "query", "given by", "when"]
+        _print(_table(None, header, [_feedback_row(row) for row in listed], numbers=("id", "rank", "chunk")))
+    return 0
+
+
+def _feedback_row(f: Feedback) -> list[str]:
+    # A chunk a re-ingest replaced shows as its document and place: the export finds it again by its content.
+    chunk = str(f.chunk_id) if f.chunk_id is not None else f"replaced (#{f.ordinal})"
+    return [str(f.id), f.verdict, "" if f.rank is None else str(f.rank), chunk, f.document_key, f.query,
+            f.given_by or "", _when(f.created_at)]
+
+
+def _add_training_data(commands) -> None:
+    parser = commands.add_parser("training-data", help="export training data for fine-tuning the embedding model",
+                                 description="Training data for fine-tuning the collection's embedding model.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export", help="write (query, positive, hard negatives) rows as JSON Lines",
+        description="Write JSON Lines rows {anchor, positive, negative_1..negative_N} (the sentence-transformers "
+                    "dataset format): one per chunk judged good or right by feedback, its bad hits its first "
+                    "negatives, and --label-free rows drawn from the collection (a heading, or a sentence taken "
+                    "out of a chunk, as the query). The other negatives are mined from the collection's own hybrid "
+                    "search. Texts are as stored: masked.")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .jsonl file to write (replaced)")
+    export.add_argument("--negatives", type=_whole_number, default=3, metavar="N",
+                        help="negatives on every row (default 3)")
+    export.add_argument("--label-free", type=_whole_number, default=0, metavar="M",
+                        help="label-free rows to add, drawn from the collection's chunks (default 0)")
+    export.add_argument("--seed", type=int, default=0, help="which label-free rows are drawn (default 0)")
+    Settings.add_arguments(export, ("collection", *STORE_FLAGS))
+    add_verbose(export)
+    export.set_defaults(run=_training_data_export)
+
+
+def _training_data_export(args: argparse.Namespace) -> int:
+    settings = Settings.from_arguments(args)
+    written = export_training_data(settings, settings.collection, args.out, negatives=args.negatives,
+                                   label_free=args.label_free, seed=args.seed)
+    print(f"wrote {written} training row(s) with {args.negatives} negative(s) each to {args.out}")
+    return 0
+
+
+def _whole_number(text: str) -> int:
+    """--negatives, --label-free: 0 or more (argparse names the flag)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"takes a whole number, 0 or more, not {text!r}")
+    return int(text)
 
 
 def _add_store_flags(parser: argparse.ArgumentParser, listing: bool = False) -> None:

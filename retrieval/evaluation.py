@@ -54,6 +54,8 @@ CHUNKS_READ_PER_SENTENCE = 4
 # Sentences end at . ! ? before a space, at Chinese 。！？ (no space follows those), and at
 # line ends (a heading or a table row is not part of the next line's sentence).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n")
+# A stretch of text from its first non-space character to its last.
+_TRIMMED = re.compile(r"\S(?:.*\S)?", re.DOTALL)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
@@ -241,7 +243,7 @@ def _sentence_queries(kb: KnowledgeBase, count: int, rng: random.Random) -> list
     for chunk_id in drawn:
         if len(judged) == count:
             break
-        candidates = [s for s in split_sentences(texts[chunk_id]) if _is_reasonable(s) and s not in used]
+        candidates = [s for s in split_sentences(texts[chunk_id]) if is_reasonable_sentence(s) and s not in used]
         if candidates:
             sentence = rng.choice(candidates)
             used.add(sentence)
@@ -251,13 +253,25 @@ def _sentence_queries(kb: KnowledgeBase, count: int, rng: random.Random) -> list
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of English-like and Chinese text, whitespace made single spaces."""
-    return [" ".join(s.split()) for s in _SENTENCE_END.split(text) if s.strip()]
+    return [" ".join(text[start:end].split()) for start, end in sentence_spans(text)]
 
 
-def _is_reasonable(sentence: str) -> bool:
-    cjk = len(_CJK.findall(sentence))
-    words = len(_CJK.sub(" ", sentence).split()) + cjk // 2
-    return SENTENCE_WORDS[0] <= words <= SENTENCE_WORDS[1]
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where each sentence of `text` starts and ends, the whitespace around it left out."""
+    bounds = [0, *(bound for end in _SENTENCE_END.finditer(text) for bound in end.span()), len(text)]
+    trimmed = (_TRIMMED.search(text, start, end) for start, end in zip(bounds[::2], bounds[1::2]))
+    return [sentence.span() for sentence in trimmed if sentence]
+
+
+def word_count(text: str) -> int:
+    """Words of English-like text, two CJK characters counting as one."""
+    cjk = len(_CJK.findall(text))
+    return len(_CJK.sub(" ", text).split()) + cjk // 2
+
+
+def is_reasonable_sentence(sentence: str) -> bool:
+    """Long enough to have one answer, short enough not to be a paragraph (SENTENCE_WORDS)."""
+    return SENTENCE_WORDS[0] <= word_count(sentence) <= SENTENCE_WORDS[1]
 
 
 # --- Loading judgments.

@@ -25,10 +25,11 @@ from sqlalchemy.engine import Connection
 from embedding import Embedder, EmbeddingSpace, Reranker, load_embedder_for_space, load_reranker
 from pgkb.errors import QueryError
 from pgkb.settings import Settings
-from store import Store, citation, pages_label
+from store import Feedback, Store, Verdict, citation, pages_label
 from store.fulltext import unstorable
 
 from .explanation import Explanation, driver_statement
+from .feedback import QueryMasker, check_feedback
 from .filters import compile_filters
 from .query import KeywordQuery, parse_query
 from .statement import (
@@ -132,6 +133,7 @@ class KnowledgeBase:
         self.bm25 = BM25(self.settings.bm25_k1, self.settings.bm25_b)
         self._statements = StatementCache()
         self._filter_share = FilterShare(self.collection)
+        self._query_masker = QueryMasker(self.settings, self.collection.name)
 
     @property
     def embedder(self) -> Embedder:
@@ -211,6 +213,19 @@ class KnowledgeBase:
                 rows = conn.exec_driver_sql(f"EXPLAIN ({options}FORMAT TEXT) {sql}", parameters).scalars()
                 shown_plan = "\n".join(rows)
         return Explanation(sql, parameters, settings, shown_plan)
+
+    def feedback(self, query: str, chunk_id: int, verdict: Verdict, rank: int | None = None,
+                 given_by: str | None = None, *, principals: Sequence[str] | None = None) -> Feedback:
+        """Record a verdict on chunk `chunk_id` (a hit's) for `query`: "good" or "bad" (a hit
+        that answers it or not, `rank` its place in the hits), or "right" (the chunk that
+        answers it). `given_by` says who gave it (a label, never a secret). The query is
+        stored masked (retrieval.feedback); the chunk's text is not copied.
+        principals: the caller's groups; a chunk they may not read is refused as one that
+        does not exist (store.UnknownChunk)."""
+        check_query(query)
+        check_feedback(chunk_id, verdict, rank, given_by)
+        return self.store.record_feedback(self.collection.name, self._query_masker.mask(query), chunk_id, verdict,
+                                          rank, given_by, principals)
 
     def default_weights(self, query: str, fusion: Fusion) -> LegWeights:
         """The vector leg weighs what share of the query the model can read; see search()."""

@@ -37,9 +37,10 @@ from pgkb import __version__
 from pgkb.errors import PgkbError, QueryError
 from pgkb.settings import Settings
 from retrieval import KnowledgeBases
+from retrieval.feedback import MAX_RANK
 from retrieval.remote import hit_to_json
 from retrieval.search import DEFAULT_MODE, GroupBy, Mode
-from store import ApiKey, Scope, Store, UnknownDocuments
+from store import ApiKey, Scope, Store, UnknownChunk, UnknownDocuments, Verdict
 
 from . import dify
 from .jobs import Jobs, upload_folder
@@ -67,6 +68,16 @@ class SearchRequest(BaseModel):
     rerank: int | None = Field(None, ge=1, le=MAX_HITS,
                                description="rescore the N best hits (N >= k) with the server's reranking model; "
                                            "the k it scores highest come back, each with its rerank_score")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="the query searched (stored with personal data masked)")
+    chunk_id: int = Field(description="the hit's chunk_id")
+    verdict: Verdict = Field(description="good: the hit answers the query; bad: it does not; right: the chunk "
+                                         "that answers it")
+    rank: int | None = Field(None, ge=1, le=MAX_RANK, description="the hit's place in the search's hits, from 1")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -264,6 +275,27 @@ def _add_routes(app: FastAPI) -> None:
         if not views:
             raise HTTPException(404, f"{NOT_FOUND}: no chunk {chunk_id} in collection {collection!r}")
         return {"document_key": views[0].document_key, "chunks": [v.to_dict() for v in views]}
+
+    @app.post("/v1/collections/{collection}/feedback", tags=["feedback"], status_code=201)
+    def give_feedback(collection: str, body: FeedbackRequest, service: Shared, key: Caller) -> dict[str, Any]:
+        """Record a verdict on a hit (a chunk the key may read) for a query, given by the key (its id)."""
+        _collection(service, key, collection, "read")
+        kb = service.knowledge_bases.get(service.settings, collection)
+        try:
+            recorded = kb.feedback(body.query, body.chunk_id, body.verdict, rank=body.rank,
+                                   given_by=f"key:{key.id}", principals=key.principals)
+        except UnknownChunk:  # one the key may not read reads the same
+            raise HTTPException(404, f"{NOT_FOUND}: no chunk {body.chunk_id} in collection {collection!r}") from None
+        return recorded.to_dict()
+
+    @app.get("/v1/collections/{collection}/feedback", tags=["feedback"])
+    def feedback(collection: str, service: Shared, key: Caller,
+                 limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """The collection's feedback, oldest first (an admin key's)."""
+        _collection(service, key, collection, "admin")
+        listed, total = service.store.list_feedback(collection, limit, offset)
+        return {"feedback": [row.to_dict() for row in listed], "total": total}
 
     @app.delete("/v1/collections/{collection}/documents/{document:path}", tags=["documents"])
     def delete_document(collection: str, document: str, service: Shared, key: Caller) -> dict[str, Any]:

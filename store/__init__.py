@@ -7,12 +7,14 @@ from .access import DEFAULT_UNLABELLED, UNLABELLED, AccessError, readable_by, re
 from .catalog import ChunkView, CollectionSummary, DocumentSummary, DroppedCollection, Removal, RunSummary
 from .database import Store, indexed_embedding, migrate, resolve_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
+from .feedback import VERDICTS, Feedback, JudgedChunk, UnknownChunk, Verdict
 from .keys import SCOPES, ApiKey, ApiKeyError, NewKey, Scope
 from .records import Chunk, Collection, DocumentRecord, DocumentState, DocumentStatus, RunStatus, citation, pages_label
 from .tables import hnsw_index_name
 
 __all__ = [
-    "DEFAULT_UNLABELLED", "SCOPES", "UNLABELLED", "AccessError", "ApiKey", "ApiKeyError", "NewKey", "Scope",
+    "DEFAULT_UNLABELLED", "SCOPES", "UNLABELLED", "VERDICTS", "AccessError", "ApiKey", "ApiKeyError", "NewKey",
+    "Scope", "Feedback", "JudgedChunk", "UnknownChunk", "Verdict",
     "citation", "pages_label", "readable_by", "readable_chunks",
     "Chunk", "ChunkView", "Collection", "CollectionSummary", "DocumentRecord", "DocumentState", "DocumentStatus",
     "DocumentSummary", "DroppedCollection", "Removal", "RunStatus", "RunSummary", "SpaceMismatch", "Store",

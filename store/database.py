@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pgkb.settings import Settings
 
-from . import keys
+from . import feedback, keys
 from .access import DEFAULT_UNLABELLED, UNLABELLED, Unlabelled
 from .catalog import (
     ChunkView,
@@ -60,6 +60,7 @@ from .catalog import (
 )
 from .embedded import embedded_database_url
 from .errors import SpaceMismatch, StoreError, UnknownDocuments
+from .feedback import Feedback, JudgedChunk, Verdict
 from .fulltext import analyse
 from .keys import ApiKey, NewKey
 from .records import (
@@ -493,6 +494,28 @@ class Store:
         """The live key `presented` is, or None."""
         with self.engine.connect() as conn:
             return keys.authenticate(conn, presented)
+
+    # -- feedback on search hits (store.feedback) ---------------------------------------------
+
+    def record_feedback(self, name: str, query: str, chunk_id: int, verdict: Verdict, rank: int | None = None,
+                        given_by: str | None = None, principals: Sequence[str] | None = None) -> Feedback:
+        """Store a verdict on chunk `chunk_id` of collection `name` for `query`, which the caller
+        masked. UnknownChunk when there is no such chunk, or none `principals` (when given) may read."""
+        with self.engine.begin() as conn:
+            return feedback.record_feedback(conn, _existing_collection(conn, name), query, chunk_id, verdict, rank,
+                                            given_by, principals)
+
+    def list_feedback(self, name: str, limit: int | None = None, offset: int = 0) -> tuple[list[Feedback], int]:
+        """Collection `name`'s feedback, oldest first (`limit` rows from `offset`), and how many rows it has."""
+        with self.engine.connect() as conn:
+            collection = _existing_collection(conn, name)
+            return (feedback.list_feedback(conn, collection, limit, offset),
+                    feedback.count_feedback(conn, collection))
+
+    def judged_chunks(self, name: str) -> list[JudgedChunk]:
+        """Collection `name`'s feedback with each row's chunk as it holds it now (store.feedback.judged_chunks)."""
+        with self.engine.connect() as conn:
+            return feedback.judged_chunks(conn, _existing_collection(conn, name))
 
     # -- ingest runs -----------------------------------------------------------------------
 

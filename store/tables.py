@@ -109,6 +109,22 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
+# Feedback on search hits (store.feedback, migration 0007): no chunk text, only where the chunk is.
+feedback = Table(
+    "feedback", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id"), nullable=False),
+    Column("query", Text, nullable=False),  # masked
+    Column("chunk_id", ForeignKey("chunks.id")),  # None once a re-ingest replaced the chunk
+    Column("document_key", Text, nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("rank", Integer),
+    Column("verdict", Text, nullable=False),
+    Column("given_by", Text),
+    Column("created_at", DateTime(timezone=True)),
+)
+
 
 def hnsw_index_name(collection_id: int) -> str:
     """A collection's own HNSW index (store.database makes it; one per collection, on its rows)."""
@@ -116,4 +132,4 @@ def hnsw_index_name(collection_id: int) -> str:
 
 
 __all__ = ["metadata", "collections", "documents", "chunks", "collection_statistics", "term_statistics", "ingest_runs",
-           "api_keys", "hnsw_index_name"]
+           "api_keys", "feedback", "hnsw_index_name"]
