@@ -176,3 +176,27 @@ def test_blurbs_side_by_side_whose_lines_run_on_are_no_table(tmp_path):
     path = _write_page(tmp_path / "blurbs.pdf", [lines + _body(200)])
     elements = _elements(path)
     assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
+
+
+def test_words_set_as_spans_of_their_own_keep_their_spaces_in_a_table(tmp_path):
+    # Some producers set each word and each space in a span of its own (here: the spaces in
+    # another font): the cell is "Last Period Satisfied", not "LastPeriodSatisfied".
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rows = [("Code", "Section", "Lines"), ("10", "Summary", "4"), ("11", "Last Period Satisfied", "12"),
+            ("12-16", "Tax Module", "30")]
+    for i, (code, name, lines) in enumerate(rows):
+        y = 100 + 18 * i
+        page.insert_text((72, y), code, fontsize=10)
+        page.insert_text((400, y), lines, fontsize=10)
+        x = 200.0
+        for n, word in enumerate(name.split()):
+            if n:
+                page.insert_text((x, y), " ", fontsize=10, fontname="cour")
+                x += pymupdf.get_text_length(" ", fontname="cour", fontsize=10)
+            page.insert_text((x, y), word, fontsize=10)
+            x += pymupdf.get_text_length(word, fontsize=10)
+    doc.save(tmp_path / "spans.pdf")
+    tables = [e for e in _elements(tmp_path / "spans.pdf") if type(e).__name__ == "Table"]
+    assert len(tables) == 1
+    assert tables[0].text.split("\n") == [" | ".join(row) for row in rows]

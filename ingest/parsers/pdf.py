@@ -263,10 +263,11 @@ def _segments(raw: dict, to_text_space) -> list[pdf_aligned_tables.Segment]:
         return [pdf_aligned_tables.Segment(to_text_space(spans[0]["bbox"]), text, spans[0]["size"])] if text else []
     segments: list[pdf_aligned_tables.Segment] = []
     last: pdf_aligned_tables.Segment | None = None
-    last_space = False
+    last_space = False  # whether the text so far ends in a space (a span of its own, often)
     for span in spans:
         text = " ".join(span["text"].split())
         if not text:
+            last_space = last_space or bool(span["text"])
             continue
         box = to_text_space(span["bbox"])
         if last is not None and box[0] - last.box[2] < pdf_aligned_tables.CELL_GAP_EMS * span["size"]:
