@@ -72,6 +72,28 @@ def test_a_wrapped_cell_stays_whole(tmp_path):
     assert "Czech republic | 17,655 | 98.6" in tables[0].text.split("\n")
 
 
+def test_text_around_a_picture_is_no_table(tmp_path):
+    # A contents page in three columns, a photo in the middle one: entries and captions line
+    # up across the columns, but they are the picture's surroundings, not a table's rows.
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    entries = [["2 At a Glance", "42 Management Review", "150 Sustainable Growth"],
+               ["4 Value Creation", "", "152 Extending Care"], ["6 Key Indicators", "", "155 ESG Governance"],
+               ["8 Chairman's Statement", "", "162 Material Issues"], ["14 Inclusive Ecosystem", "PG 54", "166 ESG"],
+               ["16 Digital Transformation", "54 Business Overview", "168 Natural Capital"]]
+    for i, row in enumerate(entries):
+        for x, text in zip((50, 230, 400), row):
+            if text:
+                page.insert_text((x, 130 + 16 * i), text, fontsize=10)
+    photo = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 40, 30), False)
+    photo.clear_with(200)
+    page.insert_image(pymupdf.Rect(230, 140, 330, 200), pixmap=photo)
+    doc.save(tmp_path / "contents.pdf")
+    elements = _elements(tmp_path / "contents.pdf")
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
+    assert "162 Material Issues" in " ".join(e.text for e in elements)
+
+
 def _write_page(path: Path, pages: list[list[tuple[float, float, str, float]]]) -> Path:
     """Pages of (x, y, text, font size) lines, in Helvetica (bold from 13 points up)."""
     doc = pymupdf.open()

@@ -16,7 +16,7 @@ import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 
 # PyMuPDF 2 loads its layout analyser, ONNX models that pgkb does not use, on import when it
@@ -35,6 +35,8 @@ from .layout import Box, reading_order  # noqa: E402
 # (cheaply), to tell pages that may hold a ruled table from those that cannot.
 TEXT_FLAGS = (pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES & ~pymupdf.TEXT_PRESERVE_IMAGES
               | pymupdf.TEXT_COLLECT_VECTORS)
+# Drawings at least this tall and wide (points) are pictures, not rules or marks.
+MIN_PICTURE = 20.0
 # Running headers and footers are the first or last lines of a page, or lie in its top or
 # bottom this-fraction...
 MARGIN_FRACTION = 0.1
@@ -251,7 +253,16 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
             return []
         return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]]
 
-    tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules)]
+    @cache  # read once, and only when the page has a table of aligned text
+    def pictures() -> list[Box]:
+        # Images, and drawings other than rectangles (a plot, an arrow: not a rule, nor a
+        # cell's shading) as tall and wide as a few lines of text.
+        boxes = [info["bbox"] for info in page.get_image_info()]
+        boxes += [bbox for bbox, rectangle in outlines
+                  if not rectangle and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= MIN_PICTURE]
+        return [to_text_space(box) for box in boxes]
+
+    tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules, pictures)]
     return tables
 
 

@@ -52,6 +52,8 @@ MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold figures or shor
 SHORT_CELL_WORDS = 4
 SHORT_CELL_WIDTH = 24    # characters, a wide one counting two...
 WIDE_FROM = "\u2e80"     # ...as CJK's and those after them do
+# A picture narrower than this share of a table's width, among its text: no table.
+MAX_PICTURE_SHARE = 0.5
 FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
 _SENTENCE_END = ".!?:;"
 # A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
@@ -108,10 +110,11 @@ class _Row:
         return self.lines[-1].bottom
 
 
-def find_tables(segments: list[Segment], horizontal_rules: Callable[[float, float], list[Rule]]) -> list[AlignedTable]:
+def find_tables(segments: list[Segment], horizontal_rules: Callable[[float, float], list[Rule]],
+                pictures: Callable[[], list[Box]] = list) -> list[AlignedTable]:
     """Tables of aligned text among `segments`. `horizontal_rules(top, bottom)` gives the page's
-    horizontal rules, which may separate rows between those heights (asked for only when there
-    is a table: reading them is slow)."""
+    horizontal rules, which may separate rows between those heights, and `pictures()` the boxes
+    of its images and drawings (both asked for only when there is a table: reading them is slow)."""
     lines = _visual_lines(segments)
     tables: list[AlignedTable] = []
     if sum(1 for line in lines if len(line.segments) >= 2) < MIN_ROWS:
@@ -128,9 +131,19 @@ def find_tables(segments: list[Segment], horizontal_rules: Callable[[float, floa
             start += 1
         else:
             table, used = found
-            tables.append(table)
+            if not _holds_picture(table.box, pictures()):
+                tables.append(table)
             start += used
     return tables
+
+
+def _holds_picture(box: Box, pictures: list[Box]) -> bool:
+    """Whether a picture lies among the table's text, narrower than it (a photo, a plot, a box of
+    a diagram): the text is the picture's labels, captions or blurbs, not a table. Rules, shaded
+    rows and a frame around the table are as wide as it."""
+    x0, y0, x1, y1 = box
+    return any(x0 <= (p[0] + p[2]) / 2 <= x1 and y0 <= (p[1] + p[3]) / 2 <= y1
+               and p[2] - p[0] < MAX_PICTURE_SHARE * (x1 - x0) for p in pictures)
 
 
 def _visual_lines(segments: list[Segment]) -> list[_Line]:
