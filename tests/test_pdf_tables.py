@@ -72,6 +72,24 @@ def test_a_wrapped_cell_stays_whole(tmp_path):
     assert "Czech republic | 17,655 | 98.6" in tables[0].text.split("\n")
 
 
+def test_a_word_hyphenated_in_a_wrapped_cell_is_mended_and_long_descriptions_keep_the_header(tmp_path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    lines = [(130, "Line", "Position", "Description"), (148, "23e", "19-39", "Qualified health plan expenses"),
+             (166, "23f", "19-26", "Number of individuals given assis-"), (178, "", "", "tance with premiums"),
+             (196, "24", "21-23", "Current page number"), (214, "24", "28-30", "Last page number")]
+    for y, *cells in lines:
+        for x, text in zip((72, 150, 250), cells):
+            if text:
+                page.insert_text((x, y), text, fontsize=10)
+    doc.save(tmp_path / "hyphen.pdf")
+    tables = [e for e in _elements(tmp_path / "hyphen.pdf") if type(e).__name__ == "Table"]
+    assert len(tables) == 1
+    assert tables[0].text.split("\n")[:3] == [
+        "Line | Position | Description", "23e | 19-39 | Qualified health plan expenses",
+        "23f | 19-26 | Number of individuals given assistance with premiums"]
+
+
 def test_text_around_a_picture_is_no_table(tmp_path):
     # A contents page in three columns, a photo in the middle one: entries and captions line
     # up across the columns, but they are the picture's surroundings, not a table's rows.

@@ -21,8 +21,8 @@ words a cell) and lists (a column of bullets or numbers beside text) are no tabl
 table needs at least three lines of two segments or more. Its rows, once joined, must read
 as a table's too: three or more, most cells filled (not formulas or the labels of a
 diagram), few going on in lower case from the row above (prose side by side: a side heading
-beside its paragraphs, blurbs in columns), and figures or short texts beyond the first column
-in most rows below the header.
+beside its paragraphs, blurbs in columns), and a figure or a short text beyond the first
+column in most rows below the header (a column of long descriptions may be beside them).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .elements import join_lines
 
 Box = tuple[float, float, float, float]
 Rule = tuple[float, float, float]  # a horizontal rule: y, x0, x1
@@ -48,7 +50,7 @@ MIN_FILLED_SHARE = 0.5  # two columns or more are filled in at least this share 
 # Rows as read (wrapped cells and header lines joined) must look like a table's:
 MIN_FILL = 0.5           # most cells hold text (formulas and diagram labels leave most empty)
 MAX_CONTINUED = 0.25     # few rows go on with the text of the row above (prose side by side)
-MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold figures or short texts beyond the first
+MIN_SHORT_ROWS = 0.5     # more than this share of the rows hold a figure or short text beyond the first
 SHORT_CELL_WORDS = 4
 SHORT_CELL_WIDTH = 24    # characters, a wide one counting two...
 WIDE_FROM = "\u2e80"     # ...as CJK's and those after them do
@@ -202,7 +204,7 @@ def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], lis
     if len(rows) < MIN_ROWS or not _looks_like_table(rows):
         return None
     rows = _joined_rows(rows, horizontal_rules(rows[0].top, rows[-1].bottom))
-    texts = [[" ".join(cell) for cell in row.cells] for row in rows]
+    texts = [[join_lines(cell) for cell in row.cells] for row in rows]  # a word hyphenated in a cell mended
     # Columns no row fills (a segment splitting in one line only) are dropped.
     keep = [c for c in range(len(columns)) if any(row[c] for row in texts)]
     texts = [[row[c] for c in keep] for row in texts]
@@ -289,8 +291,8 @@ def _looks_like_table(rows: list[_Row]) -> bool:
 def _reads_as_table(rows: list[list[str]]) -> bool:
     """Whether rows, their lines joined, read as a table's: enough of them, most cells filled,
     not prose set side by side (a side heading beside its paragraphs, two columns of text,
-    whose lines go on from row to row), and, beyond the first column, figures or short texts
-    in most rows under the first."""
+    whose lines go on from row to row), and, beyond the first column, a figure or a short text
+    in most rows under the first (codes beside long descriptions: "23f | 19-26 | The number of...")."""
     if len(rows) < MIN_ROWS or sum(1 for row in rows for cell in row if cell) < MIN_FILL * sum(map(len, rows)):
         return False
     continued = sum(1 for above, row in zip(rows, rows[1:])
@@ -299,7 +301,7 @@ def _reads_as_table(rows: list[list[str]]) -> bool:
     if continued > MAX_CONTINUED * (len(rows) - 1):
         return False
     several = [row for row in rows[1:] if sum(1 for cell in row if cell) >= 2]  # below the header
-    short = sum(1 for row in several if all(_short(text) or _figures(text) for text in row[1:] if text))
+    short = sum(1 for row in several if any(_short(text) or _figures(text) for text in row[1:] if text))
     return short > MIN_SHORT_ROWS * len(several)
 
 
