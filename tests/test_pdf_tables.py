@@ -12,7 +12,7 @@ import pytest
 from bench import tables as table_bench
 from bench.fixtures import write_table_set
 from ingest.chunking import chunk_elements
-from ingest.parsers import ParseOptions
+from ingest.parsers import ParseOptions, pdf_aligned_tables
 from ingest.parsers.pdf import parse_pdf
 from tests.documents import write_table_pdf
 
@@ -110,6 +110,15 @@ def test_text_around_a_picture_is_no_table(tmp_path):
     elements = _elements(tmp_path / "contents.pdf")
     assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
     assert "162 Material Issues" in " ".join(e.text for e in elements)
+
+
+def test_bullets_of_a_symbol_font_make_a_list_not_a_table():
+    # A Symbol-font bullet comes out of the text layer as U+F0B7, in the private use area.
+    items = ["Introduction", "Clauses 1 to 5, 7, and 9 to 13", "Annex A to Annex D", "Annex F"]
+    segments = [pdf_aligned_tables.Segment((72, y, 77, y + 10), "\uf0b7", 10) for y in range(100, 164, 16)]
+    segments += [pdf_aligned_tables.Segment((100, y, 100 + 5 * len(text), y + 10), text, 10)
+                 for y, text in zip(range(100, 164, 16), items)]
+    assert pdf_aligned_tables.find_tables(segments, lambda top, bottom: []) == []
 
 
 def _write_page(path: Path, pages: list[list[tuple[float, float, str, float]]]) -> Path:

@@ -58,8 +58,9 @@ WIDE_FROM = "\u2e80"     # ...as CJK's and those after them do
 MAX_PICTURE_SHARE = 0.5
 FIGURES_SHARE = 0.3      # a cell of figures: digits are at least this share of its letters and digits
 _SENTENCE_END = ".!?:;"
-# A list's marks: bullets, numbers ("2.3.1", "4)"), letters ("b.").
-_ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*-]"
+# A list's marks: bullets (a symbol font's in the private use area too), numbers ("2.3.1",
+# "4)"), letters ("b.").
+_ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*\ue000-\uf8ff-]"
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
 _FIGURE = re.compile(r"\d")
 _NOT_ALNUM = re.compile(r"[\W_]+")
