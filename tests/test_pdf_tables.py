@@ -162,6 +162,17 @@ def test_a_section_number_on_its_own_line_is_no_page_number(tmp_path):
     assert titles == ["1 Scope of the policy", "2 Claiming expenses"]
 
 
+def test_a_running_footer_beside_a_section_number_is_dropped(tmp_path):
+    # The footer names the page's section on the left: that number is no page number, and the
+    # repeated footer beside it is still a running line.
+    pages = [[(72, 60, "Scope of the policy", 14), *_body(90), (72, 800, section, 8),
+              (250, 800, "Internal Revenue Manual", 8), (420, 800, "Cat. No. 28171E", 8)]
+             for section in ("2.3.1", "2.3.2", "2.3.3.1", "2.3.4")]
+    path = _write_page(tmp_path / "footers.pdf", pages)
+    text = " ".join(text for _, text in _kinds_and_texts(path))
+    assert "Internal Revenue Manual" not in text and "Cat. No." not in text
+
+
 def test_cover_page_lines_are_not_headings(tmp_path):
     cover = [(72, 200, "Annual Report 2024", 26), (72, 240, "Northwind Trading Ltd", 16),
              (72, 270, "Prepared by the Finance Department", 14), (72, 300, "March 2025", 14)]

@@ -435,8 +435,10 @@ def _drop_running_lines(pages: list[_Page]) -> None:
         lines = {id(line): line for line in edges[id(page)]}
         numbers = {id(line) for line in edges[id(page)] if _PAGE_NUMBER.match(line.text)}
         running = numbers | {id(line) for line in edges[id(page)] if _normal(line.text) in repeated}
-        # A number beside text that stays is the text's (a section number: "1   Scope").
-        running = {i for i in running if all(id(mate) in running for mate in _row_mates(lines[i], page))}
+        # A number beside text that stays is the text's (a section number: "1   Scope"); a
+        # repeated line stays a running one whatever is beside it (a footer's section number).
+        running = {i for i in running
+                   if i not in numbers or all(id(mate) in running for mate in _row_mates(lines[i], page))}
         if all(id(line) in running for line in page.lines):
             running = numbers  # a repeated line that is all the page says is its content
         page.lines = [line for line in page.lines if id(line) not in running]
