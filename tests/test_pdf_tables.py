@@ -121,6 +121,14 @@ def test_bullets_of_a_symbol_font_make_a_list_not_a_table():
     assert pdf_aligned_tables.find_tables(segments, lambda top, bottom: []) == []
 
 
+def test_a_title_in_larger_type_above_a_table_is_not_its_row(tmp_path):
+    title = [(72, 90, "Terminal Responses", 16), (400, 90, "page 2", 16)]
+    rows = [(72 + 150 * c, 120 + 16 * r, text, 10) for r, row in enumerate(ROWS) for c, text in enumerate(row)]
+    path = _write_page(tmp_path / "titled.pdf", [title + rows])
+    tables = [e for e in _elements(path) if type(e).__name__ == "Table"]
+    assert len(tables) == 1 and tables[0].text == "\n".join(" | ".join(row) for row in ROWS)
+
+
 def _write_page(path: Path, pages: list[list[tuple[float, float, str, float]]]) -> Path:
     """Pages of (x, y, text, font size) lines, in Helvetica (bold from 13 points up)."""
     doc = pymupdf.open()

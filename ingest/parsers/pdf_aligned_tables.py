@@ -41,6 +41,8 @@ Rule = tuple[float, float, float]  # a horizontal rule: y, x0, x1
 CELL_GAP_EMS = 1.0
 # Lines this far apart (in line heights) are not rows of one table.
 MAX_ROW_GAP = 2.5
+# Lines whose type sizes differ by more than this factor are not rows of one table.
+MAX_SIZE_RATIO = 1.25
 # Header lines closer than this (in line heights) are one header row.
 HEADER_LINE_GAP = 0.6
 MIN_ROWS = 3            # lines of two segments or more
@@ -86,8 +88,11 @@ class _Line:
     def __init__(self, segment: Segment) -> None:
         self.segments = [segment]
         self.left, self.top, self.right, self.bottom = segment.box
+        self.size = segment.size  # the type of its longest segment (not of a mark beside it)
 
     def add(self, segment: Segment) -> None:
+        if len(segment.text) > max(len(s.text) for s in self.segments):
+            self.size = segment.size
         self.segments.append(segment)
         x0, y0, x1, y1 = segment.box
         self.left, self.top, self.right, self.bottom = (min(self.left, x0), min(self.top, y0),
@@ -176,14 +181,16 @@ def _visual_lines(segments: list[Segment]) -> list[_Line]:
 
 
 def _run(lines: list[_Line], start: int) -> list[_Line]:
-    """The lines from lines[start] that may be rows of one table: close below one another, with
-    no two one-segment lines in a row, the first and last of two segments or more."""
+    """The lines from lines[start] that may be rows of one table: close below one another, in
+    type of one size (a line in larger type is a title, a running header), with no two
+    one-segment lines in a row, the first and last of two segments or more."""
     if len(lines[start].segments) < 2:
         return []
     run = [lines[start]]
     singles = 0
     for line in lines[start + 1:]:
-        if line.top - run[-1].bottom > MAX_ROW_GAP * run[-1].height:
+        if (line.top - run[-1].bottom > MAX_ROW_GAP * run[-1].height
+                or max(line.size, run[0].size) > MAX_SIZE_RATIO * min(line.size, run[0].size)):
             break
         singles = singles + 1 if len(line.segments) < 2 else 0
         if singles >= 2:
