@@ -121,6 +121,26 @@ def test_bullets_of_a_symbol_font_make_a_list_not_a_table():
     assert pdf_aligned_tables.find_tables(segments, lambda top, bottom: []) == []
 
 
+def _aligned_segments(rows: list[tuple[str, ...]], xs: tuple[float, ...]) -> list:
+    return [pdf_aligned_tables.Segment((x, 100 + 16 * i, x + 5 * len(text), 110 + 16 * i), text, 10)
+            for i, row in enumerate(rows) for x, text in zip(xs, row) if text]
+
+
+@pytest.mark.parametrize("rows, xs", [
+    # a listing, its lines numbered one by one
+    ([(str(n), f"buffer[{n - 24}] = {n * 8};") for n in range(24, 30)], (72, 100)),
+    # an index set in two columns
+    ([("Achterknoten, 20", "regulaere, 30"), ("Anordnungsaxiome, 66", "Flaechenelement, 95"),
+      ("Atlas, 24", "Formoperator, 12"), ("Aussenwinkel, 70", "Fundamentalform, 91, 93"),
+      ("Bogenlaenge, 57", "Gauss-Krümmung, 92")], (72, 320)),
+    # a formula: partial derivatives in a matrix
+    ([("\u2202u \u2202x", "\u2202v \u2202x", "0"), ("\u2202u \u2202y", "\u2202v \u2202y", "0"),
+      ("\u2202u \u2202z", "\u2202v \u2202z", "1")], (150, 220, 290)),
+])
+def test_listings_indexes_and_formulas_are_no_tables(rows, xs):
+    assert pdf_aligned_tables.find_tables(_aligned_segments(rows, xs), lambda top, bottom: []) == []
+
+
 def test_a_title_in_larger_type_above_a_table_is_not_its_row(tmp_path):
     title = [(72, 90, "Terminal Responses", 16), (400, 90, "page 2", 16)]
     rows = [(72 + 150 * c, 120 + 16 * r, text, 10) for r, row in enumerate(ROWS) for c, text in enumerate(row)]

@@ -65,6 +65,11 @@ _SENTENCE_END = ".!?:;"
 _ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*\ue000-\uf8ff-]"
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
 _FIGURE = re.compile(r"\d")
+_PAGE_REFERENCES = re.compile(r",\s*\d+(?:\s*[,\u2013-]\s*\d+)*$")  # an index entry's: "Atlas, 24, 31-33"
+# Mathematical operators (but a minus and the comparisons, which tables hold), arrows, and
+# the private use area, where math fonts put the pieces of large brackets.
+_MATH = re.compile("[\u2190-\u21ff\u2200-\u2211\u2213-\u2263\u2266-\u22ff\ue000-\uf8ff]")
+MAX_MATH_SHARE = 0.25  # more than this share of a table's cells holding those: a formula
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
 
@@ -310,7 +315,24 @@ def _reads_as_table(rows: list[list[str]]) -> bool:
         return False
     several = [row for row in rows[1:] if sum(1 for cell in row if cell) >= 2]  # below the header
     short = sum(1 for row in several if any(_short(text) or _figures(text) for text in row[1:] if text))
-    return short > MIN_SHORT_ROWS * len(several)
+    return short > MIN_SHORT_ROWS * len(several) and not _other_than_table(rows)
+
+
+def _other_than_table(rows: list[list[str]]) -> bool:
+    """Aligned text that is no table: lines of a listing numbered one by one ("24 | <xsd:...",
+    "25 | </xsd:..."), an index set in columns (every column's entries end in page numbers:
+    "Atlas, 24 | Winkel, 86"), a formula (its cells hold mathematical operators, or pieces
+    of large brackets that math fonts put in the private use area)."""
+    numbers = [row[0] for row in rows if row[0]]
+    if (len(rows[0]) == 2 and len(numbers) >= MIN_ROWS
+            and all(a.isdigit() and b.isdigit() and int(b) == int(a) + 1 for a, b in zip(numbers, numbers[1:]))):
+        return True
+    columns = [[cell for cell in column if cell] for column in zip(*rows)]
+    if len(columns) >= 2 and all(sum(1 for cell in column if _PAGE_REFERENCES.search(cell)) >= len(column) / 2
+                                 for column in columns):
+        return True
+    cells = [cell for row in rows for cell in row if cell]
+    return sum(1 for cell in cells if _MATH.search(cell)) > MAX_MATH_SHARE * len(cells)
 
 
 def _short(text: str) -> bool:
