@@ -13,8 +13,8 @@ columns (the gaps between them persist from line to line) is a table:
   that sit close together make one header row ("to air" over "kg/year"); when horizontal
   rules separate most lines, the lines between two rules are one row;
 - the run ends at a line that is no row of it: one-segment lines in a row (paragraphs,
-  notes), or a line whose segment crosses the columns below the header (a note, a paragraph
-  indented like a cell).
+  notes), a line in type of another size (a title, a running header), or a line whose
+  segment crosses the columns below the header (a note, a paragraph indented like a cell).
 
 Guards against what only looks aligned: two columns of running text (long segments, many
 words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
@@ -22,7 +22,9 @@ table needs at least three lines of two segments or more. Its rows, once joined,
 as a table's too: three or more, most cells filled (not formulas or the labels of a
 diagram), few going on in lower case from the row above (prose side by side: a side heading
 beside its paragraphs, blurbs in columns), and a figure or a short text beyond the first
-column in most rows below the header (a column of long descriptions may be beside them).
+column in most rows below the header (a column of long descriptions may be beside them);
+nor be a numbered listing, an index in columns or a formula. A picture among the text (a
+photo, a plot) makes it the picture's labels and captions.
 """
 
 from __future__ import annotations
