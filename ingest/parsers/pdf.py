@@ -255,9 +255,10 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
 
     @cache  # read once, and only when the page has a table of aligned text
     def pictures() -> list[Box]:
-        # Images, and drawings other than rectangles (a plot, an arrow: not a rule, nor a
-        # cell's shading) as tall and wide as a few lines of text.
-        boxes = [info["bbox"] for info in page.get_image_info()]
+        # Images (placing them takes another pass over the page: only where its resources hold
+        # some), and drawings other than rectangles (a plot, an arrow: not a rule, nor a cell's
+        # shading) as tall and wide as a few lines of text.
+        boxes = [info["bbox"] for info in page.get_image_info()] if page.get_images() else []
         boxes += [bbox for bbox, rectangle in outlines
                   if not rectangle and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= MIN_PICTURE]
         return [to_text_space(box) for box in boxes]
