@@ -202,3 +202,32 @@ def test_an_encoding_is_told_from_the_first_text_that_is_not_plain_ascii(tmp_pat
     path.write_bytes(ascii_start.encode() + f"{GERMAN}\n".encode("cp1252"))
     document = parse(path, "text/plain")
     assert document.elements[-1].text == GERMAN and document.metadata["encoding"] == "cp1252"
+
+
+def test_a_page_that_cannot_be_read_costs_itself_and_pages_that_all_fail_say_why(tmp_path, monkeypatch):
+    from ingest.parsers import pdf
+
+    path = tmp_path / "two-pages.pdf"
+    with pymupdf.open() as doc:
+        for words in ("The first page reads well.", "The second page is damaged."):
+            doc.new_page().insert_text((72, 72), words)
+        doc.save(path)
+    read_page = pdf._read_page
+
+    def failing(pages):
+        def read(page, languages):
+            if page.number in pages:
+                raise RuntimeError("damaged content stream")
+            return read_page(page, languages)
+        return read
+
+    monkeypatch.setattr(pdf, "_read_page", failing({1}))
+    parsed = parse(path, "application/pdf")
+    assert "The first page reads well." in " ".join(e.text for e in parsed.elements)
+    assert "page 2 could not be read (RuntimeError: damaged content stream)" in parsed.warnings
+
+    monkeypatch.setattr(pdf, "_read_page", failing({0, 1}))
+    with pytest.raises(ParseError) as failed:
+        parse(path, "application/pdf")
+    assert failed.value.reason == "unreadable pages"  # not "no text": the exception is the reason
+    assert "page 1 could not be read (RuntimeError: damaged content stream) (and 1 more)" in str(failed.value)

@@ -126,17 +126,22 @@ def parse_pdf(path: Path, options: ParseOptions) -> ParsedDocument:
         pages: list[_Page] = []
         warnings: list[str] = []
         without_text: list[int] = []
+        unreadable: list[str] = []
         for pdf_page in doc.pages():
             try:
                 read = _read_page(pdf_page, languages)
             except Exception as exc:  # one damaged page must not cost the rest of the file
-                warnings.append(f"page {pdf_page.number + 1} could not be read ({type(exc).__name__}: {exc})")
+                unreadable.append(f"page {pdf_page.number + 1} could not be read ({type(exc).__name__}: {exc})")
                 continue
             if read is None:
                 without_text.append(pdf_page.number + 1)
             else:
                 pages.append(read)
+        warnings.extend(unreadable)
         if not any(p.lines or p.tables for p in pages):
+            if unreadable:  # the reason, not "no text": the pages may well hold some
+                more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+                raise ParseError("unreadable pages", f"{unreadable[0]}{more}")
             if without_text:
                 raise ParseError("no text layer", _no_text_detail(len(without_text), doc.page_count, languages))
             raise ParseError("no text", f"none of its {doc.page_count} pages has text")
