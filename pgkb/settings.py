@@ -38,6 +38,7 @@ KeyNames = Literal["mask", "keep"]
 Unlabelled = Literal["public", "nobody"]  # who reads a document without an access tag
 UrlMasking = Literal["keep", "mask"]
 Engine = Literal["local", "ray"]
+LoraUse = Literal["auto", "on", "off"]  # fine-tuning through LoRA adapters: by the model's size, always, never
 
 
 def _setting(env: str | None, default: Any = None, *, flag: str | None = None, help: str = "",
@@ -59,6 +60,8 @@ NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "bm25_k1": (0, None), "bm25_b": (0, 1), "max_document_chars": (1, None), "prune_max_share": (0, 1),
     "port": (0, 65535), "max_upload_bytes": (1, None), "max_upload_files": (1, None),
     "max_request_bytes": (1024, None), "ray_embedders": (0, None),
+    "finetune_epochs": (0, None), "finetune_learning_rate": (0, 1), "finetune_batch_size": (2, None),
+    "finetune_max_tokens": (8, None),
 }
 
 
@@ -156,6 +159,22 @@ class Settings:
     ray_embedders: int = _setting("PGKB_RAY_EMBEDDERS", 0,
                                   help="embedding actors --engine ray starts, each loading the model once; "
                                        "0: one per GPU of the cluster, or one on CPUs where it has none")
+    # Fine-tuning the embedding model (pgkb finetune, embedding/finetune.py).
+    finetune_epochs: float = _setting("PGKB_FINETUNE_EPOCHS", 1.0, flag="--epochs",
+                                      help="passes over the training triplets")
+    finetune_learning_rate: float = _setting("PGKB_FINETUNE_LEARNING_RATE", 2e-5, flag="--learning-rate",
+                                             metavar="RATE", help="the optimiser's peak learning rate")
+    # Each query's negatives are its own hard ones and every other text of its batch.
+    finetune_batch_size: int = _setting("PGKB_FINETUNE_BATCH_SIZE", 32, flag="--train-batch-size", metavar="N",
+                                        help="triplets per training step")
+    finetune_max_tokens: int = _setting("PGKB_FINETUNE_MAX_TOKENS", 256, flag="--train-max-tokens", metavar="N",
+                                        help="training texts are cut to this many tokens (and to what the model "
+                                             "reads)")
+    finetune_lora: LoraUse = _setting("PGKB_FINETUNE_LORA", "auto", flag="--lora",
+                                      help="train LoRA adapters instead of every weight: on, off, or auto (for "
+                                           "models above 300M parameters)")
+    finetune_seed: int = _setting("PGKB_FINETUNE_SEED", 0, flag="--train-seed", metavar="N",
+                                  help="seed of the training run's initialisation and order")
     # Past these limits a file fails alone.
     parse_seconds: int = _setting("PGKB_PARSE_SECONDS", 300, help="time limit to parse one file")
     parse_memory_mb: int = _setting("PGKB_PARSE_MEMORY_MB", 4096,
@@ -280,6 +299,12 @@ class Settings:
                 "embed_url": self.embed_url, "api_key_env": self.embed_api_key_env,
                 "profile_file": self.model_profile, "allow_download": self.allow_download}
 
+
+    def training_options(self) -> dict:
+        """How to fine-tune the embedding model, for `embedding.finetune.TrainingOptions`."""
+        return {"epochs": self.finetune_epochs, "learning_rate": self.finetune_learning_rate,
+                "batch_size": self.finetune_batch_size, "max_tokens": self.finetune_max_tokens,
+                "lora": self.finetune_lora, "seed": self.finetune_seed, "device": self.device}
 
     def reranker_options(self) -> dict:
         """Which reranker to run and how, for `embedding.load_reranker`."""
