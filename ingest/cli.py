@@ -27,6 +27,7 @@ from pgkb.errors import PgkbError
 from pgkb.settings import COMMON_FLAGS, Settings, configure_logging, default
 
 from .metadata import parse_tags
+from .reembed import reembed
 from .run import FileOutcome, IngestReport, ingest
 from .sources import printable
 
@@ -34,9 +35,14 @@ PRUNED_SHOWN = 10  # keys of pruned documents the summary names (the report hold
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.path is None) == (args.reembed_from is None):
+        parser.error("give a folder or file to ingest, or --reembed-from COLLECTION (not both)")
     console = Console(stderr=True)
     configure_logging(args.verbose)
+    if args.reembed_from:
+        return _reembed(args)
     stop = threading.Event()
     report = None
     try:
@@ -63,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingest", description="Ingest documents into a pgkb knowledge base.")
     add_version(parser)
-    parser.add_argument("path", help="a folder (read recursively) or a single file")
+    parser.add_argument("path", nargs="?", help="a folder (read recursively) or a single file")
     Settings.add_arguments(parser, COMMON_FLAGS)
+    parser.add_argument("--reembed-from", metavar="COLLECTION",
+                        help="instead of reading files, copy this collection into the new --collection with "
+                             "vectors from --model (its stored chunks re-embedded, nothing parsed again)")
     sync = parser.add_argument_group("keeping a collection in step with a folder")
     sync.add_argument("--add-root", action="store_true",
                       help="ingest a folder that is not under the collection's roots (the folders it was "
@@ -97,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_verbose(parser, "log each file, and show an error's traceback")
     return parser
+
+
+def _reembed(args: argparse.Namespace) -> int:
+    try:
+        report = reembed(Settings.from_arguments(args), args.reembed_from)
+    except PgkbError as exc:
+        print_error(exc, args.verbose)
+        return 2
+    print(f"re-embedded {report.source!r} into {report.target!r} with {report.model}: {report.documents} documents "
+          f"({report.chunks} chunks), {report.failed} failed ones copied as failed, in {report.seconds:.1f} s")
+    return 0
 
 
 def _passwords(args: argparse.Namespace) -> tuple[str, ...] | None:

@@ -104,7 +104,7 @@ def ingest(
         raise
     try:
         models = _ModelLoader(settings, store, embedder, masker,
-                              lambda: ActorPoolEmbedder(cluster) if cluster else _load_model(settings))
+                              lambda: ActorPoolEmbedder(cluster) if cluster else load_model(settings))
         collection = _open_collection(settings, store, models, embedder)
         report = report or IngestReport(collection.name)
         mask_lock = threading.Lock()  # the masker's, shared by the documents' texts and the outputs
@@ -177,7 +177,8 @@ def _checked_root(root: Path, prune: bool) -> Path:
     return root
 
 
-def _load_model(settings: Settings) -> Embedder:
+def load_model(settings: Settings) -> Embedder:
+    """The embedding model the settings name, as ingest runs it."""
     return load_embedder(settings.model, dims=settings.dims or None, query_instruction=settings.query_instruction,
                          **settings.embedder_options())
 

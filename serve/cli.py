@@ -1,4 +1,5 @@
-"""`pgkb`: the knowledge base's commands (retrieval.commands) and `pgkb serve`, the HTTP API."""
+"""`pgkb`: the knowledge base's commands (retrieval.commands), `pgkb serve`, the HTTP API, `pgkb mcp`
+and `pgkb finetune`, which trains the embedding model (embedding) and re-embeds a collection (ingest)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import logging
 import socket
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from pgkb.cli import add_verbose
+from pgkb.errors import ConfigurationError
 from pgkb.settings import COMMON_FLAGS, SERVE_FLAGS, STORE_FLAGS, Settings
 from retrieval import commands
 
@@ -18,7 +22,7 @@ GRACEFUL_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> int:
-    return commands.main(argv, more=(_add_serve, _add_mcp))
+    return commands.main(argv, more=(_add_serve, _add_mcp, _add_finetune))
 
 
 def _add_serve(subcommands) -> None:
@@ -84,6 +88,55 @@ def _mcp(args: argparse.Namespace) -> int:
         build_mcp_server(service).run("stdio")
     finally:
         service.close()
+    return 0
+
+
+FINETUNE_SETTINGS = ("finetune_epochs", "finetune_learning_rate", "finetune_batch_size", "finetune_max_tokens",
+                     "finetune_lora", "finetune_seed", "device", "batch_tokens")
+
+
+def _add_finetune(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "finetune", help="fine-tune the collection's embedding model on training triplets",
+        description="Train the embedding model of --collection on a JSON Lines file of {anchor, positive, "
+                    "negative_1..N} triplets (sentence-transformers' trainer, MultipleNegativesRankingLoss; LoRA "
+                    "for large models) and write it with its pgkb profile to --out, a model folder for --model "
+                    "or PGKB_MODEL. With --into, then re-embed the collection into that new collection with it.")
+    parser.add_argument("--training", required=True, type=Path, metavar="FILE", help="the triplets, JSON Lines")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new folder for the trained model")
+    parser.add_argument("--into", metavar="COLLECTION",
+                        help="then copy the collection into this new collection, its chunks embedded by the new model")
+    Settings.add_arguments(parser, (*STORE_FLAGS, "collection", *FINETUNE_SETTINGS))
+    add_verbose(parser)
+    parser.set_defaults(run=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from embedding.finetune import TrainingOptions, finetune
+    from ingest.reembed import reembed
+    from store import Store
+
+    settings = Settings.from_arguments(args)
+    if args.into == settings.collection:
+        raise ConfigurationError(f"--into {args.into!r} is the collection trained from: name a new collection")
+    store = Store.open(settings)
+    try:
+        space = store.collection(settings.collection).space
+    finally:
+        store.close()
+    # The collection's model, read as its searches read it: the same query prefix and profile.
+    report = finetune(space["model"], args.training, args.out, TrainingOptions(**settings.training_options()),
+                      query_prefix=space.get("query_instruction") or "",
+                      profile_file=Path(settings.model_profile) if settings.model_profile else None,
+                      allow_download=settings.allow_download)
+    print(f"trained {space['model']} on {report.triplets} triplets in {report.seconds:.0f} s "
+          f"({report.samples_per_second:.1f} triplets/s{', LoRA' if report.lora else ''}); loss "
+          f"{report.first_loss:.3f} -> {report.last_loss:.3f}; model written to {args.out}")
+    if args.into:
+        # The same vector size as the collection's (a Matryoshka cut stays that cut).
+        copied = reembed(replace(settings, collection=args.into, model=str(args.out), dims=space["dims"]),
+                         settings.collection)
+        print(f"re-embedded {copied.documents} documents ({copied.chunks} chunks) into {args.into!r}")
     return 0
 
 
