@@ -157,7 +157,8 @@ def finetune(model: str, training: Path, out: Path, options: TrainingOptions = T
         arguments = SentenceTransformerTrainingArguments(
             output_dir=scratch, num_train_epochs=options.epochs, max_steps=options.max_steps,
             per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate,
-            warmup_steps=0.1,  # a share of the steps seed=options.seed, data_seed=options.seed,
+            warmup_steps=0.1,  # a share of the steps
+            seed=options.seed, data_seed=options.seed,
             # Mixed precision on CUDA only: on a CPU, bf16 autocast trained all-MiniLM-L6-v2 at half
             # float32's speed, even with native bf16 (AMD EPYC, 2 cores).
             bf16=device.startswith("cuda"), use_cpu=device == "cpu",
