@@ -2,16 +2,17 @@
 and after, on queries the training never saw, with the training's time and memory.
 
     python -m bench.finetune                                   # cmrc2018 trained, dbpedia checked
-    python -m bench.finetune --train-set cmrc2018 --check-set dbpedia --label-free 2000 --json FILE
+    python -m bench.finetune --train-set cmrc2018 --check-set dbpedia --label-free 300 --epochs 0.4 --json FILE
 
 The sets are BEIR folders (bench/retrieval_quality.py reads them), each ingested into a
-collection of its own with the base model. Training triplets (query, positive chunk, hard
-negatives) come from the training set's collection only, never from a judged test query:
-- the `train` split's questions (questions asked of OTHER documents than the test split's),
-  each positive the best-ranked chunk of its answering document in pgkb's hybrid search;
-- label-free queries: a sentence taken out of a chunk drawn at random, the rest of the chunk
-  its positive;
-each with the hybrid search's best chunks of other documents as hard negatives. The model
+collection of its own with the base model. The training rows (query, positive chunk, hard
+negatives) come from the training set's collection only, never from a judged test query, as
+a user's would: the `train` split's questions (asked of OTHER documents than the test
+split's) are recorded as feedback, each with the best-ranked chunk of its answering document
+in pgkb's hybrid search as the right one; then `pgkb training-data export`'s function
+(retrieval/training.py) writes a row for each, and for label-free queries drawn from the
+corpus (a heading, or a sentence taken out of a chunk), with hard negatives mined from the
+hybrid search. The model
 is fine-tuned on them (embedding/finetune.py), each set's collection is re-embedded into a
 new collection with it (ingest/reembed.py), and each set's test queries are searched in
 both: the training set's test queries must gain (issue 26: +0.15 nDCG@10), the check set's
@@ -22,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-
-from sqlalchemy import select
 
 from bench.retrieval_quality import DevSet, build_collection, pgkb_rankings, read_set, score
 from embedding import load_embedder
@@ -38,72 +35,33 @@ from embedding.finetune import FinetuneReport, TrainingOptions, finetune
 from ingest.reembed import reembed
 from pgkb.settings import Settings
 from retrieval import KnowledgeBase
-from retrieval.evaluation import Judged, load_beir, split_sentences
-from store import Chunk
-from store.tables import chunks, documents
+from retrieval.evaluation import Judged, load_beir
+from retrieval.training import export_training_data
 
 # Issue 26's acceptance: the training set's vector leg gains this much nDCG@10; the check
 # set's loses at most this much.
 REQUIRED_GAIN = 0.15
 ALLOWED_DROP = 0.02
-# Hybrid hits searched for a training query's positive and hard negatives.
+# Hybrid hits searched for a training question's answering chunk.
 CANDIDATES = 20
-# A label-free query is a sentence of this many characters (a CJK character counts twice),
-# taken out of a chunk that keeps at least REST_CHARS without it.
-SENTENCE_CHARS = (24, 200)
-REST_CHARS = 40
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-def embedding_text(text: str, section_path: tuple[str, ...]) -> str:
-    """What the model reads of a stored chunk (its section path, then its text)."""
-    return Chunk("", 0, text, section_path, None, None, (), 0, "").embedding_text
-
-
-def question_triplets(kb: KnowledgeBase, judged: list[Judged], negatives: int) -> list[dict[str, str]]:
-    """A triplet for each judged question whose answering document is among its hybrid hits."""
-    triplets = []
+def record_questions(kb: KnowledgeBase, judged: list[Judged]) -> int:
+    """The training questions as feedback, as readers mark the chunk that answers a query: for
+    each, the best-ranked chunk of its answering document among its hybrid hits ("right"; a
+    question whose document is not among them is left out). Recorded once per collection;
+    returns how many the collection holds."""
+    recorded = kb.store.list_feedback(kb.collection.name, limit=1)[1]
+    if recorded:
+        return recorded
     for question in judged:
         hits = kb.search(question.query, k=CANDIDATES, mode="hybrid")
-        positive = next((h for h in hits if h.document_key in question.relevant), None)
-        others = [h for h in hits if h.document_key not in question.relevant][:negatives]
-        if positive is None or len(others) < negatives:
-            continue
-        triplets.append(_triplet(question.query, embedding_text(positive.text, positive.section_path),
-                                 [embedding_text(h.text, h.section_path) for h in others]))
-    return triplets
-
-
-def label_free_triplets(kb: KnowledgeBase, count: int, negatives: int, seed: int) -> list[dict[str, str]]:
-    """Up to `count` triplets of a sentence drawn out of a random chunk and the rest of that chunk."""
-    with kb.store.engine.connect() as conn:
-        rows = conn.execute(select(chunks.c.text, chunks.c.section_path, documents.c.key)
-                            .join(documents, documents.c.id == chunks.c.document_id)
-                            .where(chunks.c.collection_id == kb.collection.id).order_by(chunks.c.id)).all()
-    rng = random.Random(seed)
-    triplets: list[dict[str, str]] = []
-    for text, section_path, key in rng.sample(rows, len(rows)):
-        if len(triplets) == count:
-            break
-        sentences = [s for s in split_sentences(text) if _query_sized(s) and len(text) - len(s) >= REST_CHARS]
-        if not sentences:
-            continue
-        sentence = rng.choice(sentences)
-        rest = " ".join(" ".join(text.split()).replace(sentence, " ").split())
-        others = [h for h in kb.search(sentence, k=CANDIDATES, mode="hybrid") if h.document_key != key][:negatives]
-        if len(others) == negatives:
-            triplets.append(_triplet(sentence, embedding_text(rest, tuple(section_path)),
-                                     [embedding_text(h.text, h.section_path) for h in others]))
-    return triplets
-
-
-def _query_sized(sentence: str) -> bool:
-    size = len(sentence) + len(_CJK.findall(sentence))
-    return SENTENCE_CHARS[0] <= size <= SENTENCE_CHARS[1]
-
-
-def _triplet(anchor: str, positive: str, negatives: list[str]) -> dict[str, str]:
-    return {"anchor": anchor, "positive": positive, **{f"negative_{i}": n for i, n in enumerate(negatives, 1)}}
+        rank, positive = next(((rank, h) for rank, h in enumerate(hits, 1) if h.document_key in question.relevant),
+                              (None, None))
+        if positive is not None:
+            kb.feedback(question.query, positive.chunk_id, "right", rank, given_by="bench.finetune")
+            recorded += 1
+    return recorded
 
 
 def vector_scores(settings: Settings, judged: list[Judged]) -> dict:
@@ -143,25 +101,21 @@ def main() -> int:
         print(f"  before: vector nDCG@10 {before[name]['vector']['ndcg_at_10']:.3f}", flush=True)
 
     train_settings = Settings.from_env(data_dir=args.data_dir, collection=collections[train_set.name])
-    # Mined once per data folder and choice of counts: the searches take minutes on a small CPU.
-    mined = args.data_dir / f"triplets-{train_set.name}-{args.label_free}-{args.negatives}-{base.finetune_seed}.json"
+    # Exported once per data folder and choice of counts: its searches take minutes on a small CPU.
+    counts = f"{args.label_free}-{args.negatives}-{base.finetune_seed}"
+    training = args.data_dir / f"triplets-{train_set.name}-{counts}.jsonl"
     started = time.perf_counter()
-    if not mined.is_file():
-        with KnowledgeBase(train_settings) as kb:
-            mined.write_text(json.dumps({
-                "questions": question_triplets(kb, load_beir(train_set.folder, "train"), args.negatives),
-                "label_free": label_free_triplets(kb, args.label_free, args.negatives, base.finetune_seed),
-            }, ensure_ascii=False))
-    triplets = json.loads(mined.read_text())
-    questions, label_free = triplets["questions"], triplets["label_free"]
+    with KnowledgeBase(train_settings) as kb:
+        questions = record_questions(kb, load_beir(train_set.folder, "train"))
+    if not training.is_file():
+        export_training_data(train_settings, train_settings.collection, training, negatives=args.negatives,
+                             label_free=args.label_free, seed=base.finetune_seed)
+    rows = len(training.read_text(encoding="utf-8").splitlines())
     mining_seconds = time.perf_counter() - started
-    print(f"triplets: {len(questions)} from train questions, {len(label_free)} label-free "
-          f"({mining_seconds:.0f} s)", flush=True)
+    print(f"training rows: {rows} ({questions} train questions recorded as feedback, up to {args.label_free} "
+          f"label-free; {mining_seconds:.0f} s)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="pgkb-finetune-bench-") as scratch:
-        training = Path(scratch) / "triplets.jsonl"
-        training.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in questions + label_free),
-                            encoding="utf-8")
         out = args.out or Path(scratch) / "model"
         report = finetune(base.model, training, out, TrainingOptions(**base.training_options()),
                           query_prefix=embedder.space.query_instruction or "")
@@ -177,7 +131,8 @@ def main() -> int:
             _drop_collection(tuned_settings, target)
 
     results = _results(train_set.name, args.negatives, base, sets, before, after, report, reembedding,
-                       {"questions": len(questions), "label_free": len(label_free), "seconds": mining_seconds})
+                       {"rows": rows, "feedback": questions, "label_free_asked": args.label_free,
+                        "seconds": mining_seconds})
     print_report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -45,11 +45,10 @@ class ReembedReport:
     seconds: float
 
 
-def reembed(settings: Settings, source: str, embedder: Embedder | None = None,
-            on_batch: Callable[[int], None] | None = None) -> ReembedReport:
+def reembed(settings: Settings, source: str, embedder: Embedder | None = None) -> ReembedReport:
     """Copy collection `source` into the new collection `settings.collection`, every chunk
-    embedded by `embedder` (default: the model the settings name, as ingest loads it).
-    `on_batch` hears the count of documents done after each batch."""
+    embedded by `embedder` (default: the model the settings name, as ingest loads it). A copy
+    cut short leaves the new collection part-filled: drop it and run again."""
     target = settings.collection
     if source == target:
         raise ConfigurationError(f"--reembed-from {source!r}: re-embed into another collection (--collection)")
@@ -69,8 +68,6 @@ def reembed(settings: Settings, source: str, embedder: Embedder | None = None,
         with store.bulk_load(new):
             for batch in _document_batches(store, old):
                 _copy_batch(store, new, batch, embedder, counts)
-                if on_batch:
-                    on_batch(counts["documents"] + counts["failed"])
         store.finish_run(run_id, "succeeded", counts, [])
         seconds = time.perf_counter() - started
     finally:
