@@ -33,7 +33,7 @@ from bench.retrieval_quality import DevSet, build_collection, pgkb_rankings, rea
 from embedding import load_embedder
 from embedding.finetune import FinetuneReport, TrainingOptions, finetune
 from ingest.reembed import reembed
-from pgkb.settings import Settings
+from pgkb.settings import FINETUNE_FLAGS, Settings
 from retrieval import KnowledgeBase
 from retrieval.evaluation import Judged, load_beir
 from retrieval.training import export_training_data
@@ -81,8 +81,7 @@ def main() -> int:
                         help="the embedded server's data folder, where the collections are kept")
     parser.add_argument("--out", type=Path, help="where the trained model goes (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    Settings.add_arguments(parser, ("finetune_epochs", "finetune_learning_rate", "finetune_batch_size",
-                                    "finetune_max_tokens", "finetune_seed"))
+    Settings.add_arguments(parser, FINETUNE_FLAGS)
     args = parser.parse_args()
 
     base = Settings.from_arguments(args)  # its data_dir is --data-dir

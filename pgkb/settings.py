@@ -71,6 +71,9 @@ COMMON_FLAGS = ("collection", "model", "database_url", "data_dir")
 STORE_FLAGS = ("database_url", "data_dir")
 # The reranking model (search and pgkb eval's --rerank N).
 RERANK_FLAGS = ("rerank_model", "rerank_url")
+# Fine-tuning the embedding model (`pgkb finetune`).
+FINETUNE_FLAGS = ("finetune_epochs", "finetune_learning_rate", "finetune_batch_size", "finetune_max_tokens",
+                  "finetune_lora", "finetune_seed")
 # Searching a served API instead of the database (`search --url`).
 REMOTE_FLAGS = ("url",)
 # The HTTP API's own (`pgkb serve`).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pgkb.cli import add_verbose
 from pgkb.errors import ConfigurationError
-from pgkb.settings import COMMON_FLAGS, SERVE_FLAGS, STORE_FLAGS, Settings
+from pgkb.settings import COMMON_FLAGS, FINETUNE_FLAGS, SERVE_FLAGS, STORE_FLAGS, Settings
 from retrieval import commands
 
 log = logging.getLogger(__name__)
@@ -91,22 +91,18 @@ def _mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-FINETUNE_SETTINGS = ("finetune_epochs", "finetune_learning_rate", "finetune_batch_size", "finetune_max_tokens",
-                     "finetune_lora", "finetune_seed", "device", "batch_tokens")
-
-
 def _add_finetune(subcommands) -> None:
     parser = subcommands.add_parser(
         "finetune", help="fine-tune the collection's embedding model on training triplets",
         description="Train the embedding model of --collection on a JSON Lines file of {anchor, positive, "
                     "negative_1..N} triplets (sentence-transformers' trainer, MultipleNegativesRankingLoss; LoRA "
-                    "for large models) and write it with its pgkb profile to --out, a model folder for --model "
-                    "or PGKB_MODEL. With --into, then re-embed the collection into that new collection with it.")
+                    "for large models) and write it with its pgkb profile to --out, a model folder to set as "
+                    "PGKB_MODEL. With --into, then re-embed the collection into that new collection with it.")
     parser.add_argument("--training", required=True, type=Path, metavar="FILE", help="the triplets, JSON Lines")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new folder for the trained model")
     parser.add_argument("--into", metavar="COLLECTION",
                         help="then copy the collection into this new collection, its chunks embedded by the new model")
-    Settings.add_arguments(parser, (*STORE_FLAGS, "collection", *FINETUNE_SETTINGS))
+    Settings.add_arguments(parser, (*STORE_FLAGS, "collection", *FINETUNE_FLAGS, "device", "batch_tokens"))
     add_verbose(parser)
     parser.set_defaults(run=_finetune)
 

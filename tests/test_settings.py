@@ -15,7 +15,15 @@ import pytest
 import pgkb
 from ingest import cli as ingest_cli
 from pgkb.errors import ConfigurationError, PgkbError, QueryError
-from pgkb.settings import COMMON_FLAGS, REMOTE_FLAGS, RERANK_FLAGS, SERVE_FLAGS, STORE_FLAGS, Settings
+from pgkb.settings import (
+    COMMON_FLAGS,
+    FINETUNE_FLAGS,
+    REMOTE_FLAGS,
+    RERANK_FLAGS,
+    SERVE_FLAGS,
+    STORE_FLAGS,
+    Settings,
+)
 from retrieval import cli as search_cli
 from serve import cli as pgkb_cli
 
@@ -26,10 +34,13 @@ WITH_FLAGS = [name for name, setting in FIELDS.items() if setting.metadata["flag
 # Each command line's settings flags: ingest takes every setting that has a flag but the
 # server's and the searches' own.
 COMMANDS = {"ingest": (ingest_cli.main, [], [name for name in WITH_FLAGS
-                                             if name not in (*SERVE_FLAGS, *REMOTE_FLAGS, *RERANK_FLAGS)]),
+                                             if name not in (*SERVE_FLAGS, *REMOTE_FLAGS, *RERANK_FLAGS,
+                                                             *FINETUNE_FLAGS)]),
             "search": (search_cli.main, [], [*COMMON_FLAGS, *RERANK_FLAGS, *REMOTE_FLAGS]),
             "pgkb eval": (pgkb_cli.main, ["eval"], [*COMMON_FLAGS, *RERANK_FLAGS]),
-            "pgkb serve": (pgkb_cli.main, ["serve"], [*STORE_FLAGS, *SERVE_FLAGS, "device"])}
+            "pgkb serve": (pgkb_cli.main, ["serve"], [*STORE_FLAGS, *SERVE_FLAGS, "device"]),
+            "pgkb finetune": (pgkb_cli.main, ["finetune"], [*STORE_FLAGS, "collection", *FINETUNE_FLAGS, "device",
+                                                          "batch_tokens"])}
 
 
 def help_text(command: str, capsys, monkeypatch) -> str:
