@@ -75,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-set", default="cmrc2018", help="the set trained on (its train split) and judged")
     parser.add_argument("--check-set", default="dbpedia", help="a set only judged, before and after (none: '')")
-    parser.add_argument("--label-free", type=int, default=2000, help="label-free triplets (default 2000)")
+    parser.add_argument("--label-free", type=int, default=300, help="label-free rows at most (default 300)")
     parser.add_argument("--negatives", type=int, default=1, help="hard negatives per triplet (default 1)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/pgkb-finetune"),
                         help="the embedded server's data folder, where the collections are kept")
