@@ -56,6 +56,7 @@ def _setting(env: str | None, default: Any = None, *, flag: str | None = None, h
 # and some text, hence its floor.
 NUMBER_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "batch_tokens": (1, None), "chunk_tokens": (32, None), "dims": (0, None), "workers": (0, None),
+    "search_concurrency": (0, None),
     "parse_seconds": (1, None), "parse_memory_mb": (1, None), "pii_threshold": (0, 1),
     "bm25_k1": (0, None), "bm25_b": (0, 1), "max_document_chars": (1, None), "prune_max_share": (0, 1),
     "port": (0, 65535), "max_upload_bytes": (1, None), "max_upload_files": (1, None),
@@ -77,7 +78,8 @@ FINETUNE_FLAGS = ("finetune_epochs", "finetune_learning_rate", "finetune_batch_s
 # Searching a served API instead of the database (`search --url`).
 REMOTE_FLAGS = ("url",)
 # The HTTP API's own (`pgkb serve`).
-SERVE_FLAGS = ("host", "port", "max_upload_bytes", "max_upload_files", "max_request_bytes", "log_json")
+SERVE_FLAGS = ("host", "port", "max_upload_bytes", "max_upload_files", "max_request_bytes", "log_json",
+               "search_concurrency")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,9 @@ class Settings:
     max_request_bytes: int = _setting("PGKB_MAX_REQUEST_BYTES", 1024 * 1024, flag="--max-request-bytes",
                                       metavar="BYTES", help="the most bytes any other request carries")
     log_json: bool = _setting("PGKB_LOG_JSON", False, flag="--log-json", help="log one JSON object per line")
+    search_concurrency: int = _setting("PGKB_SEARCH_CONCURRENCY", 0, flag="--search-concurrency", metavar="N",
+                                       help="searches the API runs at once, the others waiting their turn "
+                                            "(0: one per CPU core)")
     # `search --url`: a served API instead of the database (no model loads here: it answers at once).
     url: str | None = _setting("PGKB_URL", flag="--url", metavar="URL",
                                help="search a running pgkb serve at URL instead of the database")

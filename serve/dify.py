@@ -85,9 +85,9 @@ async def retrieval(request: Request) -> JSONResponse:
         if body.knowledge_id not in key.collections or service.store.find_collection(body.knowledge_id) is None:
             raise DifyError(404, 2001, "The knowledge does not exist")
         filters = _metadata_filter(body.metadata_condition) if body.metadata_condition else None
-        kb = service.knowledge_bases.get(service.settings, body.knowledge_id)
-        hits = await run_in_threadpool(lambda: kb.search(
-            body.query, k=body.retrieval_setting.top_k, filters=filters, principals=key.principals))
+        hits = await run_in_threadpool(lambda: service.search(
+            body.knowledge_id, body.query, k=body.retrieval_setting.top_k, filters=filters,
+            principals=key.principals))
     except DifyError as exc:
         return exc.response()
     except QueryError as exc:

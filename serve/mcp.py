@@ -58,9 +58,8 @@ def build_mcp_server(service: Any) -> MCPServer:
             raise ToolError(f"k must be 1 to {MAX_HITS}, not {k}")
         key = _caller(ctx)
         name = _collection(service, key, collection)
-        kb = service.knowledge_bases.get(service.settings, name)
-        hits = await _in_thread(lambda: kb.search(
-            query, k=k, filters=filters, mode=mode, principals=key.principals if key else None, rerank=rerank))
+        hits = await _in_thread(lambda: service.search(
+            name, query, k=k, filters=filters, mode=mode, principals=key.principals if key else None, rerank=rerank))
         return [{"citation": h.citation, "text": h.text, "chunk_id": h.chunk_id,
                  "score": round(h.score if h.rerank_score is None else h.rerank_score, 4)} for h in hits]
 

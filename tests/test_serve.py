@@ -330,3 +330,36 @@ def test_search_url_asks_a_running_server_as_its_key(served):
     assert keys["revoked"] not in wrong_key.stderr
     local_only = run_cli("search", "travel", "--url", server.url, "--explain", env={"PGKB_API_KEY": keys["legal"]})
     assert local_only.returncode == 2 and "--explain" in local_only.stderr
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_the_api_runs_at_most_its_search_concurrency_at_once(served, data_dir, concurrency):
+    """Searches beyond the cores only contend for them: the others wait for a turn."""
+    import threading
+
+    from serve.app import Service
+
+    service = Service(Settings(data_dir=data_dir, collection=COLLECTION, search_concurrency=concurrency))
+    kb = service.knowledge_bases.get(service.settings, COLLECTION)
+    inside, most, lock = [0], [0], threading.Lock()
+    embed = kb.embedder.embed_queries
+
+    def slow_embed(texts):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)
+        with lock:
+            inside[0] -= 1
+        return embed(texts)
+
+    kb.embedder.embed_queries = slow_embed
+    try:
+        searches = [threading.Thread(target=service.search, args=(COLLECTION, f"travel {i}")) for i in range(6)]
+        for thread in searches:
+            thread.start()
+        for thread in searches:
+            thread.join()
+    finally:
+        service.close()
+    assert most[0] == concurrency
