@@ -42,6 +42,7 @@ medians are reported, since the CPUs may be shared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -283,7 +284,8 @@ class Bench:
             self.empty_tables()
         command = [sys.executable, "-m", "ingest", str(corpus), "-c", COLLECTION, "--quiet", *flags]
         # Exit status 1: some files failed, which is a result, not a failure of the run.
-        seconds, peak, _ = measure(command, {**self.env, "DATABASE_URL": self.url}, ROOT, succeeded=(0, 1))
+        seconds, memory, _ = measure(command, {**self.env, "DATABASE_URL": self.url}, ROOT, succeeded=(0, 1))
+        peak = memory.mib
         failures = {error["key"]: error["reason"] for error in self._query(
             "SELECT r.errors FROM ingest_runs r JOIN collections c ON c.id = r.collection_id"
             " WHERE c.name = %s ORDER BY r.id DESC LIMIT 1")[0]}
@@ -300,7 +302,8 @@ class Bench:
         out.unlink(missing_ok=True)
         command = [str(self.peer_python), str(PEER_SCRIPT), "--files", str(file_list), "--url", self.url,
                    "--collection", COLLECTION, "--model-dir", str(self.model_dir), "--out", str(out)]
-        seconds, peak, output = measure(command, self.env, self.folder)
+        seconds, memory, output = measure(command, self.env, self.folder)
+        peak = memory.mib
         result = json.loads(out.read_text())
         self.peer_versions = result["versions"]
         chunks, distinct, chars = self._query(
@@ -335,37 +338,22 @@ class Bench:
             return conn.exec_driver_sql(statement, (COLLECTION,)).one()
 
 
-def measure(command: list[str], env: dict[str, str], cwd: Path, succeeded: tuple[int, ...] = (0,),
-            ) -> tuple[float, float, str]:
-    """Seconds from start to exit, peak MiB of the process tree's summed RSS, and the output;
-    exits with that output unless the exit status is one of `succeeded`."""
-    with tempfile.TemporaryFile("w+") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True)
-        peak = PeakMemory(process.pid)
-        peak.start()
-        returncode = process.wait()
-        seconds = time.perf_counter() - started
-        peak.stop()
-        output.seek(0)
-        text = output.read()
-    if returncode not in succeeded:
-        raise SystemExit(f"{' '.join(command)} exited with {returncode}; the end of its output:\n{text[-3000:]}")
-    return seconds, peak.mib, text
-
-
 class PeakMemory(threading.Thread):
-    """The largest summed RSS of a process and its descendants, sampled every SAMPLE_SECONDS."""
+    """The largest summed RSS of a process and its descendants, and of the process alone,
+    sampled every SAMPLE_SECONDS."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.peak_bytes = 0
+        self.root_peak_bytes = 0
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.is_set():
             self.peak_bytes = max(self.peak_bytes, self._tree_rss())
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.root_peak_bytes = max(self.root_peak_bytes, self.root.memory_info().rss)
             self._stopped.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
@@ -388,6 +376,25 @@ class PeakMemory(threading.Thread):
             except psutil.NoSuchProcess:  # exited between the listing and the reading
                 continue
         return total
+
+
+def measure(command: list[str], env: dict[str, str], cwd: Path, succeeded: tuple[int, ...] = (0,),
+            ) -> tuple[float, PeakMemory, str]:
+    """Seconds from start to exit, the peaks of its memory, and the output; exits with that
+    output unless the exit status is one of `succeeded`."""
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True)
+        peak = PeakMemory(process.pid)
+        peak.start()
+        returncode = process.wait()
+        seconds = time.perf_counter() - started
+        peak.stop()
+        output.seek(0)
+        text = output.read()
+    if returncode not in succeeded:
+        raise SystemExit(f"{' '.join(command)} exited with {returncode}; the end of its output:\n{text[-3000:]}")
+    return seconds, peak, text
 
 
 @contextmanager

@@ -28,17 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
-
 from bench.corpus import build_corpus
-from bench.ingest_e2e import DEFAULT_CORPUS, NETGUARD, OFFLINE_ENV, ROOT, PeakMemory, embedded_server
+from bench.ingest_e2e import DEFAULT_CORPUS, NETGUARD, OFFLINE_ENV, ROOT, embedded_server, measure
 
 SIDES = {"local": [], "ray, 1 worker": ["--engine", "ray", "--workers", "1"],
          "ray, 2 workers": ["--engine", "ray", "--workers", "2"]}
@@ -61,21 +57,6 @@ class Run:
     @property
     def pages_per_second(self) -> float:
         return self.pages / self.seconds
-
-
-class DriverPeak(PeakMemory):
-    """PeakMemory of the tree, and of its root process alone."""
-
-    def __init__(self, pid: int):
-        super().__init__(pid)
-        self.driver_bytes = 0
-
-    def _tree_rss(self) -> int:
-        try:
-            self.driver_bytes = max(self.driver_bytes, self.root.memory_info().rss)
-        except psutil.NoSuchProcess:
-            pass
-        return super()._tree_rss()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,27 +91,11 @@ def ingest(folder: Path, url: str, side: str, flags: list[str]) -> Run:
                PGKB_NETGUARD_LOG=str(folder / "network-refused.log"))
     command = [sys.executable, "-m", "ingest", str(folder / "corpus"), "-c", collection, "--quiet",
                "--report", str(report), *flags]
-    seconds, peak = _measured(command, env)
+    # Exit status 1: some files failed, which is a result, not a failure of the run.
+    seconds, peak, _ = measure(command, env, ROOT, succeeded=(0, 1))
     summary = json.loads(report.read_text())
-    return Run(seconds, peak.mib, peak.driver_bytes / 2**20, summary["counts"]["ingested"],
+    return Run(seconds, peak.mib, peak.root_peak_bytes / 2**20, summary["counts"]["ingested"],
                summary["counts"].get("pages", 0), summary["stage_seconds"])
-
-
-def _measured(command: list[str], env: dict[str, str]) -> tuple[float, DriverPeak]:
-    """Seconds from start to exit and the peaks; exits with the output if the run failed
-    (exit status 1 is files that failed, a result)."""
-    with tempfile.TemporaryFile("w+") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
-        peak = DriverPeak(process.pid)
-        peak.start()
-        returncode = process.wait()
-        seconds = time.perf_counter() - started
-        peak.stop()
-        output.seek(0)
-        if returncode not in (0, 1):
-            raise SystemExit(f"{' '.join(command)} exited with {returncode}:\n{output.read()[-3000:]}")
-    return seconds, peak
 
 
 def throughput_model(run: Run) -> dict:
