@@ -319,12 +319,13 @@ class Bench:
         """Both sides' tables emptied (pgkb's collection index dropped with its collection),
         and a checkpoint, so that no run writes out the last one's pages."""
         from store.database import hnsw_index_name
+        from store.tables import metadata
 
         with self.engine.connect() as conn:
             for (collection_id,) in conn.exec_driver_sql("SELECT id FROM collections").all():
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(collection_id)}")
-            conn.exec_driver_sql("TRUNCATE chunks, documents, ingest_runs, collection_statistics, term_statistics, "
-                                 "collections")
+            # Every table of the schema at once: a table referring to another must go with it.
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(table.name for table in metadata.sorted_tables)}")
             if conn.exec_driver_sql("SELECT to_regclass('langchain_pg_embedding')").scalar():
                 conn.exec_driver_sql("TRUNCATE langchain_pg_embedding, langchain_pg_collection")
             conn.exec_driver_sql("CHECKPOINT")
