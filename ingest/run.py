@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from embedding import Embedder, load_embedder, resolve_model_dir
 from pgkb.errors import ConfigurationError
-from pgkb.settings import Engine, Settings
+from pgkb.settings import Engine, Settings, cpu_cores
 from store import Collection, Store
 from store.fulltext import unstorable
 
@@ -304,7 +303,7 @@ def _parse_workers(asked: int, files: int) -> int:
     """Files parsed at once: as asked (0: one per CPU core, at most 4), yet no more than the
     CPU cores, since parsing keeps each busy and every worker is a process of its own, nor
     than the files."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     if asked > cores:
         log.warning("%d workers asked for; %d used, one per CPU core", asked, cores)
     return max(1, min(asked or 4, cores, files))

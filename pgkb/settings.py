@@ -321,6 +321,11 @@ class Settings:
                 "batch_tokens": self.batch_tokens, "allow_download": self.allow_download}
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: what "0: one per CPU core" settings count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default(name: str) -> Any:
     """The default of setting `name`: what a stage's own options default to, so that a default
     has one home."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -37,7 +36,7 @@ from embedding import Embedder
 from ingest.metadata import is_metadata_file
 from pgkb import __version__
 from pgkb.errors import PgkbError, QueryError
-from pgkb.settings import Settings
+from pgkb.settings import Settings, cpu_cores
 from retrieval import Hit, KnowledgeBases
 from retrieval.feedback import MAX_RANK
 from retrieval.remote import hit_to_json
@@ -159,7 +158,7 @@ class Service:
         # Searches beyond the cores only contend for them (the GIL, the model, PostgreSQL's
         # backends): at 16 clients on 2 cores, all at once answered 30 searches a second at a
         # p95 of 780 ms, two at a time 45 at 390 ms (bench/serve_load.py).
-        self._searching = threading.BoundedSemaphore(settings.search_concurrency or _cores())
+        self._searching = threading.BoundedSemaphore(settings.search_concurrency or cpu_cores())
 
     def embedder_for(self, collection: str) -> Embedder | None:
         """The collection's loaded model, shared with its searches; None for a collection yet to be made."""
@@ -197,10 +196,6 @@ class Service:
         self.jobs.close()
         self.knowledge_bases.close()
         self.store.close()
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 async def _service(request: Request) -> Service:
