@@ -347,6 +347,10 @@ def _finish(groups: list[_Group], sizes: list[int], document_key: str, metadata:
     for group, size in zip(groups, sizes):
         draft = _draft(group, document_key, len(chunks), metadata, embed_headings)
         if draft.text:
-            chunks.append(replace(draft, token_count=size,
-                                  content_hash=hashlib.sha256(draft.embedding_text.encode()).hexdigest()))
+            chunks.append(replace(draft, token_count=size, content_hash=content_hash(draft.embedding_text)))
     return chunks
+
+
+def content_hash(embedding_text: str) -> str:
+    """A chunk's content hash: of what the model reads, so that an unchanged one keeps its vector."""
+    return hashlib.sha256(embedding_text.encode()).hexdigest()

@@ -12,7 +12,6 @@ mix with the old ones; searching both compares the models (`pgkb eval`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pgkb.settings import Settings
 from store import Chunk, Collection, DocumentRecord, Store
 from store.tables import chunks, collections, documents
 
+from .chunking import content_hash
 from .run import load_model
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,11 @@ def _stored_chunk(document_key: str, row) -> Chunk:
                   section_path=tuple(row.section_path), page_start=row.page_start, page_end=row.page_end,
                   element_types=tuple(row.element_types), token_count=row.token_count,
                   content_hash=row.content_hash, metadata=row.metadata)
-    if _hash(chunk.embedding_text) != row.content_hash:
+    if content_hash(chunk.embedding_text) != row.content_hash:
         without_heading = replace(chunk, embeds_heading=False)
-        if _hash(without_heading.embedding_text) == row.content_hash:
+        if content_hash(without_heading.embedding_text) == row.content_hash:
             return without_heading
     return chunk
-
-
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _unlabelled(store: Store, collection: Collection):
