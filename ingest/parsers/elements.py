@@ -16,7 +16,7 @@ _METADATA_FIELDS = frozenset(inspect.signature(ElementMetadata.__init__).paramet
 
 
 def _no_space(char: str) -> bool:
-    return any(low <= char <= high for low, high in _NO_SPACE_RANGES)
+    return char >= _NO_SPACE_RANGES[0][0] and any(low <= char <= high for low, high in _NO_SPACE_RANGES)
 
 
 def table(rows: list[list[str]], page_number: int | None) -> Table:

@@ -65,6 +65,7 @@ _NUMBERING = re.compile(
     r"|^\s*第[\d一二三四五六七八九十百]+[章节条部分篇]\s*",
     re.IGNORECASE,
 )
+_NOT_WORD = re.compile(r"[\W_]+")
 _SECTION_NUMBER = re.compile(r"^\d+(?:\.\d+)*\.?$")  # set apart from its heading: "1   Scope"
 LEFT_TO_RIGHT = (1.0, 0.0)  # a line's direction (cos, sin) on an upright page
 _SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
@@ -75,7 +76,7 @@ pymupdf.TOOLS.mupdf_display_errors(False)  # broken files are reported per file,
 pymupdf.TOOLS.mupdf_display_warnings(False)
 
 
-@dataclass
+@dataclass(slots=True)  # one per line of text: slots make them cheaper to make and read
 class _Line:
     text: str
     box: Box            # in text space: x along the writing direction, y down the page
@@ -338,18 +339,24 @@ def _text_space(direction: tuple[float, float]):
 
 
 def _line(raw: dict, block: int, to_text_space) -> _Line | None:
-    spans = [s for s in raw["spans"] if s["text"].strip()]
-    if not spans:
+    spans = raw["spans"]
+    if len(spans) == 1:  # most lines
+        span = spans[0]
+        text = " ".join(span["text"].split())
+        return _Line(text, to_text_space(raw["bbox"]), round(span["size"] * 2) / 2, _bold(span), _faint(span),
+                     block) if text else None
+    inked = [s for s in spans if s["text"].strip()]
+    if not inked:
         return None
-    text = " ".join("".join(s["text"] for s in raw["spans"]).split())
+    text = " ".join("".join(s["text"] for s in spans).split())
     sizes: dict[float, int] = {}
-    for s in spans:
+    for s in inked:
         size = round(s["size"] * 2) / 2
         sizes[size] = sizes.get(size, 0) + len(s["text"])
     return _Line(
         text=text, box=to_text_space(raw["bbox"]), size=max(sizes, key=sizes.__getitem__),
-        bold=all(_bold(s) for s in spans),
-        faint=all(_faint(s) for s in spans),
+        bold=all(_bold(s) for s in inked),
+        faint=all(_faint(s) for s in inked),
         block=block,
     )
 
@@ -490,7 +497,7 @@ class _HeadingPlan:
 
 
 def _heading_key(text: str) -> str:
-    return re.sub(r"[\W_]+", "", _NUMBERING.sub("", text).lower())
+    return _NOT_WORD.sub("", _NUMBERING.sub("", text).lower())
 
 
 def _outline_headings(doc: pymupdf.Document, pages: list[_Page]) -> _HeadingPlan | None:

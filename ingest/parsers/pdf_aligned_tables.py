@@ -30,6 +30,7 @@ photo, a plot) makes it the picture's labels and captions.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ MAX_MATH_SHARE = 0.25  # more than this share of a table's cells holding those: 
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
 
-@dataclass
+@dataclass(slots=True)  # tens of thousands a document: slots make them cheaper to make and read
 class Segment:
     box: Box
     text: str
@@ -91,6 +92,8 @@ class AlignedTable:
 class _Line:
     """Segments on one baseline, with their extent (kept up to date as segments are added:
     it is read over and over)."""
+
+    __slots__ = ("segments", "left", "top", "right", "bottom", "size")
 
     def __init__(self, segment: Segment) -> None:
         self.segments = [segment]
@@ -221,7 +224,8 @@ def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], lis
     rows = _joined_rows(rows, horizontal_rules(rows[0].top, rows[-1].bottom))
     texts = [[join_lines(cell) for cell in row.cells] for row in rows]  # a word hyphenated in a cell mended
     # Columns no row fills (a segment splitting in one line only) are dropped.
-    keep = [c for c in range(len(columns)) if any(row[c] for row in texts)]
+    filled = {c for row in texts for c, cell in enumerate(row) if cell}
+    keep = sorted(filled)
     texts = [[row[c] for c in keep] for row in texts]
     if not _reads_as_table(texts):
         return None
@@ -245,14 +249,18 @@ def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
     return columns
 
 
-def _column_span(segment: Segment, columns: list[tuple[float, float]]) -> list[int]:
-    """The columns a segment overlaps; the nearest one when it falls in a gap."""
+def _column_span(segment: Segment, columns: list[tuple[float, float]], starts: list[float],
+                 ends: list[float]) -> range:
+    """The columns a segment overlaps; the nearest one when it falls in a gap. Columns lie
+    apart, left to right: those ending right of the segment's start and starting left of its
+    end, found by bisection (`starts` and `ends` are the columns')."""
     x0, x1 = segment.box[0], segment.box[2]
-    over = [i for i, (c0, c1) in enumerate(columns) if x0 < c1 and c0 < x1]
+    over = range(bisect_right(ends, x0), bisect_left(starts, x1))
     if over:
         return over
     middle = (x0 + x1) / 2
-    return [min(range(len(columns)), key=lambda i: min(abs(middle - columns[i][0]), abs(middle - columns[i][1])))]
+    nearest = min(range(len(columns)), key=lambda i: min(abs(middle - columns[i][0]), abs(middle - columns[i][1])))
+    return range(nearest, nearest + 1)
 
 
 def _rows(run: list[_Line], columns: list[tuple[float, float]]) -> list[_Row]:
@@ -260,11 +268,12 @@ def _rows(run: list[_Line], columns: list[tuple[float, float]]) -> list[_Row]:
     columns, or two segments in one column."""
     rows: list[_Row] = []
     figures_seen = False
+    starts, ends = [c0 for c0, _ in columns], [c1 for _, c1 in columns]
     for line in run:
         cells: list[list[str]] = [[] for _ in columns]
         spanning = False
         for segment in line.segments:
-            span = _column_span(segment, columns)
+            span = _column_span(segment, columns, starts, ends)
             spanning = spanning or len(span) > 1
             cells[span[0]].append(segment.text)
         crowded = any(len(cell) > 1 for cell in cells)
