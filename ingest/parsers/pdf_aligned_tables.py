@@ -224,8 +224,7 @@ def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], lis
     rows = _joined_rows(rows, horizontal_rules(rows[0].top, rows[-1].bottom))
     texts = [[join_lines(cell) for cell in row.cells] for row in rows]  # a word hyphenated in a cell mended
     # Columns no row fills (a segment splitting in one line only) are dropped.
-    filled = {c for row in texts for c, cell in enumerate(row) if cell}
-    keep = sorted(filled)
+    keep = sorted({c for row in texts for c, cell in enumerate(row) if cell})
     texts = [[row[c] for c in keep] for row in texts]
     if not _reads_as_table(texts):
         return None
