@@ -288,3 +288,75 @@ def test_words_set_as_spans_of_their_own_keep_their_spaces_in_a_table(tmp_path):
     tables = [e for e in _elements(tmp_path / "spans.pdf") if type(e).__name__ == "Table"]
     assert len(tables) == 1
     assert tables[0].text.split("\n") == [" | ".join(row) for row in rows]
+
+
+EXHIBIT_ROWS = [("1", "01-05", "Command Code (required)"), ("1", "06", "Command Definer Code (required):"),
+                ("1", "07-16", "EIN (required)"), ("1", "17", "Display Source Code"), ("1", "18-19", "MFT (required)")]
+EXHIBIT_LIST = ["A = adjustments", "M = installments", "R = return"]
+
+
+def _exhibit(top: float, bold_title: str | None = None) -> list[tuple[float, float, str, float]]:
+    """A manual's exhibit: its header a wider gap above the first row than rows from one
+    another, a list inside the second row's description, on lines of their own."""
+    lines = [(x, top, text, 9) for x, text in zip((72, 160, 250), ("LINE", "POSITION", "DESCRIPTION AND VALIDITY"))]
+    y = top + 30
+    for number, row in enumerate(EXHIBIT_ROWS):
+        lines += [(x, y, text, 9) for x, text in zip((72, 160, 250), row)]
+        y += 19
+        if number == 1:
+            lines += [(260, y + 19 * i, text, 9) for i, text in enumerate(EXHIBIT_LIST)]
+            y += 19 * len(EXHIBIT_LIST)
+    return lines
+
+
+def test_a_header_set_apart_and_a_list_inside_a_cell_stay_in_their_table(tmp_path):
+    path = _write_page(tmp_path / "exhibit.pdf", [_exhibit(130)])
+    elements = _elements(path)
+    tables = [e for e in elements if type(e).__name__ == "Table"]
+    assert len(tables) == 1, [(type(e).__name__, e.text) for e in elements]
+    assert tables[0].text.split("\n") == [
+        "LINE | POSITION | DESCRIPTION AND VALIDITY", "1 | 01-05 | Command Code (required)",
+        "1 | 06 | Command Definer Code (required): " + " ".join(EXHIBIT_LIST),
+        *(" | ".join(row) for row in EXHIBIT_ROWS[2:])]
+
+
+def test_a_footer_in_the_page_margin_is_no_row_of_the_table_above_it(tmp_path):
+    # The last row's baseline at 775, the footer's at 803: as close as rows are, but in the
+    # bottom margin of the page (842 points high).
+    footer = [(72, 803, "Cat. No. 28171E", 9), (250, 803, "Internal Revenue Manual", 9), (450, 803, "Exhibit 2", 9)]
+    path = _write_page(tmp_path / "footer.pdf", [_exhibit(612) + footer])
+    elements = _elements(path)
+    tables = [e for e in elements if type(e).__name__ == "Table"]
+    assert len(tables) == 1 and "Manual" not in tables[0].text, [(type(e).__name__, e.text) for e in elements]
+    assert tables[0].text.split("\n")[-1] == " | ".join(EXHIBIT_ROWS[-1])
+    assert "Internal Revenue Manual" in " ".join(e.text for e in elements)
+
+
+def test_headings_in_bold_body_type_stay_headings_when_tables_hold_most_of_the_text(tmp_path):
+    # Outside its tables such a manual is mostly its bold exhibit titles: the body's type is
+    # judged on all of its text, or every title would read as body text.
+    doc = pymupdf.open()
+    for number in range(1, 4):
+        page = doc.new_page(width=595, height=842)
+        page.insert_text((72, 90), f"Exhibit {number} Command Code Display", fontsize=9, fontname="hebo")
+        for x, y, text, size in _exhibit(130):
+            page.insert_text((x, y), text, fontsize=size)
+    doc.save(tmp_path / "manual.pdf")
+    elements = _elements(tmp_path / "manual.pdf")
+    assert [e.text for e in elements if type(e).__name__ == "Title"] == [
+        f"Exhibit {number} Command Code Display" for number in range(1, 4)]
+    assert sum(1 for e in elements if type(e).__name__ == "Table") == 3
+
+
+def test_figure_labels_a_caption_and_a_formula_below_them_are_no_table():
+    # Two labels under a figure (the second on two lines), the caption across them, then a
+    # formula set in pieces: three lines of two pieces or more, but only two rows of two
+    # cells once the label's lines are joined.
+    lines = [(265, 274, 9, [(242, "(a) K"), (314, "(b) the complex, subdivided at")]),
+             (276, 284, 9, [(330, "its middle point")]),
+             (297, 307, 10.9, [(210, "Figure 2.10: an example for remark 36.")]),
+             (321, 336, 10.9, [(263, "X n"), (307, "n + 1")]),
+             (330, 358, 10.9, [(90, "Proof: the sum is"), (324, "k"), (351, "= 1"), (531, "\u25a0")])]
+    segments = [pdf_aligned_tables.Segment((x, top, x + 4.5 * len(text), bottom), text, size)
+                for top, bottom, size, pieces in lines for x, text in pieces]
+    assert pdf_aligned_tables.find_tables(segments, lambda top, bottom: []) == []

@@ -41,6 +41,9 @@ MIN_PICTURE = 20.0
 # bottom this-fraction...
 MARGIN_FRACTION = 0.1
 EDGE_LINES = 2
+# Text wholly within this fraction of the page's height from its top or bottom is no row of a
+# table of aligned text.
+TABLE_MARGIN = 0.06
 # ...and repeat on this many pages (or on every page of shorter documents); a page number
 # needs no repeating.
 REPEATED_PAGES = 3
@@ -117,6 +120,9 @@ class _Page:
     tables: list[_Table]
     top: float          # the page's extent down the text's lines, in text space
     bottom: float
+    # Characters of the lines inside its tables by (size, bold): text of the body too, which
+    # judging the body's type must count (a manual of tables is not a manual of its headings).
+    table_styles: Counter[tuple[float, bool]] = field(default_factory=Counter)
     paragraphs: list[_Paragraph] = field(default_factory=list)
 
 
@@ -223,12 +229,17 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
     upright = [(number, raw) for number, raw, line_direction in raw_lines if line_direction == direction]
     tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright])
     lines = []
+    table_styles: Counter[tuple[float, bool]] = Counter()
     for number, raw in upright:  # the others run across the page's text: diagonal watermarks, stamps
         line = _line(raw, number, to_text_space)
-        if line is not None and not any(_inside(line.box, t.box) for t in tables):
+        if line is None:
+            continue
+        if any(_inside(line.box, t.box) for t in tables):
+            table_styles[line.size, line.bold] += len(line.text)
+        else:
             lines.append(line)
     _, top, _, bottom = to_text_space(page.rect)
-    return _Page(page.number + 1, lines, tables, top, bottom)
+    return _Page(page.number + 1, lines, tables, top, bottom, table_styles)
 
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
@@ -248,7 +259,11 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
     if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
         words = page.get_text("words", textpage=textpage)
         tables = [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(*drawn_rules(), words)]
-    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)]
+    # Lines in the page's top and bottom margins (running headers, footers) are no rows.
+    _, top, _, bottom = to_text_space(page.rect)
+    body_top, body_bottom = top + TABLE_MARGIN * (bottom - top), bottom - TABLE_MARGIN * (bottom - top)
+    segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)
+                if s.box[3] > body_top and s.box[1] < body_bottom]
     if tables:
         segments = [s for s in segments if not any(_inside(s.box, t.box) for t in tables)]
     upright = to_text_space is tuple  # rules are in page space, which is text space only then
@@ -478,6 +493,8 @@ def _body_size(pages: list[_Page]) -> float:
     for page in pages:
         for line in page.lines:
             sizes[line.size] += len(line.text)
+        for (size, _), chars in page.table_styles.items():
+            sizes[size] += chars
     return sizes.most_common(1)[0][0] if sizes else 10.0
 
 
@@ -578,6 +595,7 @@ def _font_headings(pages: list[_Page], body_size: float) -> _HeadingPlan:
     for page in pages:
         for p in page.paragraphs:
             chars[p.style] += len(p.text)
+        chars.update(page.table_styles)
     body_bold = chars.most_common(1)[0][0][1] if chars else False
 
     def heading_style(p: _Paragraph) -> bool:

@@ -9,17 +9,21 @@ columns (the gaps between them persist from line to line) is a table:
   segments, overlapping extents merged; any other line's segment goes in the column it
   overlaps (a segment over several columns is a spanning heading, read in its first);
 - rows: one per visual line, except that a line going on in lower case continues the row
-  above (a wrapped cell, kept whole), and the header lines above the first line of figures
-  that sit close together make one header row ("to air" over "kg/year"); when horizontal
-  rules separate most lines, the lines between two rules are one row;
-- the run ends at a line that is no row of it: one-segment lines in a row (paragraphs,
-  notes), a line in type of another size (a title, a running header), or a line whose
-  segment crosses the columns below the header (a note, a paragraph indented like a cell).
+  above (a wrapped cell, kept whole), so does a line holding only more of a cell right of
+  the first column (a long description, a list inside a cell), and the header lines above
+  the first line of figures that sit close together make one header row ("to air" over
+  "kg/year"); when horizontal rules separate most lines, the lines between two rules are one
+  row. A header whose cells start where the first row's do may stand further above it;
+- the run ends at a line that is no row of it: one-segment lines in a row starting left of
+  the second column (paragraphs, notes), a line in type of another size (a title, a running
+  header), or a line whose segment crosses the columns below the header (a note, a
+  paragraph indented like a cell). Text in the page's top and bottom margins (running
+  headers and footers) is left out before (see pdf.py).
 
 Guards against what only looks aligned: two columns of running text (long segments, many
 words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
 table needs at least three lines of two segments or more. Its rows, once joined, must read
-as a table's too: three or more, most cells filled (not formulas or the labels of a
+as a table's too: three or more of two cells or more, most cells filled (not formulas or the labels of a
 diagram), few going on in lower case from the row above (prose side by side: a side heading
 beside its paragraphs, blurbs in columns), and a figure or a short text beyond the first
 column in most rows below the header (a column of long descriptions may be beside them);
@@ -42,8 +46,12 @@ Rule = tuple[float, float, float]  # a horizontal rule: y, x0, x1
 
 # Segments of a line this far apart (in ems of their type) are cells of different columns.
 CELL_GAP_EMS = 1.0
-# Lines this far apart (in line heights) are not rows of one table.
+# Lines this far apart (in line heights) are not rows of one table...
 MAX_ROW_GAP = 2.5
+# ...but a header may be this far above the first row when their cells start alike (within
+# ALIGNED points).
+MAX_HEADER_GAP = 4.0
+ALIGNED = 2.0
 # Lines whose type sizes differ by more than this factor are not rows of one table.
 MAX_SIZE_RATIO = 1.25
 # Header lines closer than this (in line heights) are one header row.
@@ -191,24 +199,34 @@ def _visual_lines(segments: list[Segment]) -> list[_Line]:
 
 
 def _run(lines: list[_Line], start: int) -> list[_Line]:
-    """The lines from lines[start] that may be rows of one table: close below one another, in
-    type of one size (a line in larger type is a title, a running header), with no two
-    one-segment lines in a row, the first and last of two segments or more."""
+    """The lines from lines[start] that may be rows of one table: close below one another (a
+    header whose cells start where the first row's do may stand further apart), in type of one
+    size (a line in larger type is a title, a running header), with no two one-segment lines in
+    a row that start left of the second column (paragraphs, notes; one-segment lines further
+    right are a cell's wrapped lines or a list in it), the first and last of two segments or more."""
     if len(lines[start].segments) < 2:
         return []
     run = [lines[start]]
+    second_column = lines[start].segments[1].box[0] - ALIGNED
     singles = 0
     for line in lines[start + 1:]:
-        if (line.top - run[-1].bottom > MAX_ROW_GAP * run[-1].height
+        gap = MAX_HEADER_GAP if len(run) == 1 and _heads(run[0], line) else MAX_ROW_GAP
+        if (line.top - run[-1].bottom > gap * run[-1].height
                 or max(line.size, run[0].size) > MAX_SIZE_RATIO * min(line.size, run[0].size)):
             break
-        singles = singles + 1 if len(line.segments) < 2 else 0
+        singles = singles + 1 if len(line.segments) < 2 and line.left < second_column else 0
         if singles >= 2:
             break
         run.append(line)
     while len(run[-1].segments) < 2:
         run.pop()
     return run
+
+
+def _heads(header: _Line, line: _Line) -> bool:
+    """Whether each of the header's cells starts where one of the line's does."""
+    starts = [s.box[0] for s in line.segments]
+    return all(any(abs(s.box[0] - x) <= ALIGNED for x in starts) for s in header.segments)
 
 
 def _table_from(run: list[_Line], horizontal_rules: Callable[[float, float], list[Rule]],
@@ -295,14 +313,17 @@ def _continues(rows: list[_Row], cells: list[list[str]]) -> bool:
 
 def _looks_like_table(rows: list[_Row]) -> bool:
     """Not columns of running text, not a list (bullets or numbers beside text), and at
-    least two columns filled in most rows."""
+    least two columns filled in most rows (lines going on in a cell of the row above aside)."""
     cells = [cell for row in rows for cell in row.cells if cell]
     texts = [" ".join(cell) for cell in cells]
     if (sum(len(text.split()) for text in texts) > MAX_WORDS_PER_CELL * len(cells)
             or sum(map(len, texts)) > MAX_CHARS_PER_CELL * len(cells)):
         return False
-    columns = list(zip(*(row.cells for row in rows)))
-    if sum(1 for column in columns if sum(1 for cell in column if cell) >= MIN_FILLED_SHARE * len(rows)) < 2:
+    first_column = _first_column(rows)
+    own = [row for above, row in zip([None, *rows], rows)
+           if above is None or not _goes_on_in_a_cell(above, row, first_column)]
+    columns = list(zip(*(row.cells for row in own)))
+    if sum(1 for column in columns if sum(1 for cell in column if cell) >= MIN_FILLED_SHARE * len(own)) < 2:
         return False
     filled = [[" ".join(cell) for cell in column if cell] for column in columns]
     filled = [column for column in filled if column]
@@ -312,11 +333,13 @@ def _looks_like_table(rows: list[_Row]) -> bool:
 
 
 def _reads_as_table(rows: list[list[str]]) -> bool:
-    """Whether rows, their lines joined, read as a table's: enough of them, most cells filled,
-    not prose set side by side (a side heading beside its paragraphs, two columns of text,
-    whose lines go on from row to row), and, beyond the first column, a figure or a short text
-    in most rows under the first (codes beside long descriptions: "23f | 19-26 | The number of...")."""
-    if len(rows) < MIN_ROWS or sum(1 for row in rows for cell in row if cell) < MIN_FILL * sum(map(len, rows)):
+    """Whether rows, their lines joined, read as a table's: enough of them with two cells or
+    more (not labels of a figure, its caption and a formula below), most cells filled, not
+    prose set side by side (a side heading beside its paragraphs, two columns of text, whose
+    lines go on from row to row), and, beyond the first column, a figure or a short text in
+    most rows under the first (codes beside long descriptions: "23f | 19-26 | The number of...")."""
+    filled = [sum(1 for cell in row if cell) for row in rows]
+    if sum(1 for n in filled if n >= 2) < MIN_ROWS or sum(filled) < MIN_FILL * sum(map(len, rows)):
         return False
     continued = sum(1 for above, row in zip(rows, rows[1:])
                     if any(text[:1].islower() and cell[-1:] not in _SENTENCE_END
@@ -368,14 +391,28 @@ def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
         return _grouped_by_rules(rows, between)
     joined: list[_Row] = []
     header = True
+    first_column = _first_column(rows)
     for row in rows:
         header = header and not any(_FIGURE.search(" ".join(cell)) for cell in row.cells[1:])
         last = joined[-1] if joined else None
-        if last is not None and (_continues(joined, row.cells) or header and _close_header(last, row)):
+        if last is not None and (_continues(joined, row.cells) or header and _close_header(last, row)
+                                 or not header and _goes_on_in_a_cell(last, row, first_column)):
             _merge(last, row)
         else:
             joined.append(row)
     return joined
+
+
+def _goes_on_in_a_cell(above: _Row, row: _Row, first_column: int) -> bool:
+    """Whether a body row holds only more lines of a cell of the row above, right of the
+    table's first column (a long description, a list inside a cell)."""
+    filled = [c for c, cell in enumerate(row.cells) if cell]
+    return len(filled) == 1 and filled[0] > first_column and bool(above.cells[filled[0]])
+
+
+def _first_column(rows: list[_Row]) -> int:
+    """The leftmost column the rows fill."""
+    return min(next(c for c, cell in enumerate(row.cells) if cell) for row in rows)
 
 
 def _close_header(above: _Row, row: _Row) -> bool:
