@@ -360,3 +360,22 @@ def test_figure_labels_a_caption_and_a_formula_below_them_are_no_table():
     segments = [pdf_aligned_tables.Segment((x, top, x + 4.5 * len(text), bottom), text, size)
                 for top, bottom, size, pieces in lines for x, text in pieces]
     assert pdf_aligned_tables.find_tables(segments, lambda top, bottom: []) == []
+
+
+def test_a_ruled_table_on_a_page_turned_on_its_side_keeps_its_rows(tmp_path):
+    # A landscape table set on a portrait page: its text runs up the page and its rows follow
+    # one another rightwards. It must read as printed, not with rows and columns swapped.
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    left, bottom, row_height, column_width = 100, 700, 20, 120
+    for i, row in enumerate(ROWS):
+        for j, text in enumerate(row):
+            page.insert_text((left + i * row_height + 14, bottom - j * column_width - 5), text, fontsize=10, rotate=90)
+    width, height = len(ROWS) * row_height, len(ROWS[0]) * column_width
+    for i in range(len(ROWS) + 1):
+        page.draw_line((left + i * row_height, bottom - height), (left + i * row_height, bottom))
+    for j in range(len(ROWS[0]) + 1):
+        page.draw_line((left, bottom - j * column_width), (left + width, bottom - j * column_width))
+    doc.save(tmp_path / "turned.pdf")
+    tables = [e for e in _elements(tmp_path / "turned.pdf") if type(e).__name__ == "Table"]
+    assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in ROWS)]

@@ -244,21 +244,22 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
             raw_lines: list[dict]) -> list[_Table]:
-    """The page's ruled tables, then its tables of aligned text among the lines left."""
-    outlines = [(block["bbox"], block["isrect"]) for block in content["blocks"] if block["type"] == 3]
+    """The page's ruled tables, then its tables of aligned text among the lines left, all in
+    text space (on a page turned on its side, a table's rows run across the page's height)."""
+    outlines = [(to_text_space(block["bbox"]), block["isrect"]) for block in content["blocks"] if block["type"] == 3]
     drawn: tuple[list, list] | None = None
 
     def drawn_rules() -> tuple[list, list]:  # read once, and only when needed: it is slow on busy pages
         nonlocal drawn
         if drawn is None:
-            drawn = pdf_tables.rules(page.get_cdrawings()) if outlines else ([], [])
+            drawn = pdf_tables.rules(page.get_cdrawings(), to_text_space) if outlines else ([], [])
         return drawn
 
     tables: list[_Table] = []
     # Not even the outlines of the page's drawings could make a grid: no need to read them.
     if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
-        words = page.get_text("words", textpage=textpage)
-        tables = [_Table(t.rows, to_text_space(t.box)) for t in pdf_tables.find_tables(*drawn_rules(), words)]
+        words = [(*to_text_space(word[:4]), *word[4:]) for word in page.get_text("words", textpage=textpage)]
+        tables = [_Table(t.rows, t.box) for t in pdf_tables.find_tables(*drawn_rules(), words)]
     # Lines in the page's top and bottom margins (running headers, footers) are no rows.
     _, top, _, bottom = to_text_space(page.rect)
     body_top, body_bottom = top + TABLE_MARGIN * (bottom - top), bottom - TABLE_MARGIN * (bottom - top)
@@ -266,11 +267,10 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
                 if s.box[3] > body_top and s.box[1] < body_bottom]
     if tables:
         segments = [s for s in segments if not any(_inside(s.box, t.box) for t in tables)]
-    upright = to_text_space is tuple  # rules are in page space, which is text space only then
 
     def horizontal_rules(top: float, bottom: float) -> list[tuple[float, float, float]]:
         # The drawings are read only when the outline of one lies across the table's rows.
-        if not upright or not any(top < y1 and y0 < bottom for (_, y0, _, y1), _ in outlines):
+        if not any(top < y1 and y0 < bottom for (_, y0, _, y1), _ in outlines):
             return []
         return [(rule.at, rule.start, rule.end) for rule in drawn_rules()[0]]
 
@@ -279,10 +279,9 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
         # Images (placing them takes another pass over the page: only where its resources hold
         # some), and drawings other than rectangles (a plot, an arrow: not a rule, nor a cell's
         # shading) as tall and wide as a few lines of text.
-        boxes = [info["bbox"] for info in page.get_image_info()] if page.get_images() else []
-        boxes += [bbox for bbox, rectangle in outlines
-                  if not rectangle and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= MIN_PICTURE]
-        return [to_text_space(box) for box in boxes]
+        boxes = [to_text_space(info["bbox"]) for info in page.get_image_info()] if page.get_images() else []
+        return boxes + [bbox for bbox, rectangle in outlines
+                        if not rectangle and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= MIN_PICTURE]
 
     tables += [_Table(t.rows, t.box) for t in pdf_aligned_tables.find_tables(segments, horizontal_rules, pictures)]
     return tables

@@ -11,6 +11,7 @@ anyway, where the finder extracts every character again.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .elements import cell_text
@@ -39,18 +40,19 @@ class RuledTable:
     rows: list[list[str]]
 
 
-def rules(drawings: list[dict]) -> tuple[list[_Rule], list[_Rule]]:
-    """Horizontal and vertical rules from PyMuPDF's drawings (page.get_cdrawings())."""
+def rules(drawings: list[dict], to_text_space: Callable[[Box], Box]) -> tuple[list[_Rule], list[_Rule]]:
+    """Horizontal and vertical rules from PyMuPDF's drawings (page.get_cdrawings()), in the
+    space `to_text_space` maps page rectangles to (`tuple` for the page's own)."""
     horizontal: list[_Rule] = []
     vertical: list[_Rule] = []
     for drawing in drawings:
         for item in drawing["items"]:
             if item[0] == "l":
                 (x0, y0), (x1, y1) = item[1], item[2]
-                _add(horizontal, vertical, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+                _add(horizontal, vertical, *to_text_space((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
             elif item[0] == "re":
                 x0, y0, x1, y1 = item[1]
-                x0, x1, y0, y1 = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+                x0, y0, x1, y1 = to_text_space((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
                 if y1 - y0 <= SNAP or x1 - x0 <= SNAP:  # a thick line drawn as a filled box
                     _add(horizontal, vertical, x0, y0, x1, y1)
                 else:  # a box: its four sides
