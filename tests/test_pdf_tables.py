@@ -379,3 +379,55 @@ def test_a_ruled_table_on_a_page_turned_on_its_side_keeps_its_rows(tmp_path):
     doc.save(tmp_path / "turned.pdf")
     tables = [e for e in _elements(tmp_path / "turned.pdf") if type(e).__name__ == "Table"]
     assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in ROWS)]
+
+
+def _ruled_inside(path: Path, row_rules: bool) -> Path:
+    """ROWS with rules between the columns but none on the table's left or right side, and
+    rules between all rows (`row_rules`) or only above and below the header and under the body."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    xs, top, height = (72, 200, 310, 420), 100, 18
+    for i, row in enumerate(ROWS):
+        for x, text in zip(xs, row):
+            page.insert_text((x + 4, top + height * i + 13), text, fontsize=10)
+    bottom = top + height * len(ROWS)
+    for i in (range(len(ROWS) + 1) if row_rules else (0, 1, len(ROWS))):
+        page.draw_line((66, top + height * i), (520, top + height * i))
+    for x in xs[1:]:
+        page.draw_line((x - 4, top), (x - 4, bottom))
+    doc.save(path)
+    return path
+
+
+@pytest.mark.parametrize("row_rules", [True, False], ids=["rules between rows", "rules around the body"])
+def test_a_table_ruled_inside_only_keeps_its_open_first_and_last_columns_and_its_rows(tmp_path, row_rules):
+    tables = [e for e in _elements(_ruled_inside(tmp_path / "inside.pdf", row_rules)) if type(e).__name__ == "Table"]
+    assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in ROWS)]
+
+
+def test_cells_wrapped_in_a_ruled_row_stay_one_row(tmp_path):
+    # Both cells of a ruled row wrap onto a second line: that row is one row of the table, not
+    # a row per line (its second line goes on in lower case).
+    rows = [("Grade", "Description"), ("Grade 1", "Cancer cells look a little different", "(low grade)",
+                                       "from normal cells and grow slowly."),
+            ("Grade 2", "Cancer cells do not look normal and", "(intermediate)", "grow faster than grade 1.")]
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    ys = [100, 120, 160, 200]
+    page.insert_text((76, 114), rows[0][0], fontsize=10)
+    page.insert_text((196, 114), rows[0][1], fontsize=10)
+    for (label, text, label_more, text_more), top in zip(rows[1:], ys[1:]):
+        page.insert_text((76, top + 14), label, fontsize=10)
+        page.insert_text((196, top + 14), text, fontsize=10)
+        page.insert_text((76, top + 30), label_more, fontsize=10)
+        page.insert_text((196, top + 30), text_more, fontsize=10)
+    for y in ys:
+        page.draw_line((72, y), (480, y))
+    for x in (72, 190, 480):
+        page.draw_line((x, ys[0]), (x, ys[-1]))
+    doc.save(tmp_path / "wrapped-ruled.pdf")
+    tables = [e for e in _elements(tmp_path / "wrapped-ruled.pdf") if type(e).__name__ == "Table"]
+    assert [t.text.split("\n") for t in tables] == [[
+        "Grade | Description",
+        "Grade 1 (low grade) | Cancer cells look a little different from normal cells and grow slowly.",
+        "Grade 2 (intermediate) | Cancer cells do not look normal and grow faster than grade 1."]]

@@ -2,8 +2,10 @@
 
 Horizontal and vertical rules that cross one another form a grid; each grid with at least
 two rows and two columns whose cells mostly hold text is a table. A rule missing between two
-cells of a row makes them one cell (a merged heading, say). Words are put in the cell their
-middle falls in. This reads what PyMuPDF's general table finder reads on ruled tables, at a
+cells of a row makes them one cell (a merged heading, say). A table ruled inside only has its
+open sides where most rules between its rows end. Words are put in the cell their middle
+falls in; a row ruled around several lines of text, each a label with its values, is a row
+per line. This reads what PyMuPDF's general table finder reads on ruled tables, at a
 fraction of its cost: it works from the page's drawings and words, which the parser has
 anyway, where the finder extracts every character again.
 """
@@ -158,9 +160,23 @@ def _positions(values: list[float]) -> list[float]:
     return positions
 
 
+def _open_sides(horizontal: list[_Rule], xs: list[float]) -> list[float]:
+    """Column edges, with the table's left or right side added where it has no rule drawn:
+    where most rules between its rows run on past its outermost vertical rule to one place
+    (a table ruled inside only, its first column of labels and its last of figures open)."""
+    enough = max(2, len(horizontal) / 2)
+    left = min(h.start for h in horizontal)
+    if sum(1 for h in horizontal if abs(h.start - left) <= SNAP and h.start < xs[0] - 2 * MIN_CELL) >= enough:
+        xs = [left, *xs]
+    right = max(h.end for h in horizontal)
+    if sum(1 for h in horizontal if abs(h.end - right) <= SNAP and h.end > xs[-1] + 2 * MIN_CELL) >= enough:
+        xs = [*xs, right]
+    return xs
+
+
 def _table(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -> RuledTable | None:
     ys = _positions([h.at for h in horizontal])
-    xs = _positions([v.at for v in vertical])
+    xs = _open_sides(horizontal, _positions([v.at for v in vertical]))
     if len(ys) < 3 or len(xs) < 3:
         return None  # fewer than two rows or two columns: a box around something
     rows: list[list[list[str]]] = []
@@ -188,16 +204,52 @@ def _table(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -
     if sum(1 for row in bounds if len(row) > 2) < MIN_SPLIT_ROWS * len(bounds):
         return None  # a frame with rules between rows only: its columns are read from the text's alignment
     box = (xs[0], ys[0], xs[-1], ys[-1])
+    placed: list[list[tuple[float, float, int, str]]] = [[] for _ in rows]  # (middle, height, column, word)
     for word in words:
         x, y = (word[0] + word[2]) / 2, (word[1] + word[3]) / 2
         if not (box[0] < x < box[2] and box[1] < y < box[3]):
             continue
         row = bisect_right(ys, y) - 1
-        column = bisect_right(bounds[row], x) - 1
-        rows[row][min(column, len(rows[row]) - 1)].append(word[4])
+        column = min(bisect_right(bounds[row], x) - 1, len(rows[row]) - 1)
+        placed[row].append((y, word[3] - word[1], column, word[4]))
+    rows = [cells for row, in_row in zip(rows, placed) for cells in _lines_as_rows(len(row), in_row)]
     cells = [[cell_text(" ".join(words_in_cell)) for words_in_cell in row] for row in rows]
     filled = sum(1 for row in cells for cell in row if cell)
     if filled < MIN_FILL * sum(len(row) for row in cells):
         return None  # lines of a drawing, or a form to fill in: not a table of text
     cells = [row for row in cells if any(row)]
     return RuledTable(box, cells) if len(cells) >= 2 else None
+
+
+def _lines_as_rows(columns: int, placed: list[tuple[float, float, int, str]]) -> list[list[list[str]]]:
+    """The words of a ruled row in its cells. A row ruled around several lines of text (a
+    table ruled between its columns, and above and below its header and body only) is a row
+    per line when each line has a word in the first column and another beside it, and none
+    goes on in lower case (a cell's text wrapped)."""
+    lines: list[list[tuple[float, float, int, str]]] = []
+    for word in sorted(placed, key=lambda w: w[0]):
+        if lines and word[0] - lines[-1][0][0] <= word[1] / 2:
+            lines[-1].append(word)
+        else:
+            lines.append([word])
+    order = {id(word): i for i, word in enumerate(placed)}  # the words' reading order, within each cell
+    lines = [sorted(line, key=lambda w: order[id(w)]) for line in lines]
+    one_per_line = len(lines) > 1 and all(
+        any(column == 0 for _, _, column, _ in line) and any(column > 0 for _, _, column, _ in line)
+        and not any(_first_words(line)[column][:1].islower() for column in _first_words(line)) for line in lines)
+    groups = lines if one_per_line else [placed]
+    rows = []
+    for group in groups:
+        cells: list[list[str]] = [[] for _ in range(columns)]
+        for _, _, column, text in group:
+            cells[column].append(text)
+        rows.append(cells)
+    return rows
+
+
+def _first_words(line: list[tuple[float, float, int, str]]) -> dict[int, str]:
+    """The first word of each column on a line of text."""
+    first: dict[int, str] = {}
+    for _, _, column, text in line:
+        first.setdefault(column, text)
+    return first
