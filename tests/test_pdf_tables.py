@@ -381,17 +381,17 @@ def test_a_ruled_table_on_a_page_turned_on_its_side_keeps_its_rows(tmp_path):
     assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in ROWS)]
 
 
-def _ruled_inside(path: Path, row_rules: bool) -> Path:
-    """ROWS with rules between the columns but none on the table's left or right side, and
+def _ruled_inside(path: Path, rows: list[tuple[str, ...]], row_rules: bool) -> Path:
+    """Rows with rules between the columns but none on the table's left or right side, and
     rules between all rows (`row_rules`) or only above and below the header and under the body."""
     doc = pymupdf.open()
     page = doc.new_page(width=595, height=842)
-    xs, top, height = (72, 200, 310, 420), 100, 18
-    for i, row in enumerate(ROWS):
+    xs, top, height = (72, 200, 310, 420)[:len(rows[0])], 100, 18
+    for i, row in enumerate(rows):
         for x, text in zip(xs, row):
             page.insert_text((x + 4, top + height * i + 13), text, fontsize=10)
-    bottom = top + height * len(ROWS)
-    for i in (range(len(ROWS) + 1) if row_rules else (0, 1, len(ROWS))):
+    bottom = top + height * len(rows)
+    for i in (range(len(rows) + 1) if row_rules else (0, 1, len(rows))):
         page.draw_line((66, top + height * i), (520, top + height * i))
     for x in xs[1:]:
         page.draw_line((x - 4, top), (x - 4, bottom))
@@ -399,10 +399,13 @@ def _ruled_inside(path: Path, row_rules: bool) -> Path:
     return path
 
 
+@pytest.mark.parametrize("columns", [4, 3])
 @pytest.mark.parametrize("row_rules", [True, False], ids=["rules between rows", "rules around the body"])
-def test_a_table_ruled_inside_only_keeps_its_open_first_and_last_columns_and_its_rows(tmp_path, row_rules):
-    tables = [e for e in _elements(_ruled_inside(tmp_path / "inside.pdf", row_rules)) if type(e).__name__ == "Table"]
-    assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in ROWS)]
+def test_a_table_ruled_inside_only_keeps_its_open_first_and_last_columns_and_its_rows(tmp_path, row_rules, columns):
+    rows = [row[:columns] for row in ROWS]
+    path = _ruled_inside(tmp_path / "inside.pdf", rows, row_rules)
+    tables = [e for e in _elements(path) if type(e).__name__ == "Table"]
+    assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in rows)]
 
 
 def test_cells_wrapped_in_a_ruled_row_stay_one_row(tmp_path):

@@ -107,9 +107,9 @@ def may_hold_table(horizontal: list[_Rule], vertical: list[_Rule]) -> bool:
 
 
 def _enough_rules(horizontal: int, vertical: int) -> bool:
-    """A table of two rows and two columns needs three rules each way (see _table); a page
-    with thousands is a drawing."""
-    return horizontal >= 3 and vertical >= 3 and horizontal + vertical <= MAX_RULES
+    """A table of two rows and two columns needs three horizontal rules, and two vertical
+    rules where its sides are open (see _table); a page with thousands is a drawing."""
+    return horizontal >= 3 and vertical >= 2 and horizontal + vertical <= MAX_RULES
 
 
 def find_tables(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -> list[RuledTable]:
