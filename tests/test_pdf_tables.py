@@ -434,3 +434,47 @@ def test_cells_wrapped_in_a_ruled_row_stay_one_row(tmp_path):
         "Grade | Description",
         "Grade 1 (low grade) | Cancer cells look a little different from normal cells and grow slowly.",
         "Grade 2 (intermediate) | Cancer cells do not look normal and grow faster than grade 1."]]
+
+
+def test_a_bar_between_two_columns_of_text_under_rules_across_the_page_is_no_table(tmp_path):
+    # A CV: section rules across the page and a bar (drawn as a thin box) between the headings'
+    # column and the text's. One divider is no grid, even with rules running past it both ways.
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    for y in (100, 300, 500):
+        page.draw_line((60, y), (540, y))
+    page.draw_rect(pymupdf.Rect(296, 100, 299, 500), fill=(0, 0, 0))
+    for y, heading, text in ((130, "Experience", "Acme Corp, Engineer"), (330, "Education", "MIT, BSc")):
+        page.insert_text((72, y), heading, fontsize=10)
+        page.insert_text((310, y), text, fontsize=10)
+    doc.save(tmp_path / "cv.pdf")
+    elements = _elements(tmp_path / "cv.pdf")
+    assert not [e for e in elements if type(e).__name__ == "Table"], [(type(e).__name__, e.text) for e in elements]
+
+
+def test_capitalised_lines_of_wrapped_cells_in_a_fully_ruled_table_stay_one_row(tmp_path):
+    rows = [(("Country",), ("Capital",)), (("United States", "Of America"), ("Washington", "D.C.")),
+            (("France",), ("Paris",))]
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    ys = [100, 120, 156, 176]
+    for (label, capital), top in zip(rows, ys):
+        for i, (left, right) in enumerate(zip(label, capital)):
+            page.insert_text((76, top + 14 + 16 * i), left, fontsize=10)
+            page.insert_text((256, top + 14 + 16 * i), right, fontsize=10)
+    for y in ys:
+        page.draw_line((72, y), (420, y))
+    for x in (72, 250, 420):
+        page.draw_line((x, ys[0]), (x, ys[-1]))
+    doc.save(tmp_path / "capitals.pdf")
+    tables = [e for e in _elements(tmp_path / "capitals.pdf") if type(e).__name__ == "Table"]
+    assert [t.text.split("\n") for t in tables] == [
+        ["Country | Capital", "United States Of America | Washington D.C.", "France | Paris"]]
+
+
+def test_a_subtotal_without_its_label_stays_a_row_of_its_own(tmp_path):
+    rows = [("Item", "Quantity", "Amount"), ("Apples", "3", "100"), ("Pears", "4", "200"), ("", "", "300"),
+            ("Plums", "5", "250"), ("Cherries", "2", "80")]
+    lines = [(x, 100 + 18 * i, text, 10) for i, row in enumerate(rows) for x, text in zip((72, 250, 400), row) if text]
+    tables = [e for e in _elements(_write_page(tmp_path / "subtotal.pdf", [lines])) if type(e).__name__ == "Table"]
+    assert [t.text.split("\n") for t in tables] == [[" | ".join(row) for row in rows]]

@@ -71,6 +71,7 @@ _NUMBERING = re.compile(
 _NOT_WORD = re.compile(r"[\W_]+")
 _SECTION_NUMBER = re.compile(r"^\d+(?:\.\d+)*\.?$")  # set apart from its heading: "1   Scope"
 LEFT_TO_RIGHT = (1.0, 0.0)  # a line's direction (cos, sin) on an upright page
+RIGHT_ANGLES = {LEFT_TO_RIGHT, (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)}  # upright, or turned on a side
 _SENTENCE_END = set(".!?:;)\"\u201d\u3002\uff01\uff1f\uff1a\uff1b")
 _LEADER = re.compile(r"(?:\.\s*){4,}\s*\w*\d+\s*$|\u2026\s*\d+\s*$")  # 'Scope ........ 4'
 _PDF_DATE = re.compile(r"D:(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(Z|[+-]\d{2}'?\d{2}'?)?")
@@ -121,7 +122,8 @@ class _Page:
     top: float          # the page's extent down the text's lines, in text space
     bottom: float
     # Characters of the lines inside its tables by (size, bold): text of the body too, which
-    # judging the body's type must count (a manual of tables is not a manual of its headings).
+    # judging whether the body is bold must count (a manual of tables is not a manual of its
+    # bold headings). Its size is judged without them: tables are often set smaller.
     table_styles: Counter[tuple[float, bool]] = field(default_factory=Counter)
     paragraphs: list[_Paragraph] = field(default_factory=list)
 
@@ -227,7 +229,8 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
     direction = _main_direction(raw_lines)
     to_text_space = _text_space(direction)
     upright = [(number, raw) for number, raw, line_direction in raw_lines if line_direction == direction]
-    tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright])
+    tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright],
+                                    ruled=direction in RIGHT_ANGLES)
     lines = []
     table_styles: Counter[tuple[float, bool]] = Counter()
     for number, raw in upright:  # the others run across the page's text: diagonal watermarks, stamps
@@ -243,9 +246,10 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
 
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
-            raw_lines: list[dict]) -> list[_Table]:
-    """The page's ruled tables, then its tables of aligned text among the lines left, all in
-    text space (on a page turned on its side, a table's rows run across the page's height)."""
+            raw_lines: list[dict], ruled: bool) -> list[_Table]:
+    """The page's ruled tables (`ruled`: unless its text runs at a slant, which turns rules
+    into boxes), then its tables of aligned text among the lines left, all in text space (on a
+    page turned on its side, a table's rows run across the page's height)."""
     outlines = [(to_text_space(block["bbox"]), block["isrect"]) for block in content["blocks"] if block["type"] == 3]
     drawn: tuple[list, list] | None = None
 
@@ -257,7 +261,7 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
 
     tables: list[_Table] = []
     # Not even the outlines of the page's drawings could make a grid: no need to read them.
-    if pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
+    if ruled and pdf_tables.outlines_may_hold_table(outlines) and pdf_tables.may_hold_table(*drawn_rules()):
         words = [(*to_text_space(word[:4]), *word[4:]) for word in page.get_text("words", textpage=textpage)]
         tables = [_Table(t.rows, t.box) for t in pdf_tables.find_tables(*drawn_rules(), words)]
     # Lines in the page's top and bottom margins (running headers, footers) are no rows.
@@ -492,8 +496,6 @@ def _body_size(pages: list[_Page]) -> float:
     for page in pages:
         for line in page.lines:
             sizes[line.size] += len(line.text)
-        for (size, _), chars in page.table_styles.items():
-            sizes[size] += chars
     return sizes.most_common(1)[0][0] if sizes else 10.0
 
 

@@ -76,6 +76,7 @@ _SENTENCE_END = ".!?:;"
 _ENUMERATOR = re.compile(r"^(?:[\u2022\u25aa\u25cf\u25e6\u2023\u2043\u00b7\u25a0\u25a1\u2013*\ue000-\uf8ff-]"
                          r"|\(?[\d.\-]+[.)]?|\(?[a-z][.)])$")
 _FIGURE = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
 _PAGE_REFERENCES = re.compile(r",\s*\d+(?:\s*[,\u2013-]\s*\d+)*$")  # an index entry's: "Atlas, 24, 31-33"
 # Mathematical operators (but a minus and the comparisons, which tables hold), arrows, and
 # the private use area, where math fonts put the pieces of large brackets.
@@ -405,9 +406,11 @@ def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
 
 def _goes_on_in_a_cell(above: _Row, row: _Row, first_column: int) -> bool:
     """Whether a body row holds only more lines of a cell of the row above, right of the
-    table's first column (a long description, a list inside a cell)."""
+    table's first column (a long description, a list inside a cell), with words (a figure
+    alone is a subtotal without its label)."""
     filled = [c for c, cell in enumerate(row.cells) if cell]
-    return len(filled) == 1 and filled[0] > first_column and bool(above.cells[filled[0]])
+    return (len(filled) == 1 and filled[0] > first_column and bool(above.cells[filled[0]])
+            and _LETTER.search(" ".join(row.cells[filled[0]])) is not None)
 
 
 def _first_column(rows: list[_Row]) -> int:

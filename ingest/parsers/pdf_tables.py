@@ -27,6 +27,7 @@ MIN_CELL = 6.0      # rules closer than this (a double border) bound no cell bet
 MAX_RULES = 2000    # a page drawing more rules than this is a drawing, not a table
 MIN_FILL = 0.25     # a table has text in at least this share of its cells
 MIN_SPLIT_ROWS = 0.5  # ...and vertical rules split at least this share of its rows
+MIN_LINES_SPLIT = 3   # a ruled row around this many lines of labels and values is a row per line
 
 
 @dataclass
@@ -108,7 +109,8 @@ def may_hold_table(horizontal: list[_Rule], vertical: list[_Rule]) -> bool:
 
 def _enough_rules(horizontal: int, vertical: int) -> bool:
     """A table of two rows and two columns needs three horizontal rules, and two vertical
-    rules where its sides are open (see _table); a page with thousands is a drawing."""
+    rules apart where its sides are open (see _open_sides); a page with thousands is a
+    drawing."""
     return horizontal >= 3 and vertical >= 2 and horizontal + vertical <= MAX_RULES
 
 
@@ -164,6 +166,8 @@ def _open_sides(horizontal: list[_Rule], xs: list[float]) -> list[float]:
     """Column edges, with the table's left or right side added where it has no rule drawn:
     where most rules between its rows run on past its outermost vertical rule to one place
     (a table ruled inside only, its first column of labels and its last of figures open)."""
+    if len(xs) < 2:
+        return xs  # one vertical rule (or a bar drawn as two): a divider between columns of text
     enough = max(2, len(horizontal) / 2)
     left = min(h.start for h in horizontal)
     if sum(1 for h in horizontal if abs(h.start - left) <= SNAP and h.start < xs[0] - 2 * MIN_CELL) >= enough:
@@ -222,22 +226,19 @@ def _table(horizontal: list[_Rule], vertical: list[_Rule], words: list[tuple]) -
 
 
 def _lines_as_rows(columns: int, placed: list[tuple[float, float, int, str]]) -> list[list[list[str]]]:
-    """The words of a ruled row in its cells. A row ruled around several lines of text (a
-    table ruled between its columns, and above and below its header and body only) is a row
-    per line when each line has a word in the first column and another beside it, and none
-    goes on in lower case (a cell's text wrapped)."""
-    lines: list[list[tuple[float, float, int, str]]] = []
-    for word in sorted(placed, key=lambda w: w[0]):
-        if lines and word[0] - lines[-1][0][0] <= word[1] / 2:
-            lines[-1].append(word)
+    """The words of a ruled row in its cells. A row ruled around three lines of text or more
+    (a table ruled between its columns, and above and below its header and body only) is a
+    row per line when each line has a word in the first column and another beside it, and
+    none goes on in lower case (a cell's text wrapped)."""
+    by_line: list[list[int]] = []  # indexes into `placed` (the words' reading order), line by line
+    for i in sorted(range(len(placed)), key=lambda i: placed[i][0]):
+        middle, height = placed[i][:2]
+        if by_line and middle - placed[by_line[-1][0]][0] <= height / 2:
+            by_line[-1].append(i)
         else:
-            lines.append([word])
-    order = {id(word): i for i, word in enumerate(placed)}  # the words' reading order, within each cell
-    lines = [sorted(line, key=lambda w: order[id(w)]) for line in lines]
-    one_per_line = len(lines) > 1 and all(
-        any(column == 0 for _, _, column, _ in line) and any(column > 0 for _, _, column, _ in line)
-        and not any(_first_words(line)[column][:1].islower() for column in _first_words(line)) for line in lines)
-    groups = lines if one_per_line else [placed]
+            by_line.append([i])
+    lines = [[placed[i] for i in sorted(line)] for line in by_line]
+    groups = lines if len(lines) >= MIN_LINES_SPLIT and all(map(_label_and_values, lines)) else [placed]
     rows = []
     for group in groups:
         cells: list[list[str]] = [[] for _ in range(columns)]
@@ -247,9 +248,11 @@ def _lines_as_rows(columns: int, placed: list[tuple[float, float, int, str]]) ->
     return rows
 
 
-def _first_words(line: list[tuple[float, float, int, str]]) -> dict[int, str]:
-    """The first word of each column on a line of text."""
-    first: dict[int, str] = {}
+def _label_and_values(line: list[tuple[float, float, int, str]]) -> bool:
+    """Whether a line of text has a word in the first column and another beside it, none of
+    its cells going on in lower case."""
+    first_words: dict[int, str] = {}
     for _, _, column, text in line:
-        first.setdefault(column, text)
-    return first
+        first_words.setdefault(column, text)
+    return (0 in first_words and len(first_words) > 1
+            and not any(text[:1].islower() for text in first_words.values()))
