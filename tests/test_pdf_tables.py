@@ -478,3 +478,20 @@ def test_a_subtotal_without_its_label_stays_a_row_of_its_own(tmp_path):
     lines = [(x, 100 + 18 * i, text, 10) for i, row in enumerate(rows) for x, text in zip((72, 250, 400), row) if text]
     tables = [e for e in _elements(_write_page(tmp_path / "subtotal.pdf", [lines])) if type(e).__name__ == "Table"]
     assert [t.text.split("\n") for t in tables] == [[" | ".join(row) for row in rows]]
+
+
+def test_double_rules_under_the_header_and_over_the_total_do_not_make_the_body_one_row(tmp_path):
+    rows = [("Answer", "Freq.", "Percent"), ("I kept the assets", "344", "75.2"), ("I sold some of them", "53", "11.6"),
+            ("I sold all of them", "61", "13.2"), ("Total", "458", "100.0")]
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    baselines = [110, 136, 148, 160, 186]
+    for y, row in zip(baselines, rows):
+        for x, text in zip((72, 250, 350), row):
+            page.insert_text((x, y), text, fontsize=9)
+    for y in (98, 122, 125, 171, 174, 192):  # top, double rules under the header and over the total, bottom
+        page.draw_line((66, y), (420, y))
+    page.draw_line((240, 98), (240, 192))
+    doc.save(tmp_path / "double-rules.pdf")
+    tables = [e for e in _elements(tmp_path / "double-rules.pdf") if type(e).__name__ == "Table"]
+    assert [t.text.split("\n") for t in tables] == [[" | ".join(row) for row in rows]]

@@ -54,6 +54,8 @@ MAX_HEADER_GAP = 4.0
 ALIGNED = 2.0
 # Lines whose type sizes differ by more than this factor are not rows of one table.
 MAX_SIZE_RATIO = 1.25
+# Rules closer than this (points) are one double rule.
+DOUBLE_RULE = 4.0
 # Header lines closer than this (in line heights) are one header row.
 HEADER_LINE_GAP = 0.6
 MIN_ROWS = 3            # lines of two segments or more
@@ -386,8 +388,11 @@ def _joined_rows(rows: list[_Row], rules_y: list[Rule]) -> list[_Row]:
     otherwise wrapped cells (a line going on in lower case) and the close lines of the header."""
     left, right = min(r.lines[0].left for r in rows), max(r.lines[0].right for r in rows)
     width = right - left
-    between = sorted({round(y, 1) for y, x0, x1 in rules_y
-                      if rows[0].top < y < rows[-1].bottom and min(x1, right) - max(x0, left) > 0.5 * width})
+    between: list[float] = []
+    for y in sorted(y for y, x0, x1 in rules_y
+                    if rows[0].top < y < rows[-1].bottom and min(x1, right) - max(x0, left) > 0.5 * width):
+        if not between or y - between[-1] > DOUBLE_RULE:  # a double rule is one
+            between.append(y)
     if len(between) >= (len(rows) - 1) * 0.6:
         return _grouped_by_rules(rows, between)
     joined: list[_Row] = []
