@@ -408,28 +408,33 @@ def test_a_table_ruled_inside_only_keeps_its_open_first_and_last_columns_and_its
     assert [t.text for t in tables] == ["\n".join(" | ".join(row) for row in rows)]
 
 
+def _fully_ruled(path: Path, xs: tuple[float, ...], ys: tuple[float, ...],
+                 rows: list[tuple[tuple[str, ...], ...]]) -> Path:
+    """A table ruled around and between all its rows and columns: row i between ys[i] and
+    ys[i + 1], column j from xs[j], each cell given as its lines of text."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    for row, top in zip(rows, ys):
+        for x, lines in zip(xs, row):
+            for i, text in enumerate(lines):
+                page.insert_text((x + 5, top + 14 + 16 * i), text, fontsize=10)
+    for y in ys:
+        page.draw_line((xs[0], y), (xs[-1], y))
+    for x in xs:
+        page.draw_line((x, ys[0]), (x, ys[-1]))
+    doc.save(path)
+    return path
+
+
 def test_cells_wrapped_in_a_ruled_row_stay_one_row(tmp_path):
     # Both cells of a ruled row wrap onto a second line: that row is one row of the table, not
     # a row per line (its second line goes on in lower case).
-    rows = [("Grade", "Description"), ("Grade 1", "Cancer cells look a little different", "(low grade)",
-                                       "from normal cells and grow slowly."),
-            ("Grade 2", "Cancer cells do not look normal and", "(intermediate)", "grow faster than grade 1.")]
-    doc = pymupdf.open()
-    page = doc.new_page(width=595, height=842)
-    ys = [100, 120, 160, 200]
-    page.insert_text((76, 114), rows[0][0], fontsize=10)
-    page.insert_text((196, 114), rows[0][1], fontsize=10)
-    for (label, text, label_more, text_more), top in zip(rows[1:], ys[1:]):
-        page.insert_text((76, top + 14), label, fontsize=10)
-        page.insert_text((196, top + 14), text, fontsize=10)
-        page.insert_text((76, top + 30), label_more, fontsize=10)
-        page.insert_text((196, top + 30), text_more, fontsize=10)
-    for y in ys:
-        page.draw_line((72, y), (480, y))
-    for x in (72, 190, 480):
-        page.draw_line((x, ys[0]), (x, ys[-1]))
-    doc.save(tmp_path / "wrapped-ruled.pdf")
-    tables = [e for e in _elements(tmp_path / "wrapped-ruled.pdf") if type(e).__name__ == "Table"]
+    rows = [(("Grade",), ("Description",)),
+            (("Grade 1", "(low grade)"),
+             ("Cancer cells look a little different", "from normal cells and grow slowly.")),
+            (("Grade 2", "(intermediate)"), ("Cancer cells do not look normal and", "grow faster than grade 1."))]
+    path = _fully_ruled(tmp_path / "wrapped-ruled.pdf", (72, 190, 480), (100, 120, 160, 200), rows)
+    tables = [e for e in _elements(path) if type(e).__name__ == "Table"]
     assert [t.text.split("\n") for t in tables] == [[
         "Grade | Description",
         "Grade 1 (low grade) | Cancer cells look a little different from normal cells and grow slowly.",
@@ -455,19 +460,8 @@ def test_a_bar_between_two_columns_of_text_under_rules_across_the_page_is_no_tab
 def test_capitalised_lines_of_wrapped_cells_in_a_fully_ruled_table_stay_one_row(tmp_path):
     rows = [(("Country",), ("Capital",)), (("United States", "Of America"), ("Washington", "D.C.")),
             (("France",), ("Paris",))]
-    doc = pymupdf.open()
-    page = doc.new_page(width=595, height=842)
-    ys = [100, 120, 156, 176]
-    for (label, capital), top in zip(rows, ys):
-        for i, (left, right) in enumerate(zip(label, capital)):
-            page.insert_text((76, top + 14 + 16 * i), left, fontsize=10)
-            page.insert_text((256, top + 14 + 16 * i), right, fontsize=10)
-    for y in ys:
-        page.draw_line((72, y), (420, y))
-    for x in (72, 250, 420):
-        page.draw_line((x, ys[0]), (x, ys[-1]))
-    doc.save(tmp_path / "capitals.pdf")
-    tables = [e for e in _elements(tmp_path / "capitals.pdf") if type(e).__name__ == "Table"]
+    path = _fully_ruled(tmp_path / "capitals.pdf", (72, 250, 420), (100, 120, 156, 176), rows)
+    tables = [e for e in _elements(path) if type(e).__name__ == "Table"]
     assert [t.text.split("\n") for t in tables] == [
         ["Country | Capital", "United States Of America | Washington D.C.", "France | Paris"]]
 
