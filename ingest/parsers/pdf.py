@@ -229,8 +229,9 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
     direction = _main_direction(raw_lines)
     to_text_space = _text_space(direction)
     upright = [(number, raw) for number, raw, line_direction in raw_lines if line_direction == direction]
+    _, top, _, bottom = to_text_space(page.rect)
     tables = [] if ocr else _tables(page, content, textpage, to_text_space, [raw for _, raw in upright],
-                                    ruled=direction in RIGHT_ANGLES)
+                                    (top, bottom), ruled=direction in RIGHT_ANGLES)
     lines = []
     table_styles: Counter[tuple[float, bool]] = Counter()
     for number, raw in upright:  # the others run across the page's text: diagonal watermarks, stamps
@@ -241,15 +242,15 @@ def _read_page(page: pymupdf.Page, ocr_languages: str) -> _Page | None:
             table_styles[line.size, line.bold] += len(line.text)
         else:
             lines.append(line)
-    _, top, _, bottom = to_text_space(page.rect)
     return _Page(page.number + 1, lines, tables, top, bottom, table_styles)
 
 
 def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_text_space,
-            raw_lines: list[dict], ruled: bool) -> list[_Table]:
+            raw_lines: list[dict], extent: tuple[float, float], ruled: bool) -> list[_Table]:
     """The page's ruled tables (`ruled`: unless its text runs at a slant, which turns rules
     into boxes), then its tables of aligned text among the lines left, all in text space (on a
-    page turned on its side, a table's rows run across the page's height)."""
+    page turned on its side, a table's rows run across the page's height). `extent`: the
+    page's top and bottom in text space."""
     outlines = [(to_text_space(block["bbox"]), block["isrect"]) for block in content["blocks"] if block["type"] == 3]
     drawn: tuple[list, list] | None = None
 
@@ -265,7 +266,7 @@ def _tables(page: pymupdf.Page, content: dict, textpage: pymupdf.TextPage, to_te
         words = [(*to_text_space(word[:4]), *word[4:]) for word in page.get_text("words", textpage=textpage)]
         tables = [_Table(t.rows, t.box) for t in pdf_tables.find_tables(*drawn_rules(), words)]
     # Lines in the page's top and bottom margins (running headers, footers) are no rows.
-    _, top, _, bottom = to_text_space(page.rect)
+    top, bottom = extent
     body_top, body_bottom = top + TABLE_MARGIN * (bottom - top), bottom - TABLE_MARGIN * (bottom - top)
     segments = [s for raw in raw_lines for s in _segments(raw, to_text_space)
                 if s.box[3] > body_top and s.box[1] < body_bottom]

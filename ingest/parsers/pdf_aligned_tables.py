@@ -23,10 +23,10 @@ columns (the gaps between them persist from line to line) is a table:
 Guards against what only looks aligned: two columns of running text (long segments, many
 words a cell) and lists (a column of bullets or numbers beside text) are no tables, and a
 table needs at least three lines of two segments or more. Its rows, once joined, must read
-as a table's too: three or more of two cells or more, most cells filled (not formulas or the labels of a
-diagram), few going on in lower case from the row above (prose side by side: a side heading
-beside its paragraphs, blurbs in columns), and a figure or a short text beyond the first
-column in most rows below the header (a column of long descriptions may be beside them);
+as a table's too: three or more of two cells or more, most cells filled (not formulas or the
+labels of a diagram), few going on in lower case from the row above (prose side by side: a
+side heading beside its paragraphs, blurbs in columns), and a figure or a short text beyond
+the first column in most rows below the header (a column of long descriptions may be beside them);
 nor be a numbered listing, an index in columns or a formula. A picture among the text (a
 photo, a plot) makes it the picture's labels and captions.
 """
@@ -269,17 +269,16 @@ def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
     return columns
 
 
-def _column_span(segment: Segment, columns: list[tuple[float, float]], starts: list[float],
-                 ends: list[float]) -> range:
-    """The columns a segment overlaps; the nearest one when it falls in a gap. Columns lie
-    apart, left to right: those ending right of the segment's start and starting left of its
-    end, found by bisection (`starts` and `ends` are the columns')."""
+def _column_span(segment: Segment, starts: list[float], ends: list[float]) -> range:
+    """The columns (their `starts` and `ends`) a segment overlaps; the nearest one when it falls
+    in a gap. Columns lie apart, left to right: those ending right of the segment's start and
+    starting left of its end are found by bisection."""
     x0, x1 = segment.box[0], segment.box[2]
     over = range(bisect_right(ends, x0), bisect_left(starts, x1))
     if over:
         return over
     middle = (x0 + x1) / 2
-    nearest = min(range(len(columns)), key=lambda i: min(abs(middle - columns[i][0]), abs(middle - columns[i][1])))
+    nearest = min(range(len(starts)), key=lambda i: min(abs(middle - starts[i]), abs(middle - ends[i])))
     return range(nearest, nearest + 1)
 
 
@@ -293,7 +292,7 @@ def _rows(run: list[_Line], columns: list[tuple[float, float]]) -> list[_Row]:
         cells: list[list[str]] = [[] for _ in columns]
         spanning = False
         for segment in line.segments:
-            span = _column_span(segment, columns, starts, ends)
+            span = _column_span(segment, starts, ends)
             spanning = spanning or len(span) > 1
             cells[span[0]].append(segment.text)
         crowded = any(len(cell) > 1 for cell in cells)
